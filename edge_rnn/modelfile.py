@@ -1,0 +1,150 @@
+"""Reading and writing model files of the contract (torch-free).
+
+A model file is an ONNX graph plus `metadata_props` (see edge_rnn.spec). `read_model`
+checks both and turns every way a file can be wrong into a ModelFileError that says
+what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import onnx
+
+from edge_rnn import spec as S
+from edge_rnn.atomic import atomic_write
+from edge_rnn.errors import ModelFileError
+from edge_rnn.spec import ModelSpec
+from edge_rnn.vocab import Vocabulary
+
+DEFAULT_MODEL_NAME = "default.onnx"
+
+
+def default_model_path() -> Path:
+    path = Path(str(resources.files("edge_rnn") / "models" / DEFAULT_MODEL_NAME))
+    if not path.exists():
+        raise ModelFileError(
+            f"the shipped default model {path} is missing; reinstall edge-rnn or pass a model file"
+        )
+    return path
+
+
+@dataclass
+class ModelFile:
+    """A loaded model file: the ONNX proto and what its metadata says."""
+
+    proto: onnx.ModelProto
+    spec: ModelSpec
+    vocab: Vocabulary
+    path: Path | None = None
+    training: dict = field(default_factory=dict)
+    adaptation: list = field(default_factory=list)
+    quantization: str | None = None
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {p.key: p.value for p in self.proto.metadata_props}
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.proto.SerializeToString()).hexdigest()
+
+
+def load_proto(path: str | Path | None) -> tuple[onnx.ModelProto, Path]:
+    path = default_model_path() if path is None else Path(path)
+    if not path.exists():
+        raise ModelFileError(f"model file {path} does not exist; check the path or omit it to use the default model")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder; pass an .onnx model file")
+    data = path.read_bytes()
+    if not data:
+        raise ModelFileError(f"model file {path} is empty; re-export it with `edge-rnn export`")
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise ModelFileError(
+            f"{path} is not a readable ONNX file ({type(exc).__name__}); it may be truncated: re-export it with `edge-rnn export`"
+        ) from None
+    if not proto.graph.node:
+        raise ModelFileError(f"{path} has no graph nodes: it is not an ONNX model (or it is truncated); re-export it")
+    return proto, path
+
+
+def parse_metadata(proto: onnx.ModelProto, path: Path | None = None) -> ModelFile:
+    """ModelFile from a proto that carries edge-rnn metadata, or a ModelFileError."""
+    meta = {p.key: p.value for p in proto.metadata_props}
+    where = f"{path}" if path else "model"
+    if S.KEY_SPEC not in meta or S.KEY_VOCAB not in meta:
+        raise ModelFileError(
+            f"{where} has no edge-rnn metadata ({S.KEY_SPEC}, {S.KEY_VOCAB}); export it with `edge-rnn export`, "
+            "or load a foreign RNN language model with edge_rnn.load(path, vocab=...)"
+        )
+    if meta.get(S.KEY_FORMAT) != S.FORMAT_VERSION:
+        raise ModelFileError(
+            f"{where} has format version {meta.get(S.KEY_FORMAT)!r}, this edge-rnn reads {S.FORMAT_VERSION!r}; "
+            "re-export it with this version"
+        )
+    spec = ModelSpec.from_json(meta[S.KEY_SPEC])
+    vocab = Vocabulary.from_json(meta[S.KEY_VOCAB])
+    if len(vocab) != spec.vocab_size:
+        raise ModelFileError(
+            f"{where}: vocabulary has {len(vocab)} symbols but the spec says vocab_size={spec.vocab_size}; "
+            "the metadata was edited or is corrupt: re-export the model"
+        )
+    check_contract(proto, spec, where)
+    return ModelFile(
+        proto=proto,
+        spec=spec,
+        vocab=vocab,
+        path=path,
+        training=_json_or(meta.get(S.KEY_TRAINING), {}, where, S.KEY_TRAINING),
+        adaptation=_json_or(meta.get(S.KEY_ADAPTATION), [], where, S.KEY_ADAPTATION),
+        quantization=meta.get(S.KEY_QUANT),
+    )
+
+
+def read_model(path: str | Path | None = None) -> ModelFile:
+    """Load and check a model file; None means the shipped default model."""
+    proto, path = load_proto(path)
+    return parse_metadata(proto, path)
+
+
+def _json_or(text: str | None, default, where: str, key: str):
+    if text is None:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ModelFileError(f"{where}: metadata {key!r} is not JSON; re-export the model") from None
+
+
+def check_contract(proto: onnx.ModelProto, spec: ModelSpec, where: str = "model") -> None:
+    """Graph inputs/outputs must be the contract's names in the contract's order."""
+    inputs = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
+    outputs = [o.name for o in proto.graph.output]
+    want_in = [S.TOKENS, *spec.state_names]
+    want_out = [S.LOGITS, *spec.new_state_names]
+    if inputs != want_in or outputs != want_out:
+        raise ModelFileError(
+            f"{where} does not follow the model-file contract: inputs {inputs} / outputs {outputs}, "
+            f"expected {want_in} / {want_out}; re-export it with `edge-rnn export`"
+        )
+
+
+def set_metadata(proto: onnx.ModelProto, values: dict[str, str]) -> None:
+    """Set (replace) metadata_props keys in place."""
+    kept = [p for p in proto.metadata_props if p.key not in values]
+    del proto.metadata_props[:]
+    for p in kept:
+        proto.metadata_props.add(key=p.key, value=p.value)
+    for key, value in values.items():
+        proto.metadata_props.add(key=key, value=value)
+
+
+def write_model(proto: onnx.ModelProto, path: str | Path) -> Path:
+    """Write atomically: a crash mid-save leaves the previous file intact."""
+    data = proto.SerializeToString()
+    return atomic_write(path, lambda f: f.write(data))

@@ -1,0 +1,56 @@
+"""Checkpoint or CharRNN -> model file of the contract, optionally int8-quantized."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from edge_rnn import spec as S
+from edge_rnn.errors import ModelFileError
+from edge_rnn.graph import build_model
+from edge_rnn.modelfile import set_metadata, write_model
+from edge_rnn.vocab import Vocabulary
+from edge_rnn.export.weights import onnx_weights
+
+
+def export_model(model, vocab: Vocabulary, path: str | Path, training: dict | None = None) -> Path:
+    """Write `model` (an edge_rnn.model.CharRNN) as an ONNX model file, atomically."""
+    proto = build_model(model.spec, onnx_weights(model), vocab, training)
+    return write_model(proto, path)
+
+
+def export_checkpoint(checkpoint: str | Path, path: str | Path, int8: bool = False) -> Path:
+    """Export a training checkpoint; with `int8`, apply onnxruntime's dynamic quantization."""
+    from edge_rnn.train import model_from_checkpoint
+
+    model, vocab, info = model_from_checkpoint(checkpoint)
+    training = {k: v for k, v in info.items() if k != "history"}
+    out = export_model(model, vocab, path)
+    proto = onnx.load(str(out))
+    set_metadata(proto, {S.KEY_TRAINING: json.dumps(training)})
+    write_model(proto, out)
+    return quantize_int8(out, out) if int8 else out
+
+
+def quantize_int8(src: str | Path, dst: str | Path) -> Path:
+    """onnxruntime dynamic int8 quantization (weights int8, activations quantized on the fly).
+
+    The quantized graph uses onnxruntime's contrib ops, so it runs on the onnxruntime
+    backend; the numpy runtime reads float models. Metadata is carried over.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src_proto = onnx.load(str(src))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_out = Path(tmp) / "q.onnx"
+        try:
+            quantize_dynamic(str(src), str(tmp_out), weight_type=QuantType.QInt8)
+        except Exception as exc:
+            raise ModelFileError(f"int8 quantization of {src} failed ({exc}); export without --int8") from None
+        proto = onnx.load(str(tmp_out))
+    set_metadata(proto, {p.key: p.value for p in src_proto.metadata_props})
+    set_metadata(proto, {S.KEY_QUANT: "int8-dynamic"})
+    return write_model(proto, dst)

@@ -1,0 +1,40 @@
+"""The one place where PyTorch's recurrent weight layout becomes ONNX's.
+
+PyTorch stacks gates as GRU (r, z, n) and LSTM (i, f, g, o) with separate b_ih, b_hh;
+ONNX wants GRU (z, r, h) and LSTM (i, o, f, c), W [1, G*H, I], R [1, G*H, H] and
+B [1, 2*G*H] = [Wb, Rb]. PyTorch's GRU applies the reset gate after the recurrent
+matmul, which is ONNX's linear_before_reset=1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_rnn import spec as S
+
+# ONNX gate block k takes PyTorch gate block ORDER[cell][k].
+GATE_ORDER = {"rnn": [0], "gru": [1, 0, 2], "lstm": [0, 3, 1, 2]}
+
+
+def reorder_gates(matrix: np.ndarray, cell: str, hidden: int) -> np.ndarray:
+    blocks = [matrix[k * hidden : (k + 1) * hidden] for k in GATE_ORDER[cell]]
+    return np.concatenate(blocks, axis=0)
+
+
+def onnx_weights(model) -> dict[str, np.ndarray]:
+    """ONNX-layout float32 weights (names from edge_rnn.spec) of an edge_rnn.model.CharRNN."""
+    spec, H = model.spec, model.spec.hidden_size
+    sd = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    out = {
+        S.EMBEDDING: sd["embedding.weight"],  # (V, E)
+        S.HEAD_WEIGHT: np.ascontiguousarray(sd["head.weight"].T),  # (H, V)
+        S.HEAD_BIAS: sd["head.bias"],  # (V,)
+    }
+    for layer in range(spec.layers):
+        Wn, Rn, Bn = S.layer_weight_names(layer)
+        out[Wn] = reorder_gates(sd[f"rnn.weight_ih_l{layer}"], spec.cell, H)[None]  # (1, G*H, I)
+        out[Rn] = reorder_gates(sd[f"rnn.weight_hh_l{layer}"], spec.cell, H)[None]  # (1, G*H, H)
+        b_ih = reorder_gates(sd[f"rnn.bias_ih_l{layer}"], spec.cell, H)
+        b_hh = reorder_gates(sd[f"rnn.bias_hh_l{layer}"], spec.cell, H)
+        out[Bn] = np.concatenate([b_ih, b_hh])[None]  # (1, 2*G*H)
+    return out
