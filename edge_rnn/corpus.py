@@ -96,3 +96,22 @@ def split_documents(documents: list[str], val_fraction: float = 0.1) -> tuple[st
         train.append(doc[:cut])
         val.append(doc[cut:])
     return "".join(train), "".join(val)
+
+
+# Text of another style than the training plays, from Debian packages, for measuring adaptation.
+OTHER_STYLE = {
+    "gpl-3": ("/usr/share/common-licenses/GPL-3", "base-files"),  # modern legal English, on every Debian system
+    "fortunes": ("/usr/share/games/fortunes/fortunes", "fortunes"),  # short modern quips
+    "fortunes-science": ("/usr/share/games/fortunes/science", "fortunes"),
+}
+
+
+def other_style_text(name: str = "gpl-3") -> str:
+    """A text of another style than Shakespeare, installed by a Debian package."""
+    if name not in OTHER_STYLE:
+        raise CorpusError(f"unknown text {name!r}; use one of {', '.join(OTHER_STYLE)}")
+    path, package = OTHER_STYLE[name]
+    if not Path(path).exists():
+        raise CorpusError(f"{path} is missing; install it with: apt-get install {package}")
+    text = read_text_file(path)
+    return text.replace("\n%\n", "\n\n") if name.startswith("fortunes") else text

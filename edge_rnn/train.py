@@ -123,7 +123,7 @@ class Trainer:
         self.optimizer.step()
         self.state = detach_state(state)
         self.step += 1
-        return float(loss)
+        return loss.item()
 
     def validate(self, full: bool = False) -> float:
         ids = self.val_ids if full else self.val_ids[: self.config.val_chars]

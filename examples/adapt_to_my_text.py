@@ -1,0 +1,20 @@
+"""Adapt the default model to your own text, torch-free, and save the adapted model.
+
+    python examples/adapt_to_my_text.py notes.txt adapted.onnx
+"""
+
+from __future__ import annotations
+
+import sys
+
+import edge_rnn
+from edge_rnn.corpus import read_text_file
+from edge_rnn.runtime.evaluate import score_text
+
+text = read_text_file(sys.argv[1])
+model = edge_rnn.load()
+static = score_text(model, text)["bpc"]
+adapter = model.adapter()  # the tuned defaults: dynamic evaluation, k1 = k2 = 32
+stats = adapter.observe(text)
+print(f"static {static:.3f} bpc -> online {stats['bpc']:.3f} bpc over {stats['tokens']} characters")
+adapter.save(sys.argv[2])

@@ -1,0 +1,8 @@
+"""edge_rnn.runtime: the torch-free NumPy/CuPy/onnxruntime runtime (streaming and online adaptation)."""
+
+from edge_rnn.runtime.adapt import AdaptConfig, Adapter, loss_and_grads
+from edge_rnn.runtime.evaluate import score_text
+from edge_rnn.runtime.model import Model
+from edge_rnn.runtime.stream import Snapshot, Stream
+
+__all__ = ["AdaptConfig", "Adapter", "Model", "Snapshot", "Stream", "loss_and_grads", "score_text"]

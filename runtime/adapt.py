@@ -1,0 +1,225 @@
+"""Online adaptation: prequential truncated BPTT(k1, k2) over a ring buffer of the last k2 steps.
+
+Each token is scored before it is learned from. Every k1 tokens the gradient of the
+mean loss over the last k2 tokens is taken from the state at the start of that window
+(detached: state crosses windows, gradients don't), clipped, checked, and applied. The
+buffer holds k2 tokens and k2/k1 boundary states, so memory is O(k2), flat in the
+length of the stream. A guard rolls the weights back to the last good point and halves
+the step when the loss turns non-finite or explodes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from edge_rnn import spec as S
+from edge_rnn.errors import SettingsError
+from edge_rnn.runtime import network
+from edge_rnn.runtime.backend import to_numpy
+from edge_rnn.runtime.rules import RULES, Rule
+
+LN2 = math.log(2)
+TRAINABLE = ("all", "head", "last", "recurrent")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Settings of an online adaptation session (stored in the adapted file's metadata).
+
+    k1: update every k1 tokens; k2: backpropagate through the last k2 tokens (a multiple
+    of k1). rule: sgd | adam | dynamic. lr: step size. clip: global gradient-norm clip
+    (0 = off). decay: dynamic evaluation's pull toward the base weights per update.
+    trainable: all | head | last (last recurrent layer and head) | recurrent (all but the
+    embedding). guard: a window loss above guard x its running mean (or non-finite) rolls back.
+    """
+
+    k1: int = 32
+    k2: int = 32
+    rule: str = "dynamic"
+    lr: float = 3e-3
+    clip: float = 1.0
+    decay: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.99
+    eps: float = 1e-8
+    trainable: str = "all"
+    guard: float = 2.5
+    checkpoint_every: int = 16  # updates between refreshes of the roll-back point
+
+    def __post_init__(self):
+        def bad(msg):
+            raise SettingsError(msg)
+
+        for name in ("k1", "k2", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                bad(f"{name} must be a positive integer, got {value!r}")
+        if self.k2 < self.k1:
+            bad(f"k2 ({self.k2}) must be >= k1 ({self.k1}): each update backpropagates through at least the new tokens")
+        if self.k2 % self.k1:
+            bad(f"k2 ({self.k2}) must be a multiple of k1 ({self.k1}), e.g. k2={self.k1 * max(1, round(self.k2 / self.k1))}")
+        if self.rule not in RULES:
+            bad(f"unknown rule {self.rule!r}; use one of {', '.join(RULES)}")
+        if self.trainable not in TRAINABLE:
+            bad(f"unknown trainable {self.trainable!r}; use one of {', '.join(TRAINABLE)}")
+        for name in ("lr", "clip", "decay", "eps"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                bad(f"{name} must be a finite number >= 0, got {value!r}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                bad(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not self.guard > 1:
+            bad(f"guard must be > 1 (a ratio to the running loss), got {self.guard!r}")
+
+
+def trainable_names(spec, which: str) -> list[str]:
+    head = [S.HEAD_WEIGHT, S.HEAD_BIAS]
+    last = list(S.layer_weight_names(spec.layers - 1))
+    layers = [n for layer in range(spec.layers) for n in S.layer_weight_names(layer)]
+    return {"head": head, "last": last + head, "recurrent": layers + head, "all": [S.EMBEDDING] + layers + head}[which]
+
+
+def loss_and_grads(xp, spec, weights, inputs, targets, state, *, lbr=1, trainable=None):
+    """min-char-rnn's core: inputs/targets int [B, T], state ([L, B, H],...) ->
+    (mean loss in nats, grads {name: array}, last state). The state is detached."""
+    logits, last_state, cache = network.forward(xp, spec, weights, inputs, state, lbr=lbr, keep_cache=True)
+    return _loss_and_grads_from(xp, spec, weights, logits, cache, targets, lbr, trainable) + (last_state,)
+
+
+def _loss_and_grads_from(xp, spec, weights, logits, cache, targets, lbr, trainable):
+    B, T, V = logits.shape
+    logp = network.log_softmax(xp, logits)  # (B, T, V)
+    picked = xp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]  # (B, T)
+    loss = -picked.mean()
+    dlogits = xp.exp(logp)
+    flat = dlogits.reshape(B * T, V)
+    flat[xp.arange(B * T), targets.reshape(-1)] -= 1.0
+    dlogits /= B * T
+    return loss, network.backward(xp, spec, weights, dlogits, cache, trainable)
+
+
+class Adapter:
+    """Adapts a Model's weights in place while scoring a stream (see module doc)."""
+
+    def __init__(self, model, config: AdaptConfig):
+        self.model, self.config, self.xp = model, config, model.xp
+        self.names = trainable_names(model.spec, config.trainable)
+        self.params = {k: model.weights[k] for k in self.names}
+        self.base = {k: v.copy() for k, v in self.params.items()}
+        self.rule = Rule(self.xp, config.rule, self.params, self.base, beta1=config.beta1, beta2=config.beta2, eps=config.eps, decay=config.decay)
+        self.lr = config.lr
+        self.reset_stream()
+        self.tokens, self.nats, self.updates, self.rollbacks = 0, 0.0, 0, 0
+        self.loss_ema: float | None = None
+        self._save_good()
+
+    # --- stream bookkeeping ---------------------------------------------------------------
+    def reset_stream(self) -> None:
+        m = self.config.k2 // self.config.k1
+        self.state = self.model.initial_state(1)
+        self.last_token: int | None = None
+        self.ring_in: deque = deque(maxlen=self.config.k2)
+        self.ring_out: deque = deque(maxlen=self.config.k2)
+        self.boundaries: deque = deque([self.state], maxlen=m)
+        self.since_update = 0
+
+    def reset(self) -> None:
+        """Back to the base weights the adapter started from, with fresh rule state."""
+        for k, v in self.base.items():
+            self.params[k][...] = v
+        self.rule = Rule(self.xp, self.config.rule, self.params, self.base, beta1=self.config.beta1, beta2=self.config.beta2, eps=self.config.eps, decay=self.config.decay)
+        self.lr = self.config.lr
+        self.model.version += 1
+        self.reset_stream()
+        self._save_good()
+
+    # --- the loop ---------------------------------------------------------------------------
+    def observe(self, text_or_ids) -> dict:
+        """Score then learn from the tokens; the very first token of a stream is context only."""
+        ids = self.model.encode(text_or_ids)
+        if self.last_token is None:
+            self.last_token, ids = int(ids[0]), ids[1:]
+        k1 = self.config.k1
+        while len(ids):
+            n = min(len(ids), k1 - self.since_update)
+            self._score(ids[:n])
+            ids = ids[n:]
+            if self.since_update == k1:
+                self._update()
+        return self.stats()
+
+    def _score(self, chunk: np.ndarray) -> None:
+        xp = self.xp
+        inputs = np.concatenate([[self.last_token], chunk[:-1]]).astype(np.int64)
+        logits, self.state = self.model.forward(inputs[None], self.state)  # (1, n, V)
+        logp = network.log_softmax(xp, logits[0])  # (n, V)
+        self.nats -= float(logp[xp.arange(len(chunk)), xp.asarray(chunk)].sum())
+        self.tokens += len(chunk)
+        self.ring_in.extend(inputs.tolist())
+        self.ring_out.extend(chunk.tolist())
+        self.last_token = int(chunk[-1])
+        self.since_update += len(chunk)
+
+    def _update(self) -> None:
+        xp, cfg = self.xp, self.config
+        self.since_update = 0
+        inputs = xp.asarray(np.array(self.ring_in, np.int64)[None])  # (1, k<=k2)
+        targets = xp.asarray(np.array(self.ring_out, np.int64)[None])
+        loss, grads, _ = loss_and_grads(xp, self.model.spec, self.model.weights, inputs, targets, self.boundaries[0], lbr=self.model.lbr, trainable=self.names)
+        self.boundaries.append(tuple(s.copy() for s in self.state))
+        loss = float(loss)
+        norm = math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+        if not math.isfinite(loss) or not math.isfinite(norm) or (self.loss_ema is not None and loss > cfg.guard * self.loss_ema):
+            self._rollback()
+            return
+        if cfg.clip and norm > cfg.clip:
+            for g in grads.values():
+                g *= cfg.clip / norm
+        if self.lr > 0:
+            self.rule.step(self.params, grads, self.lr)
+            self.model.version += 1
+        self.updates += 1
+        self.loss_ema = loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * loss
+        if self.updates % cfg.checkpoint_every == 0:
+            if all(bool(xp.isfinite(p).all()) for p in self.params.values()):
+                self._save_good()
+            else:
+                self._rollback()
+
+    # --- the guard --------------------------------------------------------------------------
+    def _save_good(self) -> None:
+        self.good = ({k: v.copy() for k, v in self.params.items()}, self.rule.state())
+
+    def _rollback(self) -> None:
+        weights, rule_state = self.good
+        for k, v in weights.items():
+            self.params[k][...] = v
+        self.rule.load(rule_state)
+        self.lr *= 0.5
+        self.rollbacks += 1
+        self.model.version += 1
+        if not all(bool(self.xp.isfinite(s).all()) for s in self.state):
+            self.state = self.model.initial_state(1)
+        self.boundaries = deque([self.state], maxlen=self.boundaries.maxlen)
+        self.ring_in.clear()
+        self.ring_out.clear()
+
+    # --- reporting --------------------------------------------------------------------------
+    def stats(self) -> dict:
+        bpc = self.nats / self.tokens / LN2 if self.tokens else float("nan")
+        return {"tokens": self.tokens, "bpc": bpc, "updates": self.updates, "rollbacks": self.rollbacks, "lr": self.lr}
+
+    def record(self) -> dict:
+        """Adaptation summary for the adapted file's metadata."""
+        return {"settings": asdict(self.config), **self.stats()}
+
+    def save(self, path) -> object:
+        return self.model.save(path, record=self.record())
+
+    def max_abs_delta(self) -> float:
+        return max(float(to_numpy(abs(self.params[k] - self.base[k]).max())) for k in self.names)

@@ -1,0 +1,179 @@
+"""Model: the weights of one model file on one backend. Streams hold state; the model doesn't."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge_rnn import spec as S
+from edge_rnn.errors import ModelFileError, SettingsError, StateError
+from edge_rnn.graph import build_model
+from edge_rnn.modelfile import ModelFile, load_proto, parse_metadata, write_model
+from edge_rnn.runtime import network
+from edge_rnn.runtime.backend import array_module, to_numpy
+from edge_rnn.runtime.loader import read_weights
+from edge_rnn.vocab import Vocabulary
+
+
+class Model:
+    """Weights (on `xp`), architecture, vocabulary and provenance of one model file.
+
+    Build with `edge_rnn.load(path, backend)`. `stream()` makes a Stream; `feed_many`
+    steps many streams as one batch; `adapter(...)` makes an online Adapter; `save`
+    writes the current (possibly adapted) weights as a model file of the contract.
+    """
+
+    def __init__(self, modelfile: ModelFile, weights: dict[str, np.ndarray], backend: str = "numpy", lbr: int = 1):
+        self.file = modelfile
+        self.spec = modelfile.spec
+        self.vocab: Vocabulary = modelfile.vocab
+        self.backend = backend
+        self.xp = array_module(backend)
+        self.lbr = lbr
+        self.weights = {k: self.xp.asarray(np.ascontiguousarray(v, dtype=np.float32)) for k, v in weights.items()}
+        self.base_weights = None  # set by adapters that decay toward the base
+        self.version = 0  # bumped whenever weights change, to invalidate derived tables
+        self.fingerprint = self._fingerprint()
+        self.adaptation = list(modelfile.adaptation)
+        self._session = None
+        if backend == "onnxruntime":
+            self._session = _ort_session(modelfile)
+        elif modelfile.quantization:
+            raise ModelFileError(
+                f"{modelfile.path} is {modelfile.quantization} quantized, which runs on backend='onnxruntime' only; "
+                "load the float model for the numpy/cupy backends"
+            )
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, backend: str = "numpy", vocab: Vocabulary | None = None) -> "Model":
+        proto, path = load_proto(path)
+        array_module(backend)  # fail early on an unavailable backend
+        if vocab is not None and not any(p.key == S.KEY_SPEC for p in proto.metadata_props):
+            return cls._foreign(proto, path, vocab, backend)
+        modelfile = parse_metadata(proto, path)
+        if modelfile.quantization and backend == "onnxruntime":
+            return cls(modelfile, {}, backend)
+        loaded = read_weights(proto)
+        if loaded.spec != modelfile.spec:
+            raise ModelFileError(
+                f"{path}: the graph holds a {loaded.spec} but the metadata says {modelfile.spec}; "
+                "the metadata was tampered with: re-export the model"
+            )
+        return cls(modelfile, loaded.weights, backend, loaded.linear_before_reset)
+
+    @classmethod
+    def _foreign(cls, proto, path, vocab: Vocabulary, backend: str) -> "Model":
+        """A model another tool exported: weights from the graph, vocabulary from the caller."""
+        if backend == "onnxruntime":
+            raise SettingsError("foreign model files run on the numpy/cupy backends; save() converts them to the contract")
+        loaded = read_weights(proto)
+        if len(vocab) != loaded.spec.vocab_size:
+            raise ModelFileError(f"{path} predicts {loaded.spec.vocab_size} symbols but the vocabulary has {len(vocab)}")
+        modelfile = ModelFile(proto=proto, spec=loaded.spec, vocab=vocab, path=path)
+        return cls(modelfile, loaded.weights, backend, loaded.linear_before_reset)
+
+    def _fingerprint(self) -> str:
+        """Identifies the base model: states and adapted files are bound to it."""
+        for record in self.file.adaptation:
+            if "base_sha256" in record:
+                return record["base_sha256"]
+        return self.file.sha256()
+
+    # --- running -------------------------------------------------------------------------
+    def initial_state(self, batch: int = 1) -> tuple:
+        shape = (self.spec.layers, batch, self.spec.hidden_size)
+        xp = np if self.backend == "onnxruntime" else self.xp
+        return tuple(xp.zeros(shape, dtype=xp.float32) for _ in self.spec.state_names)
+
+    def forward(self, tokens, state: tuple):
+        """tokens int64 [B, T] (host array), state ([L, B, H],...) -> (logits [B, T, V], new state) on the backend."""
+        if self._session is not None:
+            feeds = {S.TOKENS: np.asarray(tokens, np.int64), **dict(zip(self.spec.state_names, state))}
+            logits, *new_state = self._session.run(None, feeds)
+            return logits, tuple(new_state)
+        logits, new_state, _ = network.forward(self.xp, self.spec, self.weights, self.xp.asarray(tokens), state, lbr=self.lbr)
+        return logits, new_state
+
+    def encode(self, text_or_ids) -> np.ndarray:
+        """int64 token ids from text (unseen characters folded, see Vocabulary) or from ids (range-checked)."""
+        if isinstance(text_or_ids, str):
+            ids = self.vocab.encode(text_or_ids)
+        else:
+            ids = self.vocab.check_ids(text_or_ids)
+        if ids.size == 0:
+            raise SettingsError("nothing to feed: the text or id list is empty")
+        return ids
+
+    def stream(self):
+        from edge_rnn.runtime.stream import Stream
+
+        return Stream(self)
+
+    def feed_many(self, streams, items) -> np.ndarray:
+        """Step many streams of this model as one batch. items: one text or id list per stream,
+        all of the same length. Returns next-token probabilities [B, V]."""
+        from edge_rnn.runtime.stream import feed_many
+
+        return feed_many(self, streams, items)
+
+    def adapter(self, **settings):
+        """An online Adapter (prequential TBPTT) on this model's weights; see AdaptConfig for settings."""
+        from edge_rnn.runtime.adapt import AdaptConfig, Adapter
+
+        if self.backend == "onnxruntime":
+            raise SettingsError("the onnxruntime backend runs inference only; load with backend='numpy' or 'cupy' to adapt")
+        return Adapter(self, AdaptConfig(**settings))
+
+    # --- weights --------------------------------------------------------------------------
+    def host_weights(self) -> dict[str, np.ndarray]:
+        """Copies on the host, safe to keep while the weights adapt."""
+        return {k: np.array(to_numpy(v), copy=True) for k, v in self.weights.items()}
+
+    def set_weights(self, weights: dict) -> None:
+        for k, v in weights.items():
+            self.weights[k][...] = self.xp.asarray(v)
+        self.version += 1
+
+    def save(self, path: str | Path, record: dict | None = None) -> Path:
+        """Write the current weights as a model file of the contract, atomically.
+        `record` (an adaptation summary) is appended to the file's adaptation history."""
+        if self.backend == "onnxruntime":
+            raise SettingsError("the onnxruntime backend holds no editable weights; load with backend='numpy' to save")
+        host = self.host_weights()
+        for name, value in host.items():
+            if not np.isfinite(value).all():
+                raise ModelFileError(f"refusing to save: weight {name!r} has NaN/Inf; reset or roll back the adapter first")
+        history = list(self.adaptation) + ([dict(record, base_sha256=self.fingerprint)] if record else [])
+        onnx_layout = {k: (v[None] if k.startswith("layer") else v) for k, v in host.items()}
+        proto = build_model(
+            self.spec, onnx_layout, self.vocab, self.file.training,
+            extra_metadata={S.KEY_ADAPTATION: json.dumps(history)}, linear_before_reset=self.lbr,
+        )
+        out = write_model(proto, path)
+        self.adaptation = history
+        return out
+
+    def check_state(self, state: tuple, batch: int | None = None) -> None:
+        want = (self.spec.layers, batch if batch is not None else state[0].shape[1], self.spec.hidden_size)
+        if len(state) != len(self.spec.state_names) or any(tuple(s.shape) != want for s in state):
+            raise StateError(
+                f"state shapes {[tuple(s.shape) for s in state]} do not fit this model ({len(self.spec.state_names)} x {want}); "
+                "use a state made by this model's streams"
+            )
+
+
+def _ort_session(modelfile: ModelFile):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(modelfile.proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,121 @@
+"""Stream: one session's recurrent state on a model; cheap snapshots; batches of streams."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_rnn.atomic import atomic_write
+from edge_rnn.errors import SettingsError, StateError
+from edge_rnn.runtime.backend import to_numpy
+from edge_rnn.runtime.network import log_softmax
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A stream's state at one point; restoring it is O(state), not O(text)."""
+
+    state: tuple
+    log_probs: np.ndarray | None
+    position: int
+
+
+class Stream:
+    """Holds the state of one text being streamed through a Model.
+
+    `feed(text_or_ids)` runs the whole input as one call (a prompt is one prefill, a
+    keystroke one step) and returns next-token probabilities [V].
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.state = model.initial_state(1)  # ([L, 1, H],...)
+        self.log_probs: np.ndarray | None = None  # [V], for the next token
+        self.position = 0  # tokens fed so far
+
+    @property
+    def probs(self) -> np.ndarray:
+        if self.log_probs is None:
+            raise SettingsError("the stream has not been fed yet: call feed() with a prompt first")
+        return np.exp(self.log_probs)
+
+    def feed(self, text_or_ids) -> np.ndarray:
+        ids = self.model.encode(text_or_ids)
+        logits, self.state = self.model.forward(ids[None, :], self.state)  # (1, T, V)
+        xp = self.model.xp if self.model.backend != "onnxruntime" else np
+        self.log_probs = to_numpy(log_softmax(xp, logits[0, -1]))
+        self.position += len(ids)
+        return np.exp(self.log_probs)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(tuple(s.copy() for s in self.state), self.log_probs, self.position)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        if not isinstance(snapshot, Snapshot):
+            raise StateError(f"restore() takes a Snapshot from snapshot(), got {type(snapshot).__name__}")
+        self.model.check_state(snapshot.state, batch=1)
+        self.state = tuple(s.copy() for s in snapshot.state)
+        self.log_probs, self.position = snapshot.log_probs, snapshot.position
+
+    def reset(self) -> None:
+        self.state, self.log_probs, self.position = self.model.initial_state(1), None, 0
+
+    # --- serialisation: bound to the model it came from -----------------------------------
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        arrays = {f"state{i}": to_numpy(s) for i, s in enumerate(self.state)}
+        if self.log_probs is not None:
+            arrays["log_probs"] = self.log_probs
+        np.savez(buf, fingerprint=np.array(self.model.fingerprint), position=np.array(self.position), **arrays)
+        return buf.getvalue()
+
+    def load_bytes(self, data: bytes) -> None:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as f:
+                fingerprint, position = str(f["fingerprint"]), int(f["position"])
+                state = tuple(f[f"state{i}"] for i in range(len(self.model.spec.state_names)))
+                log_probs = f["log_probs"] if "log_probs" in f.files else None
+        except Exception as exc:
+            raise StateError(f"not a saved stream state ({type(exc).__name__}); save one with Stream.save_state") from None
+        if fingerprint != self.model.fingerprint:
+            raise StateError(
+                f"this state belongs to another model (fingerprint {fingerprint[:12]}..., this model is "
+                f"{self.model.fingerprint[:12]}...); load it into the model it came from"
+            )
+        xp = self.model.xp if self.model.backend != "onnxruntime" else np
+        state = tuple(xp.asarray(s, dtype=xp.float32) for s in state)
+        self.model.check_state(state, batch=1)
+        self.state, self.log_probs, self.position = state, log_probs, position
+
+    def save_state(self, path: str | Path) -> Path:
+        data = self.to_bytes()
+        return atomic_write(path, lambda f: f.write(data))
+
+    def load_state(self, path: str | Path) -> None:
+        path = Path(path)
+        if not path.exists():
+            raise StateError(f"state file {path} does not exist")
+        self.load_bytes(path.read_bytes())
+
+
+def feed_many(model, streams: list, items: list) -> np.ndarray:
+    """One batched forward for many streams of the same model; returns probabilities [B, V]."""
+    if not streams or len(streams) != len(items):
+        raise SettingsError(f"feed_many needs one item per stream, got {len(streams)} streams and {len(items)} items")
+    if any(s.model is not model for s in streams):
+        raise StateError("all streams in a batch must come from the same model")
+    ids = [model.encode(item) for item in items]
+    if len({len(i) for i in ids}) != 1:
+        raise SettingsError(f"batched items must have equal length, got lengths {sorted({len(i) for i in ids})}; feed them one by one")
+    xp = model.xp if model.backend != "onnxruntime" else np
+    state = tuple(xp.concatenate([s.state[k] for s in streams], axis=1) for k in range(len(model.spec.state_names)))  # [L, B, H]
+    logits, new_state = model.forward(np.stack(ids), state)  # (B, T, V)
+    log_probs = to_numpy(log_softmax(xp, logits[:, -1]))  # (B, V)
+    for b, stream in enumerate(streams):
+        stream.state = tuple(s[:, b : b + 1].copy() for s in new_state)
+        stream.log_probs = log_probs[b]
+        stream.position += len(ids[b])
+    return np.exp(log_probs)

@@ -1,0 +1,167 @@
+"""Online adaptation: gradients (finite differences, PyTorch), prequential scoring, guard, memory."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import edge_rnn
+from edge_rnn import spec as S
+from edge_rnn.errors import SettingsError
+from edge_rnn.runtime import network
+from edge_rnn.runtime.adapt import AdaptConfig, loss_and_grads
+from tests.conftest import TEXT, small_model_file
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_gradients_match_finite_differences(tmp_path, cell, layers):
+    model = edge_rnn.load(small_model_file(tmp_path, cell, layers, hidden=5))
+    w = {k: v.astype(np.float64) for k, v in model.host_weights().items()}
+    rng = np.random.default_rng(0)
+    inputs = rng.integers(0, model.spec.vocab_size, (2, 6))
+    targets = rng.integers(0, model.spec.vocab_size, (2, 6))
+    state = tuple(rng.normal(0, 0.5, (layers, 2, 5)) for _ in model.spec.state_names)
+    loss, grads, _ = loss_and_grads(np, model.spec, w, inputs, targets, state)
+    for name, g in grads.items():
+        flat = w[name].reshape(-1)
+        for i in rng.choice(flat.size, size=min(6, flat.size), replace=False):
+            old = flat[i]
+            flat[i] = old + 1e-6
+            up = loss_and_grads(np, model.spec, w, inputs, targets, state)[0]
+            flat[i] = old - 1e-6
+            down = loss_and_grads(np, model.spec, w, inputs, targets, state)[0]
+            flat[i] = old
+            numeric = (up - down) / 2e-6
+            assert abs(numeric - g.reshape(-1)[i]) <= 1e-6 + 1e-5 * abs(numeric), (name, i)
+
+
+def test_online_equals_static_with_zero_lr(model_file):
+    from edge_rnn.runtime.evaluate import score_text
+
+    model = edge_rnn.load(model_file)
+    text = TEXT * 5
+    static = score_text(model, text)
+    adapter = model.adapter(lr=0.0, k1=8, k2=16)
+    for piece in (text[:7], text[7:100], text[100:]):  # chunking does not change the scores
+        stats = adapter.observe(piece)
+    assert stats["tokens"] == static["tokens"]
+    assert abs(stats["bpc"] - static["bpc"]) < 1e-5
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adam", "dynamic"])
+def test_adaptation_learns_a_repetitive_text(model_file, rule):
+    from edge_rnn.runtime.evaluate import score_text
+
+    model = edge_rnn.load(model_file)
+    text = TEXT * 30
+    before = score_text(model, text)["bpc"]
+    lr = {"sgd": 0.5, "adam": 1e-2, "dynamic": 1e-2}[rule]
+    stats = model.adapter(rule=rule, lr=lr, k1=16, k2=32).observe(text)
+    assert stats["bpc"] < 0.8 * before
+    assert score_text(model, text)["bpc"] < stats["bpc"]
+
+
+def test_trainable_subset_leaves_the_rest(model_file):
+    model = edge_rnn.load(model_file)
+    before = model.host_weights()
+    model.adapter(trainable="head", rule="sgd", lr=0.5, k1=8, k2=8).observe(TEXT * 3)
+    after = model.host_weights()
+    assert not np.allclose(before[S.HEAD_WEIGHT], after[S.HEAD_WEIGHT])
+    for name in (S.EMBEDDING, *S.layer_weight_names(0)):
+        assert np.array_equal(before[name], after[name])
+
+
+def test_memory_is_bounded_by_k2(model_file):
+    model = edge_rnn.load(model_file)
+    adapter = model.adapter(k1=4, k2=12)
+    adapter.observe(TEXT * 20)
+    assert len(adapter.ring_in) <= 12 and len(adapter.boundaries) <= 3
+
+
+def test_guard_rolls_back_divergence(model_file):
+    model = edge_rnn.load(model_file)
+    adapter = model.adapter(rule="sgd", lr=0.1, k1=8, k2=8, checkpoint_every=1)
+    adapter.observe(TEXT)
+    good = model.host_weights()
+    adapter.params[S.HEAD_WEIGHT][...] = np.nan  # a fault: weights go bad
+    stats = adapter.observe(TEXT)
+    assert stats["rollbacks"] >= 1 and stats["lr"] < 0.1
+    assert all(np.isfinite(v).all() for v in model.host_weights().values())
+    assert np.allclose(model.host_weights()[S.HEAD_WEIGHT], good[S.HEAD_WEIGHT], atol=0.5)
+
+
+def test_reset_restores_base_weights(model_file):
+    model = edge_rnn.load(model_file)
+    base = model.host_weights()
+    adapter = model.adapter(rule="adam", lr=1e-2, k1=8, k2=8)
+    adapter.observe(TEXT * 3)
+    assert adapter.max_abs_delta() > 0
+    adapter.reset()
+    assert all(np.array_equal(base[k], v) for k, v in model.host_weights().items())
+
+
+def test_adapted_file_round_trip(tmp_path, model_file):
+    model = edge_rnn.load(model_file)
+    adapter = model.adapter(rule="adam", lr=1e-2, k1=8, k2=8)
+    adapter.observe(TEXT * 3)
+    out = adapter.save(tmp_path / "adapted.onnx")
+    via_ort = edge_rnn.load(out, backend="onnxruntime")
+    assert np.abs(via_ort.stream().feed("the fox") - model.stream().feed("the fox")).max() <= 1e-4
+    record = via_ort.adaptation[-1]
+    assert record["settings"]["rule"] == "adam" and record["tokens"] == len(TEXT * 3) - 1
+    assert record["base_sha256"] == edge_rnn.load(model_file).fingerprint
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"k1": 32, "k2": 16}, "k2"),
+        ({"k1": 8, "k2": 20}, "multiple"),
+        ({"k1": 0}, "positive"),
+        ({"lr": -1.0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"rule": "magic"}, "unknown rule"),
+        ({"trainable": "everything"}, "unknown trainable"),
+        ({"beta2": 1.0}, "beta2"),
+    ],
+)
+def test_impossible_settings(settings, message):
+    with pytest.raises(SettingsError, match=message):
+        AdaptConfig(**settings)
+
+
+def test_onnxruntime_backend_cannot_adapt(model_file):
+    with pytest.raises(SettingsError, match="inference only"):
+        edge_rnn.load(model_file, backend="onnxruntime").adapter()
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_gradients_equal_pytorch_autograd(cell, layers):
+    torch = pytest.importorskip("torch")
+    from edge_rnn.export import onnx_weights
+    from edge_rnn.model import CharRNN
+    from edge_rnn.spec import ModelSpec
+
+    torch.manual_seed(0)
+    spec = ModelSpec(cell, 11, 6, 9, layers)
+    net = CharRNN(spec)
+    rng = np.random.default_rng(1)
+    inputs = rng.integers(0, 11, (1, 32))
+    targets = rng.integers(0, 11, (1, 32))
+    state = tuple(torch.from_numpy(rng.normal(0, 0.5, (layers, 1, 9)).astype(np.float32)) for _ in spec.state_names)
+    logits, _ = net(torch.from_numpy(inputs), state)  # the state is a detached leaf: TBPTT's window start
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 11), torch.from_numpy(targets).reshape(-1))
+    loss.backward()
+    grad_net = copy.deepcopy(net)
+    for p, g in zip(grad_net.parameters(), net.parameters()):
+        p.data = g.grad.clone()
+    want = onnx_weights(grad_net)
+    weights = {k: (v[0] if k.startswith("layer") else v) for k, v in onnx_weights(net).items()}
+    ours_loss, grads, _ = loss_and_grads(np, spec, weights, inputs, targets, tuple(s.numpy() for s in state))
+    assert abs(float(ours_loss) - float(loss)) <= 1e-5
+    for name, g in grads.items():
+        w = want[name][0] if name.startswith("layer") else want[name]
+        rel = np.abs(g - w).max() / max(np.abs(w).max(), 1e-8)
+        assert rel <= 1e-4, (name, rel)

@@ -1,0 +1,102 @@
+"""Loading model files: contract checks, tampering, foreign exports, bad files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+import edge_rnn
+from edge_rnn import spec as S
+from edge_rnn.errors import ModelFileError
+from edge_rnn.modelfile import read_model, set_metadata
+from tests.conftest import small_model_file
+
+
+def test_missing_empty_truncated_and_not_onnx(tmp_path, model_file):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        edge_rnn.load(tmp_path / "nope.onnx")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(ModelFileError, match="empty"):
+        edge_rnn.load(tmp_path / "empty.onnx")
+    data = model_file.read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError):
+        edge_rnn.load(tmp_path / "cut.onnx")
+    (tmp_path / "text.onnx").write_text("hello, not a model")
+    with pytest.raises(ModelFileError):
+        edge_rnn.load(tmp_path / "text.onnx")
+
+
+def _tampered(tmp_path, model_file, **changes):
+    proto = onnx.load(str(model_file))
+    set_metadata(proto, changes)
+    path = tmp_path / "tampered.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_tampered_metadata(tmp_path, model_file):
+    spec = json.loads(read_model(model_file).spec.to_json())
+    with pytest.raises(ModelFileError, match="tampered"):
+        edge_rnn.load(_tampered(tmp_path, model_file, **{S.KEY_SPEC: json.dumps(dict(spec, hidden_size=99))}))
+    vocab = json.loads(read_model(model_file).vocab.to_json())
+    with pytest.raises(ModelFileError, match="vocabulary has"):
+        edge_rnn.load(_tampered(tmp_path, model_file, **{S.KEY_VOCAB: json.dumps(vocab + ["§"])}))
+    with pytest.raises(ModelFileError, match="format version"):
+        edge_rnn.load(_tampered(tmp_path, model_file, **{S.KEY_FORMAT: "99"}))
+    with pytest.raises(ModelFileError, match="not a valid model spec"):
+        edge_rnn.load(_tampered(tmp_path, model_file, **{S.KEY_SPEC: "{oops"}))
+
+
+def test_nan_weights_refused(tmp_path, model_file):
+    proto = onnx.load(str(model_file))
+    for init in proto.graph.initializer:
+        if init.name == S.HEAD_BIAS:
+            arr = onnx.numpy_helper.to_array(init).copy()
+            arr[0] = np.inf
+            init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    path = tmp_path / "nan.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelFileError, match="NaN or Inf"):
+        edge_rnn.load(path)
+
+
+def test_wrong_contract_and_unsupported_op(tmp_path, model_file):
+    proto = onnx.load(str(model_file))
+    proto.graph.input[0].name = "input_ids"
+    for node in proto.graph.node:
+        node.input[:] = ["input_ids" if i == S.TOKENS else i for i in node.input]
+    path = tmp_path / "renamed.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelFileError, match="contract"):
+        edge_rnn.load(path)
+    proto = onnx.load(str(model_file))
+    head = next(n for n in proto.graph.node if n.op_type == "Add")
+    relu = onnx.helper.make_node("Relu", [head.output[0]], ["relu_out"], name="weird_relu")
+    head.output[0] = "pre_relu"
+    relu.input[0] = "pre_relu"
+    relu.output[0] = S.LOGITS
+    proto.graph.node.append(relu)
+    path = tmp_path / "relu.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelFileError, match="weird_relu"):
+        edge_rnn.load(path)
+
+
+def test_bidirectional_refused(tmp_path, model_file):
+    proto = onnx.load(str(model_file))
+    node = next(n for n in proto.graph.node if n.op_type in ("RNN", "GRU", "LSTM"))
+    node.attribute.append(onnx.helper.make_attribute("direction", "reverse"))
+    path = tmp_path / "rev.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelFileError, match="cannot stream"):
+        edge_rnn.load(path)
+
+
+def test_default_model_loads():
+    model = edge_rnn.load()
+    assert model.spec.parameter_count() > 100_000
+    assert np.isfinite(model.stream().feed("To be")).all()

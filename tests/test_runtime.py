@@ -1,0 +1,110 @@
+"""Streaming runtime: backends agree, streams step like prefill, snapshots, batches, states, save."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edge_rnn
+from edge_rnn.errors import ModelFileError, SettingsError, StateError, VocabularyError
+from tests.conftest import small_model_file
+
+
+def test_numpy_matches_onnxruntime(model_file):
+    a, b = edge_rnn.load(model_file), edge_rnn.load(model_file, backend="onnxruntime")
+    text = "the lazy dog jumps"
+    sa, sb = a.stream(), b.stream()
+    assert np.abs(sa.feed(text) - sb.feed(text)).max() <= 1e-4
+    for ch in " over":
+        assert np.abs(sa.feed(ch) - sb.feed(ch)).max() <= 1e-4
+    for x, y in zip(sa.state, sb.state):
+        assert np.abs(np.asarray(x) - np.asarray(y)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_steps_equal_prefill(tmp_path, cell, layers):
+    model = edge_rnn.load(small_model_file(tmp_path, cell, layers))
+    whole, steps = model.stream(), model.stream()
+    p_whole = whole.feed("quick brown fox")
+    for ch in "quick brown fox":
+        p_steps = steps.feed(ch)
+    assert np.abs(p_whole - p_steps).max() <= 1e-5
+    assert abs(p_whole.sum() - 1) < 1e-4
+
+
+def test_snapshot_restore(model_file):
+    stream = edge_rnn.load(model_file).stream()
+    stream.feed("the quick")
+    snap = stream.snapshot()
+    expected = stream.feed(" brown").copy()
+    stream.feed("xyz")
+    stream.restore(snap)
+    assert np.allclose(stream.feed(" brown"), expected)
+    assert stream.position == len("the quick brown")
+
+
+def test_feed_many_equals_single_streams(model_file):
+    model = edge_rnn.load(model_file)
+    texts = ["the ", "fox ", "dog."]
+    batch = [model.stream() for _ in texts]
+    probs = model.feed_many(batch, texts)
+    for text, p in zip(texts, probs):
+        assert np.abs(model.stream().feed(text) - p).max() <= 1e-5
+    probs2 = model.feed_many(batch, ["a", "b", "c"])
+    single = model.stream()
+    single.feed("the a")
+    assert np.abs(single.probs - probs2[0]).max() <= 1e-5
+    with pytest.raises(SettingsError, match="equal length"):
+        model.feed_many(batch, ["a", "bb", "c"])
+
+
+def test_state_round_trip_and_binding(tmp_path, model_file):
+    model = edge_rnn.load(model_file)
+    stream = model.stream()
+    stream.feed("the quick")
+    path = stream.save_state(tmp_path / "s.npz")
+    other = model.stream()
+    other.load_state(path)
+    assert np.allclose(other.feed("!"), stream.feed("!"))
+    foreign = edge_rnn.load(small_model_file(tmp_path, "gru", seed=5)).stream()
+    with pytest.raises(StateError, match="another model"):
+        foreign.load_state(path)
+    with pytest.raises(StateError, match="not a saved stream state"):
+        other.load_bytes(b"garbage")
+
+
+def test_bad_inputs(model_file):
+    model = edge_rnn.load(model_file)
+    stream = model.stream()
+    with pytest.raises(SettingsError, match="empty"):
+        stream.feed("")
+    with pytest.raises(VocabularyError, match="out of range"):
+        stream.feed([1, 2, 10_000])
+    with pytest.raises(VocabularyError, match="out of range"):
+        stream.feed([-1])
+    p = stream.feed("naïve ☃ text")  # unseen characters fold or map to the unknown symbol
+    assert np.isfinite(p).all()
+    with pytest.raises(SettingsError, match="backend"):
+        edge_rnn.load(model_file, backend="tpu")
+
+
+def test_save_roundtrip_agrees_with_onnxruntime(tmp_path, model_file):
+    model = edge_rnn.load(model_file)
+    model.set_weights({"head.bias": model.host_weights()["head.bias"] + 0.5})
+    out = model.save(tmp_path / "copy.onnx", record={"rule": "test", "tokens": 0})
+    ort_model = edge_rnn.load(out, backend="onnxruntime")
+    assert np.abs(model.stream().feed("the dog") - ort_model.stream().feed("the dog")).max() <= 1e-4
+    assert ort_model.adaptation[-1]["rule"] == "test"
+    assert ort_model.fingerprint == model.fingerprint  # adapted files stay bound to their base
+
+
+def test_save_refuses_nan(tmp_path, model_file):
+    model = edge_rnn.load(model_file)
+    w = model.host_weights()["head.bias"]
+    w[0] = np.nan
+    model.set_weights({"head.bias": w})
+    target = tmp_path / "keep.onnx"
+    target.write_bytes(b"old")
+    with pytest.raises(ModelFileError, match="NaN"):
+        model.save(target)
+    assert target.read_bytes() == b"old"

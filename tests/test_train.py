@@ -1,0 +1,60 @@
+"""Training: runs, lowers the loss, resumes from its checkpoint, refuses another model's checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_rnn.errors import CheckpointError, CorpusError  # noqa: E402
+from edge_rnn.train import TrainConfig, Trainer  # noqa: E402
+from tests.conftest import TEXT  # noqa: E402
+
+
+def config(tmp_path, **kw):
+    corpus = tmp_path / "corpus.txt"
+    if not corpus.exists():
+        corpus.write_text(TEXT * 60)
+    base = dict(cell="gru", embed_size=8, hidden_size=24, batch_size=4, window=16, steps=30, lr=1e-2, warmup=2,
+                eval_every=15, val_chars=2000, corpus=str(corpus))
+    return TrainConfig(**{**base, **kw})
+
+
+def test_train_lowers_loss_and_resumes(tmp_path):
+    ckpt = tmp_path / "m.pt"
+    trainer = Trainer(config(tmp_path), ckpt)
+    summary = trainer.run(progress=False)
+    assert summary["steps"] == 30 and trainer.history[-1]["val_loss"] < trainer.history[0]["val_loss"]
+    assert summary["val_loss_nats"] < 3.0  # well below uniform (ln 30 = 3.4)
+    resumed = Trainer(config(tmp_path, steps=40), ckpt)
+    assert resumed.step == 30
+    resumed.run(progress=False)
+    assert resumed.step == 40
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    ckpt = tmp_path / "m.pt"
+    Trainer(config(tmp_path, steps=2), ckpt).run(progress=False)
+    with pytest.raises(CheckpointError, match="another model"):
+        Trainer(config(tmp_path, hidden_size=32), ckpt)
+
+
+def test_empty_corpus(tmp_path):
+    (tmp_path / "corpus.txt").write_text("")
+    with pytest.raises(CorpusError, match="empty"):
+        Trainer(config(tmp_path), tmp_path / "m.pt")
+
+
+def test_export_trained_checkpoint_and_eval(tmp_path):
+    import edge_rnn
+    from edge_rnn.export import export_checkpoint
+    from edge_rnn.runtime.evaluate import score_text
+
+    ckpt = tmp_path / "m.pt"
+    summary = Trainer(config(tmp_path), ckpt).run(progress=False)
+    path = export_checkpoint(ckpt, tmp_path / "m.onnx")
+    model = edge_rnn.load(path, backend="onnxruntime")
+    assert model.file.training["val_loss_nats"] == pytest.approx(summary["val_loss_nats"])
+    uniform_bpc = np.log2(model.spec.vocab_size)
+    assert score_text(model, TEXT * 3)["bpc"] < uniform_bpc - 0.5
