@@ -130,7 +130,7 @@ def lstm_step(xp, xw, state, R, Rb=None, o=DEFAULT, save=None, mask=None, out=No
     a += xw
     if Rb is not None:
         a += Rb
-    i, og, fg, g = (_cols(a, k, H) for k in range(4))
+    i, og, fg, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
     late_o = o.P is not None or o.input_forget  # the output gate must wait for c'
     if not late_o:  # i, o, f in one go
         _act(xp, a[:, : 3 * H], fa, o.clip, None if mask is None else mask[:, : 3 * H])
@@ -165,8 +165,10 @@ def _save_width(cell: str, o: Options) -> int:
 
 def step(xp, cell: str, x_proj, R, Rb, state, *, linear_before_reset: int = 1, clip: float | None = None):
     """One streaming step: x_proj [B, G*H] = x @ W.T + Wb, R [G*H, H], Rb [G*H], state as above.
-    Returns the new state tuple. Passing R as a transposed view of a contiguous [H, G*H] array
-    (`xp.ascontiguousarray(R.T).T`) makes the h @ R.T product read contiguous memory."""
+    Returns the new state tuple (fresh arrays; the old state is left alone).
+    Rb may be None when it is already added into x_proj (not for GRU with linear_before_reset=1).
+    Passing R as a transposed view of a contiguous [H, G*H] array (`xp.ascontiguousarray(R.T).T`)
+    makes the h @ R.T product read contiguous memory."""
     o = DEFAULT if linear_before_reset == 1 and clip is None else Options(linear_before_reset, clip)
     return STEPS[cell](xp, x_proj, state, R, Rb, o)
 

@@ -39,6 +39,7 @@ class Model:
         self.fingerprint = self._fingerprint()
         self.adaptation = list(modelfile.adaptation)
         self._session = None
+        self._kernel = None
         if backend == "onnxruntime":
             self._session = _ort_session(modelfile)
         elif modelfile.quantization:
@@ -94,8 +95,19 @@ class Model:
             feeds = {S.TOKENS: np.asarray(tokens, np.int64), **dict(zip(self.spec.state_names, state))}
             logits, *new_state = self._session.run(None, feeds)
             return logits, tuple(new_state)
+        if tokens.shape == (1, 1):  # a keystroke: the specialised step
+            logits, new_state = self._step_kernel()(int(tokens[0, 0]), state)
+            return logits[None, None], new_state
         logits, new_state, _ = network.forward(self.xp, self.spec, self.weights, self.xp.asarray(tokens), state, lbr=self.lbr)
         return logits, new_state
+
+    def _step_kernel(self):
+        kernel = self._kernel
+        if kernel is None or kernel.version != self.version:
+            from edge_rnn.runtime.fastpath import StepKernel
+
+            kernel = self._kernel = StepKernel(self)
+        return kernel
 
     def encode(self, text_or_ids) -> np.ndarray:
         """int64 token ids from text (unseen characters folded, see Vocabulary) or from ids (range-checked)."""

@@ -3,6 +3,8 @@
 Dynamic evaluation (Krause et al. 2018) divides the step by a running RMS of the
 gradient and pulls every weight back toward the base model, harder where the RMS is
 larger, so a long stream of odd text cannot drag the model far from what it knew.
+Every update works in preallocated buffers: with ~1M weights, temporaries would cost
+more (allocation and page faults) than the arithmetic.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ class Rule:
         self.xp, self.name, self.t = xp, name, 0
         self.beta1, self.beta2, self.eps, self.decay = beta1, beta2, eps, decay
         self.base = base
-        self.m = {k: xp.zeros_like(v) for k, v in weights.items()} if name == "adam" else {}
-        self.v = {k: xp.zeros_like(v) for k, v in weights.items()} if name in ("adam", "dynamic") else {}
+        zeros = lambda: {k: xp.zeros_like(v) for k, v in weights.items()}  # noqa: E731
+        self.m = zeros() if name == "adam" else {}
+        self.v = zeros() if name in ("adam", "dynamic") else {}
+        self.buf = zeros() if name != "sgd" else {}
+        self.buf2 = zeros() if name == "dynamic" and decay else {}
 
     def step(self, weights: dict, grads: dict, lr: float) -> None:
         self.t += 1
@@ -26,32 +31,48 @@ class Rule:
 
     def _sgd(self, weights, grads, lr):
         for k, g in grads.items():
-            weights[k] -= lr * g
+            g *= lr
+            weights[k] -= g
+
+    def _second_moment(self, k, g, buf):
+        """v <- beta2 v + (1 - beta2) g^2; returns buf <- sqrt(v / bias correction) + eps."""
+        xp, b2, v = self.xp, self.beta2, self.v[k]
+        xp.multiply(g, g, out=buf)
+        buf *= 1 - b2
+        v *= b2
+        v += buf
+        xp.multiply(v, 1 / (1 - b2**self.t), out=buf)
+        xp.sqrt(buf, out=buf)
+        buf += self.eps
+        return buf
 
     def _adam(self, weights, grads, lr):
-        xp, b1, b2 = self.xp, self.beta1, self.beta2
-        scale = lr * (1 - b2**self.t) ** 0.5 / (1 - b1**self.t)
+        xp, b1 = self.xp, self.beta1
         for k, g in grads.items():
-            m, v = self.m[k], self.v[k]
+            denom = self._second_moment(k, g, self.buf[k])
+            m = self.m[k]
             m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * g * g
-            weights[k] -= scale * m / (xp.sqrt(v) + self.eps)
+            g *= 1 - b1
+            m += g
+            xp.divide(m, denom, out=denom)
+            denom *= lr / (1 - b1**self.t)
+            weights[k] -= denom
 
     def _dynamic(self, weights, grads, lr):
-        xp, b2 = self.xp, self.beta2
-        correction = 1 - b2**self.t
+        xp = self.xp
         for k, g in grads.items():
-            v = self.v[k]
-            v *= b2
-            v += (1 - b2) * g * g
-            rms = xp.sqrt(v / correction)  # per-weight gradient scale
+            rms = self._second_moment(k, g, self.buf[k])  # per-weight gradient scale (+eps)
             w = weights[k]
-            w -= lr * g / (rms + self.eps)
+            xp.divide(g, rms, out=g)
+            g *= lr
+            w -= g
             if self.decay and self.base is not None:
-                pull = xp.minimum(self.decay * rms / (rms.mean() + self.eps), 1.0)
-                w += pull * (self.base[k] - w)
+                pull = self.buf2[k]
+                xp.multiply(rms, self.decay / float(rms.mean()), out=pull)
+                xp.minimum(pull, 1.0, out=pull)
+                xp.subtract(self.base[k], w, out=g)
+                g *= pull
+                w += g
 
     def state(self) -> dict:
         copy = lambda d: {k: v.copy() for k, v in d.items()}  # noqa: E731

@@ -1,0 +1,73 @@
+"""The batch-1, one-token step on numpy/cupy, specialised for streaming latency.
+
+A general sequence call pays for the input matmul, stacking and a time loop; one
+keystroke needs none of that. Here the layer-0 input projection is a table lookup
+(embedding @ W.T + biases, precomputed per vocabulary entry) and each recurrent
+product is a matrix-vector product R @ h on R's own row-major layout (BLAS gemv
+without a transpose, the fastest orientation). The tables are rebuilt when the
+model's weights change (Model.version).
+"""
+
+from __future__ import annotations
+
+from edge_rnn import spec as S
+from edge_rnn.runtime.cells import sigmoid
+
+
+class StepKernel:
+    """Precomputed per-layer operands for one model version."""
+
+    def __init__(self, model):
+        xp, spec, w = model.xp, model.spec, model.weights
+        self.xp, self.cell, self.lbr, self.version = xp, spec.cell, model.lbr, model.version
+        G, H = spec.gates, spec.hidden_size
+        self.H = H
+        self.layers = []
+        for layer in range(spec.layers):
+            Wn, Rn, Bn = S.layer_weight_names(layer)
+            W, R, B = w[Wn], w[Rn], w[Bn]
+            fold = not (spec.cell == "gru" and model.lbr)  # Rb is a plain sum unless GRU resets it
+            bias = B[: G * H] + (B[G * H :] if fold else 0)  # (G*H,)
+            Rb = None if fold else B[G * H :]
+            table = w[S.EMBEDDING] @ W.T + bias if layer == 0 else None  # (V, G*H)
+            self.layers.append((W, R, bias, Rb, table))
+        self.head_t = xp.ascontiguousarray(w[S.HEAD_WEIGHT].T)  # (V, H): logits = head_t @ h
+        self.head_b = w[S.HEAD_BIAS]
+
+    def __call__(self, token: int, state: tuple):
+        """token id, state ([L, 1, H],...) -> (logits [V], new state ([L, 1, H],...))."""
+        xp = self.xp
+        hs, cs = [], []
+        x = None
+        for layer, (W, R, bias, Rb, table) in enumerate(self.layers):
+            xw = table[token] if layer == 0 else W @ x + bias  # (G*H,)
+            h = state[0][layer, 0]
+            c = state[1][layer, 0] if self.cell == "lstm" else None
+            x, c = self._cell(xw, h, c, R, Rb)
+            hs.append(x)
+            cs.append(c)
+        logits = self.head_t @ x + self.head_b  # (V,)
+        new = (xp.stack(hs)[:, None],)
+        if self.cell == "lstm":
+            new += (xp.stack(cs)[:, None],)
+        return logits, new
+
+    def _cell(self, xw, h, c, R, Rb):
+        xp, H = self.xp, self.H
+        rh = R @ h  # (G*H,)
+        if self.cell == "rnn":
+            return xp.tanh(rh + xw), None
+        if self.cell == "lstm":
+            a = rh + xw
+            sigmoid(xp, a[: 3 * H], out=a[: 3 * H])  # i, o, f
+            g = xp.tanh(a[3 * H :])
+            c_new = a[2 * H : 3 * H] * c + a[:H] * g
+            return a[H : 2 * H] * xp.tanh(c_new), c_new
+        if self.lbr:  # gru, n = tanh(xw_h + r * (R_h h + Rb_h))
+            rh += Rb
+            zr = sigmoid(xp, xw[: 2 * H] + rh[: 2 * H])
+            n = xp.tanh(xw[2 * H :] + zr[H:] * rh[2 * H :])
+        else:  # gru, n = tanh(xw_h + R_h (r * h) + Rb_h)
+            zr = sigmoid(xp, xw[: 2 * H] + rh[: 2 * H])
+            n = xp.tanh(xw[2 * H :] + R[2 * H :] @ (zr[H:] * h))
+        return n + zr[:H] * (h - n), None
