@@ -14,7 +14,7 @@ from __future__ import annotations
 from edge_rnn.errors import EdgeRNNError
 
 __version__ = "0.1.0"
-__all__ = ["EdgeRNNError", "load", "__version__"]
+__all__ = ["Autocompleter", "EdgeRNNError", "load", "__version__"]
 
 
 def load(path=None, backend: str = "numpy", vocab=None):
@@ -26,3 +26,11 @@ def load(path=None, backend: str = "numpy", vocab=None):
     from edge_rnn.runtime.model import Model
 
     return Model.load(path, backend=backend, vocab=vocab)
+
+
+def __getattr__(name: str):
+    if name == "Autocompleter":  # lazy: importing edge_rnn stays cheap
+        from edge_rnn.autocomplete import Autocompleter
+
+        return Autocompleter
+    raise AttributeError(f"module 'edge_rnn' has no attribute {name!r}")

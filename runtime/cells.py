@@ -63,6 +63,17 @@ def _act(xp, a, fn, clip, mask):
     return fn(xp, a, a)
 
 
+def _recur(xp, h, R, out=None):
+    """h @ R.T [B, G*H]; at batch 1 computed as R @ h, BLAS gemv on R's own row-major
+    layout, about twice as fast as the transposed product for a streaming step."""
+    if h.shape[0] != 1:
+        return xp.matmul(h, R.T, out=out)
+    if out is None:
+        out = xp.empty((1, R.shape[0]), dtype=h.dtype)
+    xp.matmul(R, h[0], out=out[0])
+    return out
+
+
 def _cols(a, k, H, n=1):
     """Gate block k (n blocks wide) of a [..., G*H] array, as a view."""
     return a[..., k * H : (k + n) * H]
@@ -77,7 +88,7 @@ def _cols(a, k, H, n=1):
 def rnn_step(xp, xw, state, R, Rb=None, o=DEFAULT, save=None, mask=None, out=None):
     """h' = f(xw + h @ R.T + Rb). Backward needs only h' itself, so nothing is saved."""
     (h,) = state
-    a = xp.matmul(h, R.T, out=None if out is None else out[0])
+    a = _recur(xp, h, R, out=None if out is None else out[0])
     a += xw
     if Rb is not None:
         a += Rb
@@ -98,7 +109,7 @@ def gru_step(xp, xw, state, R, Rb=None, o=DEFAULT, save=None, mask=None, out=Non
     zr, n = save[:, : 2 * H], save[:, (3 if lbr else 2) * H :]
     m_zr, m_n = (None, None) if mask is None else (mask[:, : 2 * H], mask[:, 2 * H :])
     if lbr:
-        hr = xp.matmul(h, R.T, out=save[:, : 3 * H])  # z, r, h blocks of h @ R.T
+        hr = _recur(xp, h, R, out=save[:, : 3 * H])  # z, r, h blocks of h @ R.T
         if Rb is not None:
             hr += Rb
         zr += xw[:, : 2 * H]
@@ -126,7 +137,7 @@ def lstm_step(xp, xw, state, R, Rb=None, o=DEFAULT, save=None, mask=None, out=No
     h, c = state
     H = h.shape[-1]
     fa, ga, ha = o.activations or (sigmoid, tanh, tanh)
-    a = xp.matmul(h, R.T, out=save)
+    a = _recur(xp, h, R, out=save)
     a += xw
     if Rb is not None:
         a += Rb

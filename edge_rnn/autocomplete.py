@@ -1,0 +1,296 @@
+"""Live autocomplete that learns as you type.
+
+    ac = Autocompleter(edge_rnn.load("my.onnx"), n=3)
+    ac.type("To be or not to b")     # -> [("e", 0.93), ("ear", 0.02), ...]
+    ac.accept(0)                      # types "e " and learns from the committed text
+    ac.save("mine.onnx")              # the adapted model
+
+Per keystroke the work is bounded, not proportional to the text: the stream keeps its
+state, a typed character is one step, a paste is one prefill call, and backspace
+restores a snapshot (a bounded stack of recent ones plus sparse older ones; past
+them the text is re-fed from the nearest kept point). The suggestions are a batched
+beam search of at most `max_chars` steps (see edge_rnn.beam for what a completion is).
+
+Learning: text is committed when a word boundary is typed or a suggestion accepted,
+and committed text goes to the model's online adapter (prequential: each character is
+scored before it is learned from, which gives the bits-per-character curve). The
+adapter changes the model's weights in place, so give each Autocompleter its own
+Model (`edge_rnn.load(path)` again) when sessions must not share what they learn.
+Deleting committed text and typing again commits the new text (corrections are
+learned); what was learned before stays learned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from pathlib import Path
+
+from edge_rnn.beam import BeamConfig, WordClasses, complete_word, is_word_char
+from edge_rnn.errors import SettingsError
+
+# Faster than the adapter's defaults: a user types a few hundred characters in a session, so
+# update every 8 committed characters (about every word) with a larger step; the dynamic
+# rule's decay toward the base weights and the adapter's roll-back guard keep it stable.
+ADAPT_DEFAULTS = {"rule": "dynamic", "k1": 8, "k2": 32, "lr": 1e-2}
+CURVE_POINTS = 2000  # commits remembered for the bpc curve
+SPARSE_POINTS = 64  # older snapshots kept for long backspaces (thinned to stay bounded)
+
+
+class Autocompleter:
+    """Suggestions for the word being typed, from a Model that adapts to the user.
+
+    n: suggestions; learn: adapt online to committed text; adapt_settings: AdaptConfig
+    fields for the adapter, over ADAPT_DEFAULTS; width, max_chars, run_on: see
+    BeamConfig; accept_suffix: typed after an accepted completion (a space ends the
+    word, like a phone keyboard); history: per-character snapshots kept for backspace;
+    defer_learning: committed text waits for `learn_pending()`, which an interactive
+    front end calls after showing the suggestions, so learning stays off the keystroke path.
+    """
+
+    def __init__(self, model, n: int = 3, learn: bool = True, adapt_settings: dict | None = None, *,
+                 width: int = 8, max_chars: int = 20, run_on: bool = False, accept_suffix: str = " ",
+                 history: int = 64, defer_learning: bool = False):
+        if not isinstance(history, int) or isinstance(history, bool) or history < 1:
+            raise SettingsError(f"history must be a positive integer, got {history!r}")
+        if not isinstance(accept_suffix, str):
+            raise SettingsError(f"accept_suffix must be text, e.g. ' ' or '', got {accept_suffix!r}")
+        self.model = model
+        self.config = BeamConfig(n=n, width=width, max_chars=max_chars, run_on=run_on)
+        self.classes = WordClasses.of(model.vocab)
+        self.accept_suffix = accept_suffix
+        self.history = history
+        self.defer_learning = bool(defer_learning)
+        self.adapt_settings = {**ADAPT_DEFAULTS, **(adapt_settings or {})}
+        self.curve: list[tuple[int, float]] = []  # (tokens learned, bits per char of that commit)
+        self._primer = _primer_id(model.vocab)
+        self._adapter = None
+        self._learning = False
+        self._text = ""
+        self._committed = 0  # text[:_committed] is committed (a boundary typed or a suggestion accepted)
+        self._learned = 0  # text[:_learned] went to the adapter
+        self._suggestions: list[tuple[str, float]] | None = None
+        self.stream = model.stream()
+        self._start_text()
+        self.learning = learn
+
+    # --- typing -----------------------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        return self._text
+
+    @property
+    def word(self) -> str:
+        """The partial word at the end of the text (what the suggestions complete)."""
+        i = len(self._text)
+        while i and is_word_char(self._text[i - 1]):
+            i -= 1
+        return self._text[i:]
+
+    def type(self, text: str) -> list[tuple[str, float]]:
+        """Append typed (or pasted) text in one call and return the new suggestions."""
+        if not isinstance(text, str):
+            raise SettingsError(f"type() takes text (str), got {type(text).__name__}")
+        self._append(text)
+        return self.suggestions
+
+    def backspace(self, n: int = 1) -> list[tuple[str, float]]:
+        """Delete the last n characters (fewer if the text is shorter) and return the suggestions."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise SettingsError(f"backspace(n) takes a count >= 0, got {n!r}")
+        self._delete(n)
+        return self.suggestions
+
+    def set_text(self, text: str) -> list[tuple[str, float]]:
+        """Make the text equal to `text` with the least work: back to the common prefix, then type.
+        (A text box that sends its whole content on every edit uses this.)"""
+        if not isinstance(text, str):
+            raise SettingsError(f"set_text() takes text (str), got {type(text).__name__}")
+        common = _common_prefix(self._text, text)
+        self._delete(len(self._text) - common)
+        self._append(text[common:])
+        return self.suggestions
+
+    def accept(self, i: int = 0) -> list[tuple[str, float]]:
+        """Type suggestion i (and accept_suffix), commit it for learning, return the new suggestions."""
+        options = self.suggestions
+        if not options:
+            raise SettingsError("there is no suggestion to accept (none ends within max_chars); type on")
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(options):
+            raise SettingsError(f"no suggestion {i!r}: there are {len(options)}; pick 0..{len(options) - 1} from .suggestions")
+        self._append(options[i][0] + self.accept_suffix)
+        self._commit(len(self._text))
+        return self.suggestions
+
+    def _append(self, text: str) -> None:
+        if not text:
+            return
+        self.stream.feed(text)  # one step per keystroke, one prefill per paste
+        self._text += text
+        self._push(len(self._text))
+        last = next((i for i in range(len(text) - 1, -1, -1) if not is_word_char(text[i])), None)
+        if last is not None:
+            self._commit(len(self._text) - len(text) + last + 1)
+        self._suggestions = None
+
+    def _delete(self, n: int) -> None:
+        target = len(self._text) - min(n, len(self._text))
+        if target < len(self._text):
+            self._rewind(target)
+            self._suggestions = None
+
+    @property
+    def suggestions(self) -> list[tuple[str, float]]:
+        """(completion, probability) pairs, best first; see edge_rnn.beam."""
+        if self._suggestions is None:
+            started = bool(self._text) and is_word_char(self._text[-1])
+            self._suggestions = complete_word(self.model, self.stream.state, self.stream.log_probs,
+                                              word_started=started, classes=self.classes, config=self.config)
+        return list(self._suggestions)
+
+    def reset(self) -> None:
+        """Start a new text; what was learned stays."""
+        self._text, self._committed, self._learned = "", 0, 0
+        if self._adapter is not None:
+            self._adapter.reset_stream()
+            self._adapter.observe([self._primer])
+        self._start_text()
+
+    # --- learning ---------------------------------------------------------------------------
+    @property
+    def learning(self) -> bool:
+        return self._learning
+
+    @learning.setter
+    def learning(self, on: bool) -> None:
+        """Turning learning on learns from text typed from now on, not from text typed while off."""
+        if on and self._adapter is None:
+            self._adapter = self.model.adapter(**self.adapt_settings)
+            self._adapter.observe([self._primer])  # context for the first character
+        if on and not self._learning:
+            self._committed = self._learned = len(self._text)
+        if not on:
+            self.learn_pending()  # text committed while learning was on is still learned
+        self._learning = bool(on)
+
+    @property
+    def pending(self) -> bool:
+        """Committed text waits to be learned (with defer_learning)."""
+        return self._learning and self._committed > self._learned
+
+    @property
+    def tokens_learned(self) -> int:
+        return self._adapter.stats()["tokens"] if self._adapter is not None else 0
+
+    def stats(self) -> dict:
+        """Adapter figures for a status line: tokens learned, online bpc, updates, rollbacks, learning, pending."""
+        stats = self._adapter.stats() if self._adapter is not None else {"tokens": 0, "bpc": math.nan, "updates": 0, "rollbacks": 0}
+        return {"tokens": stats["tokens"], "bpc": stats["bpc"], "updates": stats["updates"],
+                "rollbacks": stats["rollbacks"], "learning": self._learning, "pending": self.pending}
+
+    def reset_learning(self) -> None:
+        """Back to the base weights; the text stays and is re-read under them."""
+        if self._adapter is not None:
+            self._adapter.reset()
+            self._adapter.observe([self._primer])
+        self.curve.clear()
+        self._committed = self._learned = len(self._text)
+        text = self._text
+        self._start_text()
+        if text:
+            self.stream.feed(text)
+            self._text = text
+            self._push(len(text))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the (adapted) model as a model file; its history records the adaptation."""
+        self.learn_pending()
+        if self._adapter is not None:
+            return Path(self._adapter.save(path))
+        return Path(self.model.save(path))
+
+    def _commit(self, upto: int) -> None:
+        if self._learning:
+            self._committed = max(self._committed, upto)
+            if not self.defer_learning:
+                self.learn_pending()
+
+    def learn_pending(self) -> int:
+        """Learn from the committed text not learned yet; returns how many characters that was."""
+        if not self.pending:
+            return 0
+        chunk, self._learned = self._text[self._learned : self._committed], self._committed
+        before = self._adapter.stats()
+        after = self._adapter.observe(chunk)
+        new = after["tokens"] - before["tokens"]
+        if new:
+            nats_before = before["bpc"] * before["tokens"] if before["tokens"] else 0.0
+            self.curve.append((after["tokens"], (after["bpc"] * after["tokens"] - nats_before) / new))
+            if len(self.curve) > CURVE_POINTS:
+                del self.curve[: CURVE_POINTS // 2]
+        self._suggestions = None  # the weights moved
+        return len(chunk)
+
+    # --- snapshots for backspace ------------------------------------------------------------
+    def _start_text(self) -> None:
+        """Fresh stream primed with a boundary, so the first word gets suggestions too."""
+        self.stream.reset()
+        self.stream.feed([self._primer])
+        self._recent: deque = deque()  # (position, Snapshot), one per keystroke, newest last
+        self._sparse: list = [(0, self.stream.snapshot())]  # (position, Snapshot), spaced >= history apart
+        self._suggestions = None
+
+    def _push(self, position: int) -> None:
+        self._recent.append((position, self.stream.snapshot()))
+        if len(self._recent) > self.history:
+            old = self._recent.popleft()
+            if old[0] - self._sparse[-1][0] >= self.history:
+                self._keep_sparse(old)
+
+    def _rewind(self, target: int) -> None:
+        """Restore the state at `target`: a kept snapshot, else re-feed from the nearest one in
+        chunks of `history`, keeping a snapshot per chunk so the next backspaces stay cheap."""
+        while self._recent and self._recent[-1][0] > target:
+            self._recent.pop()
+        while self._sparse[-1][0] > target:
+            self._sparse.pop()
+        position, snapshot = max([self._sparse[-1]] + ([self._recent[-1]] if self._recent else []), key=lambda kept: kept[0])
+        self.stream.restore(snapshot)
+        if position < target:
+            ends = list(range(target, position, -self.history))[::-1]  # ..., target - history, target
+            for start, end in zip([position] + ends, ends):
+                self.stream.feed(self._text[start:end])
+                if end < target:
+                    self._keep_sparse((end, self.stream.snapshot()))
+            self._push(target)
+        self._text = self._text[:target]
+        self._committed = min(self._committed, target)
+        self._learned = min(self._learned, target)
+
+    def _keep_sparse(self, kept: tuple) -> None:
+        self._sparse.append(kept)
+        if len(self._sparse) > SPARSE_POINTS:
+            older = self._sparse[1:]
+            self._sparse = self._sparse[:1] + older[(len(older) - 1) % 2 :: 2]  # position 0, every other, the newest
+
+
+def _primer_id(vocab) -> int:
+    for char in ("\n", " ", "."):
+        if char in vocab.symbols:
+            return vocab.symbols.index(char)
+    return next(i for i, s in enumerate(vocab.symbols) if i and not is_word_char(s))
+
+
+def _common_prefix(a: str, b: str) -> int:
+    if b.startswith(a):
+        return len(a)
+    if a.startswith(b):
+        return len(b)
+    lo, hi = 0, min(len(a), len(b))  # binary search on slice equality: fast for long texts
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -1,0 +1,350 @@
+"""`edge-rnn serve [MODEL]`: a web page with live autocomplete that learns as you type.
+
+Standard library only: http.server serves the page (edge_rnn/web/) and a minimal
+RFC 6455 websocket carries JSON messages, one reply per message. Each websocket is one
+browser session with its own Model instance (its own adapted weights) and its own
+Autocompleter, so two tabs never share state or what they learned.
+
+Messages from the page: {"op": "text", "text": str, "offset": int, "seq": int} (the text
+up to the cursor; `offset` is where it starts when the page sends only an aligned tail
+of a long text), {"op": "learning", "on": bool}, {"op": "reset_learning"}, {"op": "ping"}.
+Replies: {"type": "suggestions", ...} or {"type": "error", "error": str}; learning runs
+after the reply and reports with {"type": "learned", ...} (tokens, bpc, new curve points). A malformed
+message gets an error reply and the session goes on; a message over MAX_MESSAGE bytes
+or a protocol violation closes the socket (1009 / 1002).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import math
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from edge_rnn.errors import EdgeRNNError
+
+log = logging.getLogger("edge_rnn.server")
+
+MAX_MESSAGE = 256 * 1024  # bytes in one websocket message
+MAX_TEXT = 20_000  # characters a session holds; longer texts keep an aligned tail
+MAX_SESSIONS = 16  # open tabs; each holds a copy of the model
+WEB = Path(__file__).parent / "web"
+TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class MessageError(EdgeRNNError):
+    """A message the session cannot use; answered with an error reply, the socket stays open."""
+
+
+class ProtocolError(Exception):
+    """A websocket protocol violation; the socket is closed with `code`."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class Closed(Exception):
+    """The peer closed the connection or went away."""
+
+
+class WebSocket:
+    """Server side of RFC 6455 on a handler's files: text messages in, text messages out."""
+
+    def __init__(self, rfile, wfile, limit: int = MAX_MESSAGE):
+        self.rfile, self.wfile, self.limit = rfile, wfile, limit
+
+    def receive(self) -> tuple[int, bytes]:
+        """(opcode, payload) of the next whole data message; answers pings; raises Closed."""
+        parts, size, opcode = [], 0, None
+        while True:
+            fin, op, payload = self._frame(self.limit - size)
+            if op == 0x8:
+                self._send(0x8, payload[:2])
+                raise Closed
+            if op in (0x9, 0xA):
+                if op == 0x9:
+                    self._send(0xA, payload)
+                continue
+            if op == 0x0 and opcode is None:
+                raise ProtocolError(1002, "continuation frame without a first frame")
+            if op in (0x1, 0x2):
+                if opcode is not None:
+                    raise ProtocolError(1002, "new message inside a fragmented one")
+                opcode = op
+            elif op != 0x0:
+                raise ProtocolError(1002, f"unknown opcode {op}")
+            parts.append(payload)
+            size += len(payload)
+            if fin:
+                return opcode, b"".join(parts)
+
+    def _frame(self, room: int) -> tuple[bool, int, bytes]:
+        b0, b1 = self._read(2)
+        if b0 & 0x70:
+            raise ProtocolError(1002, "reserved bits set but no extension was negotiated")
+        fin, op, length = bool(b0 & 0x80), b0 & 0x0F, b1 & 0x7F
+        if not b1 & 0x80:
+            raise ProtocolError(1002, "client frames must be masked")
+        if length == 126:
+            (length,) = struct.unpack("!H", self._read(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", self._read(8))
+        if op & 0x8 and (length > 125 or not fin):
+            raise ProtocolError(1002, "control frames must be whole and at most 125 bytes")
+        if not op & 0x8 and length > room:
+            raise ProtocolError(1009, f"message over {self.limit} bytes; send less text")
+        mask = np.frombuffer(self._read(4), np.uint8)
+        data = np.frombuffer(self._read(length), np.uint8)
+        return fin, op, (data ^ np.resize(mask, length)).tobytes()
+
+    def _read(self, n: int) -> bytes:
+        try:
+            data = self.rfile.read(n) if n else b""
+        except OSError:
+            raise Closed from None
+        if len(data) < n:
+            raise Closed
+        return data
+
+    def _send(self, op: int, payload: bytes) -> None:
+        n = len(payload)
+        head = struct.pack("!BB", 0x80 | op, n) if n < 126 else (
+            struct.pack("!BBH", 0x80 | op, 126, n) if n < 1 << 16 else struct.pack("!BBQ", 0x80 | op, 127, n))
+        try:
+            self.wfile.write(head + payload)
+            self.wfile.flush()
+        except OSError:
+            raise Closed from None
+
+    def send_json(self, message: dict) -> None:
+        self._send(0x1, json.dumps(message).encode("ascii"))  # ASCII: lone surrogates stay escaped
+
+    def close(self, code: int, reason: str) -> None:
+        try:
+            self._send(0x8, struct.pack("!H", code) + reason.encode("utf-8")[:120])
+        except Closed:
+            pass
+
+
+class Session:
+    """One browser tab: its own Model (own adapted weights), Autocompleter and text."""
+
+    def __init__(self, model_path, backend: str, n: int):
+        import edge_rnn
+        from edge_rnn.autocomplete import Autocompleter
+
+        self.model = edge_rnn.load(model_path, backend=backend)  # a fresh copy: learning stays in this tab
+        self.ac = Autocompleter(self.model, n=n, defer_learning=True)
+        self.offset = 0
+        self.sent = 0  # tokens of the last bpc point sent
+
+    def handle(self, message) -> dict:
+        if not isinstance(message, dict):
+            raise MessageError('a message is a JSON object such as {"op": "text", "text": "To be", "seq": 1}')
+        seq, op, t0 = message.get("seq"), message.get("op"), time.perf_counter()
+        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
+            raise MessageError(f"seq must be an integer, got {seq!r}")
+        reset = False
+        if op == "text":
+            self._set_text(message.get("text"), message.get("offset", 0))
+        elif op == "learning":
+            if not isinstance(message.get("on"), bool):
+                raise MessageError(f'"on" must be true or false, got {message.get("on")!r}')
+            self.ac.learning = message["on"]
+        elif op == "reset_learning":
+            self.ac.reset_learning()
+            self.sent, reset = 0, True
+        elif op != "ping":
+            raise MessageError(f"unknown op {op!r}; use text, learning, reset_learning or ping")
+        suggestions = self.ac.suggestions
+        return self._reply(seq, 1000 * (time.perf_counter() - t0), suggestions, reset)
+
+    def _set_text(self, text, offset) -> None:
+        if not isinstance(text, str):
+            raise MessageError(f'"text" must be a string, got {type(text).__name__}')
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise MessageError(f'"offset" must be an integer >= 0, got {offset!r}')
+        if len(text) > MAX_TEXT:
+            offset, text = offset + len(text) - MAX_TEXT, text[-MAX_TEXT:]
+        if offset == self.offset:
+            self.ac.set_text(text)
+            return
+        learning, self.ac.learning = self.ac.learning, False  # a shifted window is old text: read, don't learn it again
+        self.ac.set_text(text)
+        self.ac.learning, self.offset = learning, offset
+
+    def _reply(self, seq, ms: float, suggestions, reset: bool) -> dict:
+        return {**self.learned(reset), "type": "suggestions", "seq": seq, "word": self.ac.word, "ms": round(ms, 3),
+                "suggestions": [[c, p] for c, p in suggestions]}
+
+    def learned(self, reset: bool = False) -> dict:
+        """Learning figures and the bpc points not sent yet (a "learned" message on its own)."""
+        stats = self.ac.stats()
+        curve = [[t, round(b, 4)] for t, b in self.ac.curve if t > self.sent and math.isfinite(b)]
+        self.sent = max([self.sent] + [t for t, _ in curve])
+        return {"type": "learned", "tokens": stats["tokens"], "bpc": stats["bpc"] if math.isfinite(stats["bpc"]) else None,
+                "learning": stats["learning"], "curve": curve, "curve_reset": reset}
+
+
+class Handler(BaseHTTPRequestHandler):
+    """The page's files on GET, and one websocket session on GET /ws."""
+
+    protocol_version = "HTTP/1.1"
+    server: "AutocompleteServer"
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/ws":
+            return self._websocket()
+        name = "index.html" if path == "/" else path.lstrip("/")
+        if name not in self.server.files:
+            return self._plain(404, "not found")
+        self._respond(200, (WEB / name).read_bytes(), TYPES[Path(name).suffix])
+
+    def _plain(self, code: int, text: str) -> None:
+        self._respond(code, (text + "\n").encode(), "text/plain; charset=utf-8")
+
+    def _respond(self, code: int, data: bytes, content_type: str) -> None:
+        self.send_response(code)
+        for name, value in (("Content-Type", content_type), ("Content-Length", str(len(data))),
+                            ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")):
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _websocket(self) -> None:
+        self.close_connection = True
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        if self.headers.get("Upgrade", "").lower() != "websocket" or self.headers.get("Sec-WebSocket-Version") != "13" or not key:
+            return self._plain(400, "this is the websocket endpoint; open the page at / instead")
+        origin = self.headers.get("Origin")
+        if origin and urlsplit(origin).netloc != self.headers.get("Host"):
+            return self._plain(403, f"cross-origin websocket from {origin} refused")
+        with self.server.lock:
+            if len(self.server.sessions) >= MAX_SESSIONS:
+                return self._plain(503, f"{MAX_SESSIONS} sessions are open; close a tab and reload")
+            sid = self.server.next_id = self.server.next_id + 1
+            self.server.sessions[sid] = None  # reserve the slot while the model loads
+            self.server.sockets.add(self.connection)
+        try:
+            accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+            self.send_response(101, "Switching Protocols")
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", accept)
+            self.end_headers()
+            self._serve(WebSocket(self.rfile, self.wfile), sid)
+        finally:
+            with self.server.lock:
+                self.server.sessions.pop(sid, None)
+                self.server.sockets.discard(self.connection)
+
+    def _serve(self, ws: WebSocket, sid: int) -> None:
+        try:
+            session = Session(self.server.model_path, self.server.backend, self.server.n)
+            self.server.sessions[sid] = session
+            ws.send_json({"type": "hello", "model": self.server.model_name, "max_text": MAX_TEXT, "max_message": MAX_MESSAGE})
+            while True:
+                opcode, data = ws.receive()
+                ws.send_json(self._answer(session, opcode, data))
+                if session.ac.learn_pending():  # after the reply: learning stays off the keystroke path
+                    ws.send_json(session.learned())
+        except Closed:
+            pass
+        except ProtocolError as exc:
+            ws.close(exc.code, exc.reason)
+        except EdgeRNNError as exc:  # the model could not be loaded for this session
+            ws.send_json({"type": "error", "error": str(exc)})
+            ws.close(1011, "session failed")
+
+    @staticmethod
+    def _answer(session: Session, opcode: int, data: bytes) -> dict:
+        seq = None
+        try:
+            if opcode != 0x1:
+                raise MessageError("send text frames of JSON, not binary frames")
+            try:
+                message = json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise MessageError(f"not JSON ({type(exc).__name__}); send one JSON object per message") from None
+            seq = message.get("seq") if isinstance(message, dict) else None
+            return session.handle(message)
+        except EdgeRNNError as exc:
+            error = str(exc)
+        except Exception:  # a bug must not end the tab's session: log it, answer, go on
+            log.exception("message failed")
+            error = "internal error while handling this message; see the server log"
+        return {"type": "error", "seq": seq if isinstance(seq, int) else None, "error": error}
+
+    def log_message(self, format: str, *args) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+class AutocompleteServer(ThreadingHTTPServer):
+    """The page and its sessions; `sessions` maps an id to each open tab's Session."""
+
+    daemon_threads = True
+
+    def __init__(self, model_path=None, host: str = "127.0.0.1", port: int = 8765, n: int = 3, backend: str = "numpy"):
+        import edge_rnn
+
+        model = edge_rnn.load(model_path, backend=backend)  # fail now, not in the first tab
+        self.model_path, self.backend, self.n = model_path, backend, n
+        self.model_name = Path(str(model.file.path)).name
+        self.files = {p.name for p in WEB.iterdir() if p.suffix in TYPES}
+        self.sessions: dict[int, Session | None] = {}
+        self.sockets: set = set()
+        self.lock = threading.Lock()
+        self.next_id = 0
+        super().__init__((host, port), Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def server_close(self) -> None:
+        """Stop listening and end the open sessions (their threads see the socket close)."""
+        super().server_close()
+        with self.lock:
+            for sock in list(self.sockets):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def cmd_serve(args) -> None:
+    try:
+        server = AutocompleteServer(args.model, args.host, args.port, n=args.n, backend=args.backend)
+    except OSError as exc:
+        raise EdgeRNNError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); pick another --port") from None
+    print(f"serving {server.model_name} at {server.url} (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def register(subparsers) -> None:
+    s = subparsers.add_parser("serve", help="web page with live autocomplete that learns as you type")
+    s.add_argument("model", nargs="?", help="model file (default: the shipped model)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("-n", type=int, default=3, help="suggestions shown (default 3)")
+    s.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    s.set_defaults(func=cmd_serve)

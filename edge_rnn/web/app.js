@@ -1,0 +1,159 @@
+// Live autocomplete page: sends the text up to the cursor over a websocket, shows the
+// suggestions for the word at the cursor, and charts bits per character as the
+// session's own copy of the model adapts. One message in flight at a time: keystrokes
+// that arrive meanwhile are coalesced into the next message, so a slow reply never
+// queues up stale work.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const box = $("text");
+let ws = null;
+let seq = 0;
+let outstanding = 0;
+let lastSent = null;
+let maxText = 20000;
+let options = [];
+let points = [];
+let lastMs = null;
+
+function connect() {
+  ws = new WebSocket(`ws://${location.host}/ws`);
+  ws.onopen = () => flush();
+  ws.onmessage = (event) => onMessage(JSON.parse(event.data));
+  ws.onclose = () => {
+    document.body.classList.add("offline");
+    $("status").textContent = "disconnected - reload the page for a new session";
+  };
+}
+
+function context() {
+  // The suggestions complete the word at the cursor, so the server sees the text before it.
+  return box.value.slice(0, box.selectionEnd ?? box.value.length);
+}
+
+function send(message) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+  seq += 1;
+  outstanding += 1;
+  ws.send(JSON.stringify({ ...message, seq }));
+  return true;
+}
+
+function flush() {
+  if (outstanding > 0) return;
+  const text = context();
+  if (text === lastSent) return;
+  // Long texts: send an aligned tail, so the window (and the server's state) moves rarely.
+  const half = Math.floor(maxText / 2);
+  const offset = text.length > maxText ? (Math.floor((text.length - maxText) / half) + 1) * half : 0;
+  if (send({ op: "text", text: text.slice(offset), offset })) lastSent = text;
+}
+
+function onMessage(m) {
+  if (m.type === "hello") {
+    maxText = m.max_text;
+    $("model").textContent = `model ${m.model} - this tab has its own copy of it`;
+    lastSent = null;
+    flush();
+    return;
+  }
+  if (m.seq !== null && m.seq !== undefined) outstanding = Math.max(0, outstanding - 1);
+  if (m.type === "error") {
+    $("error").hidden = false;
+    $("error").textContent = m.error;
+  } else if (m.type === "suggestions" || m.type === "learned") {
+    if (m.type === "suggestions") {
+      $("error").hidden = true;
+      if (lastSent === context()) showSuggestions(m);
+      lastMs = m.ms;
+    }
+    showStatus(m);
+    if (m.curve_reset) points = [];
+    points.push(...m.curve);
+    drawChart();
+  }
+  flush();
+}
+
+function showSuggestions(m) {
+  options = m.suggestions;
+  const chips = $("suggestions");
+  chips.replaceChildren();
+  options.forEach(([completion, prob], i) => {
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.className = "suggestion";
+    chip.dataset.completion = completion;
+    const bold = document.createElement("b");
+    bold.textContent = completion;
+    const pct = document.createElement("span");
+    pct.className = "p";
+    pct.textContent = `${(100 * prob).toFixed(prob < 0.01 ? 1 : 0)}%`;
+    chip.append(m.word, bold, pct);
+    chip.addEventListener("mousedown", (event) => event.preventDefault()); // keep the cursor in the box
+    chip.addEventListener("click", () => accept(i));
+    chips.append(chip);
+  });
+}
+
+function showStatus(m) {
+  const bpc = m.bpc === null ? "-" : m.bpc.toFixed(2);
+  const ms = lastMs === null ? "-" : lastMs.toFixed(1);
+  $("status").textContent =
+    `suggestions in ${ms} ms | learned from ${m.tokens} characters | ${bpc} bpc | ` +
+    (m.learning ? "learning" : "not learning");
+  $("learning").checked = m.learning;
+}
+
+function accept(i) {
+  if (!options[i]) return;
+  box.focus();
+  box.setRangeText(options[i][0] + " ", box.selectionStart, box.selectionEnd, "end");
+  flush();
+}
+
+function drawChart() {
+  const svg = $("chart");
+  const W = 640, H = 170, left = 40, right = 10, top = 10, bottom = 28;
+  const shown = points.slice(-400);
+  const parts = [];
+  if (shown.length === 0) {
+    parts.push(`<text class="axis" x="${W / 2}" y="${H / 2}" text-anchor="middle">type a few words: each one is scored, then learned from</text>`);
+    svg.innerHTML = parts.join("");
+    return;
+  }
+  const x0 = shown[0][0], x1 = Math.max(shown[shown.length - 1][0], x0 + 1);
+  const ymax = Math.max(1, Math.ceil(Math.max(...shown.map((p) => p[1]))));
+  const sx = (t) => left + ((t - x0) / (x1 - x0)) * (W - left - right);
+  const sy = (b) => top + (1 - Math.min(b, ymax) / ymax) * (H - top - bottom);
+  const step = ymax > 8 ? 2 : 1;
+  for (let y = 0; y <= ymax; y += step) {
+    parts.push(`<line class="grid" x1="${left}" x2="${W - right}" y1="${sy(y)}" y2="${sy(y)}"/>`);
+    parts.push(`<text class="axis" x="${left - 6}" y="${sy(y) + 4}" text-anchor="end">${y}</text>`);
+  }
+  parts.push(`<text class="axis" x="${W - right}" y="${H - 6}" text-anchor="end">${x1} characters learned</text>`);
+  parts.push(`<text class="axis" x="${left}" y="${H - 6}">${x0}</text>`);
+  let ema = shown[0][1];
+  const trend = shown.map(([t, b]) => {
+    ema = 0.8 * ema + 0.2 * b;
+    return `${sx(t).toFixed(1)},${sy(ema).toFixed(1)}`;
+  });
+  for (const [t, b] of shown) parts.push(`<circle class="dot" cx="${sx(t).toFixed(1)}" cy="${sy(b).toFixed(1)}" r="2.2"/>`);
+  parts.push(`<polyline class="trend" points="${trend.join(" ")}"/>`);
+  svg.innerHTML = parts.join("");
+}
+
+box.addEventListener("input", flush);
+box.addEventListener("keyup", flush); // cursor moves change the word at the cursor
+box.addEventListener("click", flush);
+box.addEventListener("keydown", (event) => {
+  if (event.key === "Tab" && !event.shiftKey && options.length && lastSent === context()) {
+    event.preventDefault();
+    accept(0);
+  }
+});
+$("learning").addEventListener("change", (event) => send({ op: "learning", on: event.target.checked }));
+$("reset").addEventListener("click", () => send({ op: "reset_learning" }));
+
+drawChart();
+connect();
