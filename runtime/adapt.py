@@ -127,6 +127,7 @@ class Adapter:
         self.ring_out: deque = deque(maxlen=self.config.k2)
         self.boundaries: deque = deque([self.state], maxlen=m)
         self.since_update = 0
+        self._window = None  # (logits, cache) of a chunk that is exactly the next window
 
     def reset(self) -> None:
         """Back to the base weights the adapter started from, with fresh rule state."""
@@ -154,9 +155,17 @@ class Adapter:
         return self.stats()
 
     def _score(self, chunk: np.ndarray) -> None:
-        xp = self.xp
+        xp, spec = self.xp, self.model.spec
         inputs = np.concatenate([[self.last_token], chunk[:-1]]).astype(np.int64)
-        logits, self.state = self.model.forward(inputs[None], self.state)  # (1, n, V)
+        # A chunk that is exactly the next window (k1 == k2) keeps its forward cache, so the
+        # update needs no second forward pass over the same tokens with the same weights.
+        whole_window = self.config.k1 == self.config.k2 and len(chunk) == self.config.k2
+        if whole_window:
+            logits, state, cache = network.forward(xp, spec, self.model.weights, xp.asarray(inputs[None]), self.state, lbr=self.model.lbr, keep_cache=True)
+            self._window = (logits, cache)
+        else:
+            logits, state = self.model.forward(inputs[None], self.state)  # (1, n, V)
+        self.state = state
         logp = network.log_softmax(xp, logits[0])  # (n, V)
         self.nats -= float(logp[xp.arange(len(chunk)), xp.asarray(chunk)].sum())
         self.tokens += len(chunk)
@@ -168,12 +177,17 @@ class Adapter:
     def _update(self) -> None:
         xp, cfg = self.xp, self.config
         self.since_update = 0
-        inputs = xp.asarray(np.array(self.ring_in, np.int64)[None])  # (1, k<=k2)
-        targets = xp.asarray(np.array(self.ring_out, np.int64)[None])
-        loss, grads, _ = loss_and_grads(xp, self.model.spec, self.model.weights, inputs, targets, self.boundaries[0], lbr=self.model.lbr, trainable=self.names)
+        targets = xp.asarray(np.array(self.ring_out, np.int64)[None])  # (1, k<=k2)
+        if self._window is not None:
+            logits, cache = self._window
+            self._window = None
+            loss, grads = _loss_and_grads_from(xp, self.model.spec, self.model.weights, logits, cache, targets, self.model.lbr, self.names)
+        else:
+            inputs = xp.asarray(np.array(self.ring_in, np.int64)[None])
+            loss, grads, _ = loss_and_grads(xp, self.model.spec, self.model.weights, inputs, targets, self.boundaries[0], lbr=self.model.lbr, trainable=self.names)
         self.boundaries.append(tuple(s.copy() for s in self.state))
         loss = float(loss)
-        norm = math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+        norm = math.sqrt(sum(float(xp.vdot(g.ravel(), g.ravel())) for g in grads.values()))  # no temporaries
         if not math.isfinite(loss) or not math.isfinite(norm) or (self.loss_ema is not None and loss > cfg.guard * self.loss_ema):
             self._rollback()
             return
