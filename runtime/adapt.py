@@ -34,7 +34,9 @@ class AdaptConfig:
     of k1). rule: sgd | adam | dynamic. lr: step size. clip: global gradient-norm clip
     (0 = off). decay: dynamic evaluation's pull toward the base weights per update.
     trainable: all | head | last (last recurrent layer and head) | recurrent (all but the
-    embedding). guard: a window loss above guard x its running mean (or non-finite) rolls back.
+    embedding). guard: a window whose loss is above guard x the running mean and above uniform
+    guessing (ln V) is not learned from; `patience` such windows in a row, or a non-finite
+    loss or gradient, roll the weights back and halve the step.
     """
 
     k1: int = 32
@@ -48,13 +50,14 @@ class AdaptConfig:
     eps: float = 1e-8
     trainable: str = "all"
     guard: float = 2.5
+    patience: int = 3  # consecutive exploded windows before a roll-back
     checkpoint_every: int = 16  # updates between refreshes of the roll-back point
 
     def __post_init__(self):
         def bad(msg):
             raise SettingsError(msg)
 
-        for name in ("k1", "k2", "checkpoint_every"):
+        for name in ("k1", "k2", "checkpoint_every", "patience"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 bad(f"{name} must be a positive integer, got {value!r}")
@@ -70,6 +73,10 @@ class AdaptConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 bad(f"{name} must be a finite number >= 0, got {value!r}")
+        for name in ("beta1", "beta2", "guard"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+                bad(f"{name} must be a number, got {value!r}")
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 bad(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
@@ -113,8 +120,10 @@ class Adapter:
         self.base = {k: v.copy() for k, v in self.params.items()}
         self.rule = Rule(self.xp, config.rule, self.params, self.base, beta1=config.beta1, beta2=config.beta2, eps=config.eps, decay=config.decay)
         self.lr = config.lr
+        self.uniform_loss = math.log(model.spec.vocab_size)  # nats/token of knowing nothing
         self.reset_stream()
         self.tokens, self.nats, self.updates, self.rollbacks = 0, 0.0, 0, 0
+        self.spikes, self.skipped = 0, 0
         self.loss_ema: float | None = None
         self._save_good()
 
@@ -188,9 +197,17 @@ class Adapter:
         self.boundaries.append(tuple(s.copy() for s in self.state))
         loss = float(loss)
         norm = math.sqrt(sum(float(xp.vdot(g.ravel(), g.ravel())) for g in grads.values()))  # no temporaries
-        if not math.isfinite(loss) or not math.isfinite(norm) or (self.loss_ema is not None and loss > cfg.guard * self.loss_ema):
+        exploded = self.loss_ema is not None and loss > max(cfg.guard * self.loss_ema, self.uniform_loss)
+        if not math.isfinite(loss) or not math.isfinite(norm):
             self._rollback()
             return
+        if exploded:  # not learned from; a run of them means the weights went bad: roll back
+            self.spikes += 1
+            self.skipped += 1
+            if self.spikes >= cfg.patience:
+                self._rollback()
+            return
+        self.spikes = 0
         if cfg.clip and norm > cfg.clip:
             for g in grads.values():
                 g *= cfg.clip / norm
@@ -198,6 +215,7 @@ class Adapter:
             self.rule.step(self.params, grads, self.lr)
             self.model.version += 1
         self.updates += 1
+        self.lr = min(cfg.lr, self.lr * 1.05)  # earn back the step a roll-back halved
         self.loss_ema = loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * loss
         if self.updates % cfg.checkpoint_every == 0:
             if all(bool(xp.isfinite(p).all()) for p in self.params.values()):
@@ -226,7 +244,7 @@ class Adapter:
     # --- reporting --------------------------------------------------------------------------
     def stats(self) -> dict:
         bpc = self.nats / self.tokens / LN2 if self.tokens else float("nan")
-        return {"tokens": self.tokens, "bpc": bpc, "updates": self.updates, "rollbacks": self.rollbacks, "lr": self.lr}
+        return {"tokens": self.tokens, "bpc": bpc, "updates": self.updates, "rollbacks": self.rollbacks, "skipped": self.skipped, "lr": self.lr}
 
     def record(self) -> dict:
         """Adaptation summary for the adapted file's metadata."""

@@ -180,3 +180,20 @@ def test_cached_window_equals_recomputed_window(tmp_path):
     assert abs(a.stats()["bpc"] - b.stats()["bpc"]) < 1e-5
     for name, w in whole.host_weights().items():
         assert np.abs(w - single.host_weights()[name]).max() < 1e-5, name
+
+
+def test_guard_skips_a_hard_window_and_rolls_back_a_run_of_them(tmp_path):
+    model = edge_rnn.load(small_model_file(tmp_path, "gru", hidden=32))
+    adapter = model.adapter(rule="adam", lr=1e-2, k1=8, k2=8, guard=1.5)
+    adapter.observe(TEXT * 20)  # a low running loss on familiar text
+    before = adapter.stats()
+    rng = np.random.default_rng(0)
+    vocab = model.vocab.symbols[1:]
+    noise = lambda n: "".join(rng.choice(vocab, n))  # noqa: E731
+    adapter.observe(noise(8) + TEXT * 4)
+    once = adapter.stats()
+    assert once["skipped"] > before["skipped"] and once["rollbacks"] == before["rollbacks"]
+    adapter.observe(noise(400))
+    after = adapter.stats()
+    assert after["rollbacks"] > once["rollbacks"] and after["lr"] < 1e-2
+    assert all(np.isfinite(v).all() for v in model.host_weights().values())
