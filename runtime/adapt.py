@@ -41,10 +41,10 @@ class AdaptConfig:
 
     k1: int = 32
     k2: int = 32
-    rule: str = "dynamic"
-    lr: float = 3e-3
+    rule: str = "dynamic"  # defaults tuned on other-style text: see the README, "Online adaptation"
+    lr: float = 1e-3
     clip: float = 1.0
-    decay: float = 1e-3
+    decay: float = 1e-4
     beta1: float = 0.9
     beta2: float = 0.99
     eps: float = 1e-8
