@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--corpus", help="'shakespeare' (default), a text file or a folder of text files")
     for name, typ in (("cell", str), ("embed_size", int), ("hidden_size", int), ("layers", int), ("batch_size", int),
                       ("window", int), ("steps", int), ("lr", float), ("clip", float), ("seed", int), ("threads", int),
-                      ("eval_every", int), ("val_fraction", float)):
+                      ("eval_every", int), ("val_fraction", float), ("stop_after", int)):
         t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ)
     t.add_argument("--no-resume", action="store_true", help="start over even if the checkpoint exists")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -210,7 +210,7 @@ def _extra_commands():
     import importlib
 
     found = []
-    for module in ("edge_rnn.bench", "edge_rnn.demo", "edge_rnn.server"):
+    for module in ("edge_rnn.bench", "edge_rnn.demo", "edge_rnn.server", "edge_rnn.fleet"):
         try:
             found.append(importlib.import_module(module).register)
         except ImportError as exc:

@@ -48,6 +48,7 @@ class TrainConfig:
     eval_every: int = 200
     val_chars: int = 100_000  # validation characters used for the periodic estimate
     threads: int = 0  # 0 = torch's default
+    stop_after: int = 0  # stop at this step (0 = at `steps`) without changing the schedule
 
 
 def batch_rows(ids: np.ndarray, rows: int) -> torch.Tensor:
@@ -133,15 +134,16 @@ class Trainer:
         from tqdm import tqdm
 
         c = self.config
-        bar = tqdm(total=c.steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=min(c.steps, c.stop_after or c.steps), initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
         running, t0, chars = None, time.perf_counter(), 0
-        while self.step < c.steps:
+        last = min(c.steps, c.stop_after) if c.stop_after else c.steps
+        while self.step < last:
             loss = self.train_step()
             chars += c.batch_size * c.window
             running = loss if running is None else 0.98 * running + 0.02 * loss
             bar.update(1)
             bar.set_postfix(loss=f"{running:.3f}", bpc=f"{running / LN2:.3f}", lr=f"{self.lr_at(self.step):.1e}")
-            if self.step % c.eval_every == 0 or self.step == c.steps:
+            if self.step % c.eval_every == 0 or self.step == last:
                 val = self.validate()
                 rate = chars / (time.perf_counter() - t0)
                 self.history.append({"step": self.step, "train_loss": running, "val_loss": val, "chars_per_s": rate})
