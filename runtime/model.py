@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -137,6 +136,9 @@ class Model:
 
         if self.backend == "onnxruntime":
             raise SettingsError("the onnxruntime backend runs inference only; load with backend='numpy' or 'cupy' to adapt")
+        unknown = sorted(set(settings) - set(AdaptConfig.__dataclass_fields__))
+        if unknown:
+            raise SettingsError(f"unknown adaptation setting(s) {', '.join(unknown)}; use {', '.join(AdaptConfig.__dataclass_fields__)}")
         return Adapter(self, AdaptConfig(**settings))
 
     # --- weights --------------------------------------------------------------------------
@@ -184,8 +186,12 @@ def _ort_session(modelfile: ModelFile):
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(modelfile.proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    spec = modelfile.spec
+    probe = {S.TOKENS: np.zeros((1, 1), np.int64), **{n: np.zeros((spec.layers, 1, spec.hidden_size), np.float32) for n in spec.state_names}}
+    try:
+        session = ort.InferenceSession(modelfile.proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session.run(None, probe)  # one step now: a broken graph fails at load, not at the first keystroke
+        return session
+    except Exception as exc:  # onnxruntime's own Fail/InvalidGraph/InvalidArgument types
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"onnxruntime refuses {modelfile.path or 'the model'}: {reason}; the file is corrupt: restore or re-export it") from None
