@@ -19,18 +19,26 @@ def atomic_write(path: str | Path, write: Callable[[object], None], mode: str = 
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise EdgeRNNError(f"cannot write {path}: folder {folder} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    if path.is_dir():
+        raise EdgeRNNError(f"cannot write {path}: it is a folder; give a file name inside it")
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise EdgeRNNError(f"cannot write in {folder} ({exc.strerror}); pick a folder you can write to") from None
+    try:
+        os.fchmod(fd, _mode_for(path))  # mkstemp makes 0600; a saved file keeps the usual (or the old) mode
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):  # disk full, quota, I/O error: the old file is still there
+            raise EdgeRNNError(f"cannot write {path} ({exc.strerror or exc}); the previous file is intact: free space and retry") from exc
         raise
     try:
         dir_fd = os.open(folder, os.O_RDONLY)
@@ -41,3 +49,21 @@ def atomic_write(path: str | Path, write: Callable[[object], None], mode: str = 
     except OSError:
         pass
     return path
+
+
+def _mode_for(path: Path) -> int:
+    """The replaced file's permissions, else what open() would give a new file (0666 minus the umask)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask would, for every thread, for a moment)
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return umask

@@ -116,9 +116,13 @@ def _json_or(text: str | None, default, where: str, key: str):
     if text is None:
         return default
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError:
         raise ModelFileError(f"{where}: metadata {key!r} is not JSON; re-export the model") from None
+    if not isinstance(value, type(default)) or (isinstance(value, list) and not all(isinstance(v, dict) for v in value)):
+        shape = "a JSON object" if isinstance(default, dict) else "a JSON list of objects"
+        raise ModelFileError(f"{where}: metadata {key!r} must be {shape}; the metadata was edited or is corrupt: re-export the model")
+    return value
 
 
 def check_contract(proto: onnx.ModelProto, spec: ModelSpec, where: str = "model") -> None:

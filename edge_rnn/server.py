@@ -1,7 +1,7 @@
 """`edge-rnn serve [MODEL]`: a web page with live autocomplete that learns as you type.
 
 Standard library only: http.server serves the page (edge_rnn/web/) and a minimal
-RFC 6455 websocket carries JSON messages, one reply per message. Each websocket is one
+RFC 6455 websocket (edge_rnn.websocket) carries JSON messages, one reply per message. Each websocket is one
 browser session with its own Model instance (its own adapted weights) and its own
 Autocompleter, so two tabs never share state or what they learned.
 
@@ -16,22 +16,18 @@ or a protocol violation closes the socket (1009 / 1002).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import math
 import socket
-import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import numpy as np
-
-from edge_rnn.errors import EdgeRNNError
+from edge_rnn.errors import EdgeRNNError, SettingsError
+from edge_rnn.websocket import GUID, Closed, ProtocolError, WebSocket, accept_key  # noqa: F401 (GUID: re-exported)
 
 log = logging.getLogger("edge_rnn.server")
 
@@ -40,102 +36,10 @@ MAX_TEXT = 20_000  # characters a session holds; longer texts keep an aligned ta
 MAX_SESSIONS = 16  # open tabs; each holds a copy of the model
 WEB = Path(__file__).parent / "web"
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class MessageError(EdgeRNNError):
     """A message the session cannot use; answered with an error reply, the socket stays open."""
-
-
-class ProtocolError(Exception):
-    """A websocket protocol violation; the socket is closed with `code`."""
-
-    def __init__(self, code: int, reason: str):
-        super().__init__(reason)
-        self.code, self.reason = code, reason
-
-
-class Closed(Exception):
-    """The peer closed the connection or went away."""
-
-
-class WebSocket:
-    """Server side of RFC 6455 on a handler's files: text messages in, text messages out."""
-
-    def __init__(self, rfile, wfile, limit: int = MAX_MESSAGE):
-        self.rfile, self.wfile, self.limit = rfile, wfile, limit
-
-    def receive(self) -> tuple[int, bytes]:
-        """(opcode, payload) of the next whole data message; answers pings; raises Closed."""
-        parts, size, opcode = [], 0, None
-        while True:
-            fin, op, payload = self._frame(self.limit - size)
-            if op == 0x8:
-                self._send(0x8, payload[:2])
-                raise Closed
-            if op in (0x9, 0xA):
-                if op == 0x9:
-                    self._send(0xA, payload)
-                continue
-            if op == 0x0 and opcode is None:
-                raise ProtocolError(1002, "continuation frame without a first frame")
-            if op in (0x1, 0x2):
-                if opcode is not None:
-                    raise ProtocolError(1002, "new message inside a fragmented one")
-                opcode = op
-            elif op != 0x0:
-                raise ProtocolError(1002, f"unknown opcode {op}")
-            parts.append(payload)
-            size += len(payload)
-            if fin:
-                return opcode, b"".join(parts)
-
-    def _frame(self, room: int) -> tuple[bool, int, bytes]:
-        b0, b1 = self._read(2)
-        if b0 & 0x70:
-            raise ProtocolError(1002, "reserved bits set but no extension was negotiated")
-        fin, op, length = bool(b0 & 0x80), b0 & 0x0F, b1 & 0x7F
-        if not b1 & 0x80:
-            raise ProtocolError(1002, "client frames must be masked")
-        if length == 126:
-            (length,) = struct.unpack("!H", self._read(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", self._read(8))
-        if op & 0x8 and (length > 125 or not fin):
-            raise ProtocolError(1002, "control frames must be whole and at most 125 bytes")
-        if not op & 0x8 and length > room:
-            raise ProtocolError(1009, f"message over {self.limit} bytes; send less text")
-        mask = np.frombuffer(self._read(4), np.uint8)
-        data = np.frombuffer(self._read(length), np.uint8)
-        return fin, op, (data ^ np.resize(mask, length)).tobytes()
-
-    def _read(self, n: int) -> bytes:
-        try:
-            data = self.rfile.read(n) if n else b""
-        except OSError:
-            raise Closed from None
-        if len(data) < n:
-            raise Closed
-        return data
-
-    def _send(self, op: int, payload: bytes) -> None:
-        n = len(payload)
-        head = struct.pack("!BB", 0x80 | op, n) if n < 126 else (
-            struct.pack("!BBH", 0x80 | op, 126, n) if n < 1 << 16 else struct.pack("!BBQ", 0x80 | op, 127, n))
-        try:
-            self.wfile.write(head + payload)
-            self.wfile.flush()
-        except OSError:
-            raise Closed from None
-
-    def send_json(self, message: dict) -> None:
-        self._send(0x1, json.dumps(message).encode("ascii"))  # ASCII: lone surrogates stay escaped
-
-    def close(self, code: int, reason: str) -> None:
-        try:
-            self._send(0x8, struct.pack("!H", code) + reason.encode("utf-8")[:120])
-        except Closed:
-            pass
 
 
 class Session:
@@ -233,19 +137,19 @@ class Handler(BaseHTTPRequestHandler):
         if origin and urlsplit(origin).netloc != self.headers.get("Host"):
             return self._plain(403, f"cross-origin websocket from {origin} refused")
         with self.server.lock:
-            if len(self.server.sessions) >= MAX_SESSIONS:
-                return self._plain(503, f"{MAX_SESSIONS} sessions are open; close a tab and reload")
+            cap = self.server.max_sessions or MAX_SESSIONS
+            if len(self.server.sessions) >= cap:
+                return self._plain(503, f"{cap} sessions are open; close a tab and reload")
             sid = self.server.next_id = self.server.next_id + 1
             self.server.sessions[sid] = None  # reserve the slot while the model loads
             self.server.sockets.add(self.connection)
         try:
-            accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
             self.send_response(101, "Switching Protocols")
             self.send_header("Upgrade", "websocket")
             self.send_header("Connection", "Upgrade")
-            self.send_header("Sec-WebSocket-Accept", accept)
+            self.send_header("Sec-WebSocket-Accept", accept_key(key))
             self.end_headers()
-            self._serve(WebSocket(self.rfile, self.wfile), sid)
+            self._serve(WebSocket(self.rfile, self.wfile, MAX_MESSAGE), sid)
         finally:
             with self.server.lock:
                 self.server.sessions.pop(sid, None)
@@ -297,11 +201,16 @@ class AutocompleteServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, model_path=None, host: str = "127.0.0.1", port: int = 8765, n: int = 3, backend: str = "numpy"):
+    def __init__(self, model_path=None, host: str = "127.0.0.1", port: int = 8765, n: int = 3, backend: str = "numpy",
+                 max_sessions: int | None = None):
+        """max_sessions: open tabs at once (each holds a copy of the model); None = MAX_SESSIONS."""
         import edge_rnn
 
+        if max_sessions is not None and (not isinstance(max_sessions, int) or isinstance(max_sessions, bool) or max_sessions < 1):
+            raise SettingsError(f"max_sessions must be a positive integer, got {max_sessions!r}")
+
         model = edge_rnn.load(model_path, backend=backend)  # fail now, not in the first tab
-        self.model_path, self.backend, self.n = model_path, backend, n
+        self.model_path, self.backend, self.n, self.max_sessions = model_path, backend, n, max_sessions
         self.model_name = Path(str(model.file.path)).name
         self.files = {p.name for p in WEB.iterdir() if p.suffix in TYPES}
         self.sessions: dict[int, Session | None] = {}
@@ -328,7 +237,7 @@ class AutocompleteServer(ThreadingHTTPServer):
 
 def cmd_serve(args) -> None:
     try:
-        server = AutocompleteServer(args.model, args.host, args.port, n=args.n, backend=args.backend)
+        server = AutocompleteServer(args.model, args.host, args.port, n=args.n, backend=args.backend, max_sessions=args.max_sessions)
     except OSError as exc:
         raise EdgeRNNError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); pick another --port") from None
     print(f"serving {server.model_name} at {server.url} (Ctrl-C stops)", flush=True)
@@ -347,4 +256,5 @@ def register(subparsers) -> None:
     s.add_argument("--port", type=int, default=8765)
     s.add_argument("-n", type=int, default=3, help="suggestions shown (default 3)")
     s.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    s.add_argument("--max-sessions", type=int, help=f"open tabs at once, each with its own model copy (default {MAX_SESSIONS})")
     s.set_defaults(func=cmd_serve)

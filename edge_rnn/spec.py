@@ -87,12 +87,12 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
-        from edge_rnn.errors import ModelFileError
+        from edge_rnn.errors import ModelFileError, SettingsError
 
         try:
             fields = json.loads(text)
             return cls(**{f.name: fields[f.name] for f in dataclasses.fields(cls)})
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, SettingsError) as exc:  # SettingsError: e.g. an unknown cell
             raise ModelFileError(
                 f"metadata {KEY_SPEC!r} is not a valid model spec ({exc}); "
                 "re-export the model with `edge-rnn export`"

@@ -39,7 +39,7 @@ class _Constants:
     """Values of tensors that depend only on initializers and Constant nodes."""
 
     def __init__(self, graph: onnx.GraphProto):
-        self.values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        self.values = {t.name: _tensor(t) for t in graph.initializer}
         self.producer = {out: node for node in graph.node for out in node.output}
 
     def get(self, name: str) -> np.ndarray | None:
@@ -49,7 +49,7 @@ class _Constants:
         if node is None:
             return None
         if node.op_type == "Constant":
-            value = numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].type == onnx.AttributeProto.TENSOR else None
+            value = _tensor(node.attribute[0].t) if node.attribute[0].type == onnx.AttributeProto.TENSOR else None
         else:
             inputs = [self.get(i) if i else None for i in node.input]
             if any(v is None for i, v in zip(node.input, inputs) if i):
@@ -77,6 +77,17 @@ class _Constants:
         return np.asarray(out[0])
 
 
+def _tensor(t: onnx.TensorProto) -> np.ndarray:
+    """A tensor's values, or a ModelFileError when its type, dims and data disagree (a corrupt file)."""
+    try:
+        return numpy_helper.to_array(t)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelFileError(
+            f"tensor {t.name!r} cannot be decoded ({type(exc).__name__}: {str(exc)[:80]}); "
+            "the file is corrupt: restore or re-export it"
+        ) from None
+
+
 def _refuse(node: onnx.NodeProto, why: str) -> ModelFileError:
     return ModelFileError(
         f"cannot place node {node.name or '(unnamed)'} ({node.op_type}): {why}; edge-rnn reads "
@@ -86,6 +97,16 @@ def _refuse(node: onnx.NodeProto, why: str) -> ModelFileError:
 
 def read_weights(proto: onnx.ModelProto) -> LoadedWeights:
     """Embedding, recurrent layers and head of a model file, in the runtime's layout."""
+    try:
+        return _read_weights(proto)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:  # a node that lost inputs, a tensor of the wrong size
+        raise ModelFileError(
+            f"the graph cannot be read as a language model ({type(exc).__name__}: {str(exc)[:80]}); "
+            "the file is corrupt: restore or re-export it"
+        ) from None
+
+
+def _read_weights(proto: onnx.ModelProto) -> LoadedWeights:
     graph = proto.graph
     consts = _Constants(graph)
     embedding, layers, head_w, head_b, cell, lbr = None, [], None, None, None, 1

@@ -14,6 +14,9 @@ from edge_rnn.runtime.backend import to_numpy
 from edge_rnn.runtime.network import log_softmax
 
 
+FEED_CHUNK = 4096  # tokens per forward call: activations are O(chunk), not O(text)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A stream's state at one point; restoring it is O(state), not O(text)."""
@@ -44,7 +47,8 @@ class Stream:
 
     def feed(self, text_or_ids) -> np.ndarray:
         ids = self.model.encode(text_or_ids)
-        logits, self.state = self.model.forward(ids[None, :], self.state)  # (1, T, V)
+        for start in range(0, len(ids), FEED_CHUNK):  # a long paste in bounded memory, state carried
+            logits, self.state = self.model.forward(ids[None, start : start + FEED_CHUNK], self.state)  # (1, n, V)
         xp = self.model.xp if self.model.backend != "onnxruntime" else np
         self.log_probs = to_numpy(log_softmax(xp, logits[0, -1]))
         self.position += len(ids)
@@ -76,7 +80,7 @@ class Stream:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as f:
                 fingerprint, position = str(f["fingerprint"]), int(f["position"])
-                state = tuple(f[f"state{i}"] for i in range(len(self.model.spec.state_names)))
+                state = tuple(np.asarray(f[f"state{i}"], dtype=np.float32) for i in range(len(self.model.spec.state_names)))
                 log_probs = f["log_probs"] if "log_probs" in f.files else None
         except Exception as exc:
             raise StateError(f"not a saved stream state ({type(exc).__name__}); save one with Stream.save_state") from None
@@ -85,6 +89,10 @@ class Stream:
                 f"this state belongs to another model (fingerprint {fingerprint[:12]}..., this model is "
                 f"{self.model.fingerprint[:12]}...); load it into the model it came from"
             )
+        if not all(np.isfinite(s).all() for s in state):
+            raise StateError("the saved state holds NaN/Inf (its stream had diverged); start from a fresh stream instead")
+        if log_probs is not None and log_probs.shape != (self.model.spec.vocab_size,):
+            raise StateError(f"the saved state's next-token scores have shape {log_probs.shape}, this model needs ({self.model.spec.vocab_size},)")
         xp = self.model.xp if self.model.backend != "onnxruntime" else np
         state = tuple(xp.asarray(s, dtype=xp.float32) for s in state)
         self.model.check_state(state, batch=1)
@@ -112,7 +120,10 @@ def feed_many(model, streams: list, items: list) -> np.ndarray:
         raise SettingsError(f"batched items must have equal length, got lengths {sorted({len(i) for i in ids})}; feed them one by one")
     xp = model.xp if model.backend != "onnxruntime" else np
     state = tuple(xp.concatenate([s.state[k] for s in streams], axis=1) for k in range(len(model.spec.state_names)))  # [L, B, H]
-    logits, new_state = model.forward(np.stack(ids), state)  # (B, T, V)
+    tokens = np.stack(ids)  # (B, T)
+    for start in range(0, tokens.shape[1], FEED_CHUNK):
+        logits, state = model.forward(tokens[:, start : start + FEED_CHUNK], state)  # (B, n, V)
+    new_state = state
     log_probs = to_numpy(log_softmax(xp, logits[:, -1]))  # (B, V)
     for b, stream in enumerate(streams):
         stream.state = tuple(s[:, b : b + 1].copy() for s in new_state)

@@ -1,0 +1,69 @@
+"""Live autocomplete: keystroke-to-suggestions latency and keystrokes saved, before and after adapting.
+
+A simulated user types a held-out passage of another-style text one character at a
+time and accepts the top suggestion whenever it is exactly the rest of the word (the
+next passage character after it is a word boundary). Keystrokes saved is the share of
+the passage's characters the user did not type; each acceptance is one tap.
+"""
+
+from __future__ import annotations
+
+import time
+
+from edge_rnn.bench.measure import summarize
+
+API = "edge_rnn.autocomplete.Autocompleter(model, n=3, learn=False, accept_suffix='')"
+
+
+def held_out(text: str, chars: int) -> str:
+    """The last ~`chars` characters of `text`, starting at a word start."""
+    start = max(0, len(text) - chars)
+    while 0 < start < len(text) and not text[start - 1].isspace():
+        start += 1
+    return text[start:]
+
+
+def simulate(model, passage: str, n: int = 3) -> dict:
+    """Type `passage` into an Autocompleter (learning off), accepting right top suggestions."""
+    from edge_rnn.autocomplete import Autocompleter
+    from edge_rnn.beam import is_word_char
+
+    ac = Autocompleter(model, n=n, learn=False, accept_suffix="")
+    suggestions, i, not_typed, accepts, latency = ac.suggestions, 0, 0, 0, []
+    while i < len(passage):
+        top = suggestions[0][0] if suggestions else ""
+        end = i + len(top)
+        if top and passage.startswith(top, i) and (end == len(passage) or not is_word_char(passage[end])):
+            suggestions = ac.accept(0)
+            i, not_typed, accepts = end, not_typed + len(top), accepts + 1
+            continue
+        t0 = time.perf_counter()
+        suggestions = ac.type(passage[i])
+        latency.append(time.perf_counter() - t0)
+        i += 1
+    if ac.text != passage:
+        raise RuntimeError(f"the simulated user typed {ac.text[-40:]!r}, not the passage's end {passage[-40:]!r}")
+    return {"latency_s": latency, "chars": len(passage), "not_typed": not_typed, "accepts": accepts,
+            "saved_share": not_typed / len(passage), "taps_saved_share": (not_typed - accepts) / len(passage)}
+
+
+def run(path: str, adapted_path: str, passage_chars: int, text: str = "gpl-3") -> dict:
+    """Latency (ms, typed keystrokes on the base model) and keystrokes saved, base vs adapted model."""
+    import edge_rnn
+    from edge_rnn.corpus import other_style_text
+
+    try:
+        import edge_rnn.autocomplete  # noqa: F401
+    except ImportError as exc:
+        return {"todo": f"edge_rnn.autocomplete is not importable ({exc}); expected {API}"}
+    passage = held_out(other_style_text(text), passage_chars)
+    try:
+        before = simulate(edge_rnn.load(path), passage)
+        after = simulate(edge_rnn.load(adapted_path), passage)
+    except (TypeError, AttributeError) as exc:
+        return {"todo": f"the autocomplete API differs from {API}: {exc}"}
+    lat = before.pop("latency_s")
+    after.pop("latency_s")
+    p95 = sorted(lat)[min(len(lat) - 1, int(0.95 * len(lat)))] * 1e3
+    return {"latency_ms": {**summarize(lat, 1e3), "p95": p95}, "before": before, "after": after, "passage_chars": len(passage),
+            "passage_start": passage[:40]}

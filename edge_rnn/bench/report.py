@@ -1,0 +1,184 @@
+"""Raw worker results -> one report: sections of rows, each row a value, its spread, and its
+ratio to every peer measured in the same run. Also the machine the numbers came from.
+
+A row: {"name", "unit", "value": {"peer", "median", "p10", "p90", "n"}, "peers": [same + "ratio"]},
+ratio = value median / peer median, so < 1 means less (time, memory) than the peer.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from importlib import metadata
+
+from edge_rnn.bench.measure import single
+
+MiB = 1024 * 1024
+RUNTIME = "edge-rnn numpy"
+TORCH_TBPTT = "pytorch TBPTT"
+
+
+def label(spec, kind: str) -> str:
+    """Row label of a model: 'LSTM 448 (given)', '2x GRU 256 (random)'."""
+    layers = f"{spec.layers}x " if spec.layers > 1 else ""
+    return f"{layers}{spec.cell.upper()} {spec.hidden_size} ({kind})"
+
+
+def utc(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_info() -> dict:
+    """CPU, cores and library versions (read from package metadata: torch is not imported)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("edge-rnn", "numpy", "onnxruntime", "onnx", "torch", "cupy", "matplotlib"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cores": cores, "machine": platform.machine(), "system": platform.platform(),
+            "python": platform.python_version(), "versions": versions, "loadavg_start": loadavg()}
+
+
+def row(name: str, unit: str, value: dict, peers: list[dict], **extra) -> dict:
+    """A row with ratio = value median / peer median for every peer (None where the peer is 0)."""
+    peers = [dict(p, ratio=value["median"] / p["median"] if p["median"] else None) for p in peers]
+    return {"name": name, "unit": unit, "value": value, "peers": peers, **extra}
+
+
+def named(peer: str, stats: dict, **extra) -> dict:
+    keep = {k: stats[k] for k in ("median", "p10", "p90", "n", "p95") if k in stats}
+    return {"peer": peer, **keep, **extra}
+
+
+def _latency_sections(lat: dict) -> dict:
+    sections = {}
+    for key, title, unit, better in (("step", "Per-token step latency, batch 1, one thread", "us/token", "lower"),
+                                     ("prefill", f"Prefill throughput, {lat['prefill_len']}-character prompt, batch 1, one thread", "tokens/s", "higher")):
+        rows, how, notes = [], {}, []
+        for m in lat["models"]:
+            entries = [named(e["peer"], e) for e in m[key]]
+            how.update({e["peer"]: e["how"] for e in m[key]})
+            rows.append(row(m["model"], unit, entries[0], entries[1:]))
+            notes += [f"{m['model']}: {s['peer']} skipped: {s['why']}" for s in m["skipped"]]
+        sections[f"{key}_latency" if key == "step" else key] = {"title": title, "better": better, "rows": rows, "how": how, "notes": notes}
+    return sections
+
+
+def _adaptation_section(raw: dict) -> dict:
+    idle_rt, idle_pt = raw["idle_runtime"]["peak_rss_mb"], raw.get("idle_torch", {}).get("peak_rss_mb")
+    rows, notes = [], []
+    for key in [k for k in raw if k.startswith("adapt_runtime/")]:
+        model, rt, pt = key.split("/", 1)[1], raw[key], raw.get(key.replace("adapt_runtime", "adapt_torch"))
+        peer = lambda f: [] if pt is None else [named(TORCH_TBPTT, f(pt))]  # noqa: E731
+        rows += [
+            row(f"{model}: throughput", "tokens/s", named(RUNTIME, rt["tokens_per_s"]), peer(lambda r: r["tokens_per_s"])),
+            row(f"{model}: peak RSS of the process", "MiB", named(RUNTIME, single(rt["peak_rss_mb"])), peer(lambda r: single(r["peak_rss_mb"]))),
+            row(f"{model}: RSS growth while adapting", "MiB", named(RUNTIME, single(rt["rss_growth_mb"])), peer(lambda r: single(r["rss_growth_mb"]))),
+            row(f"{model}: prequential bpc (same-work check)", "bpc", named(RUNTIME, single(rt["bpc"])), peer(lambda r: single(r["bpc"]))),
+        ]
+        settings = rt["settings"]
+        if rt["rollbacks"]:
+            notes.append(f"{model}: the runtime's guard rolled back {rt['rollbacks']} time(s), so its updates differ from PyTorch's")
+    rows.append(row(f"idle process: imports + {raw['idle_runtime']['model']} loaded", "MiB", named(RUNTIME, single(idle_rt)),
+                    [] if idle_pt is None else [named(TORCH_TBPTT, single(idle_pt))]))
+    if "idle_torch" not in raw:
+        notes.append("PyTorch rows skipped: torch is not installed (pip install 'edge-rnn[train]')")
+    how = {RUNTIME: f"model.adapter(k1=32, k2=32, rule='adam', lr={settings['lr']}, clip={settings['clip']}, "
+                    f"beta2={settings['beta2']}).observe(chunk), "
+                    f"{rt['tokens']} tokens of gpl-3, each peer in its own one-thread process; peak RSS = ru_maxrss; growth = peak RSS (VmHWM, reset "
+                    "before the adapter) minus RSS then",
+           TORCH_TBPTT: "CharRNN, per window of 32 from the carried detached state: forward, score, backward, "
+                        "clip_grad_norm_(clip), torch.optim.Adam step with the same lr, betas and eps"}
+    return {"title": "Online adaptation, prequential TBPTT(k1=32, k2=32), batch 1, one thread", "better": "higher tokens/s, lower MiB",
+            "rows": rows, "how": how, "notes": notes}
+
+
+def _memory_section(raw: dict, meta: dict) -> dict:
+    rt = raw["memory_runtime"]
+    measured = {int(k.split("/")[1]): v for k, v in raw.items() if k.startswith("memory_torch/")}
+    per_token = measured[max(measured)]["bytes_per_token"] if measured else None
+    rows, series = [], {"tokens": [], "runtime_mb": [], "torch_measured": [], "computed_mb": []}
+    for p in rt["points"]:
+        n, peers = p["tokens"], []
+        if n in measured:
+            peers += [named("pytorch full BPTT, RSS growth", single(measured[n]["rss_growth_mb"])),
+                      named("full BPTT, saved activations", single(measured[n]["saved_bytes"] / MiB))]
+            series["torch_measured"].append([n, measured[n]["rss_growth_mb"], measured[n]["saved_bytes"] / MiB])
+        if per_token:
+            peers.append(named("full BPTT activations, computed", single(per_token * n / MiB)))
+            series["computed_mb"].append(per_token * n / MiB)
+        rows.append(row(f"{n:,} tokens", "MiB", named("edge-rnn TBPTT(32,32), RSS growth", single(p["rss_growth_mb"])), peers))
+        series["tokens"].append(n)
+        series["runtime_mb"].append(p["rss_growth_mb"])
+    how = {"edge-rnn TBPTT(32,32), RSS growth": f"one process adapts (rule={rt['settings']['rule']}) over the stream; peak RSS "
+                                                "(VmHWM, reset just before the adapter) minus RSS then",
+           "pytorch full BPTT, RSS growth": "one forward over the whole stream and one backward, in its own process; same RSS measure",
+           "full BPTT, saved activations": "bytes of the tensors autograd saved for backward (torch saved_tensors_hooks, storages once)",
+           "full BPTT activations, computed": "saved bytes per token at the longest measured length x tokens"}
+    return {"title": f"Memory vs stream length, {meta['memory_model']}", "better": "lower", "rows": rows, "how": how,
+            "notes": [] if measured else ["PyTorch columns skipped: torch is not installed"], "series": series}
+
+
+def _curve_section(c: dict, meta: dict) -> dict:
+    r = row(f"{c['tokens']:,} characters of {c['text']}", "bpc", named("adapted online", single(c["online_bpc"])),
+            [named("static", single(c["static_bpc"]))], reduction_pct=100 * (1 - c["online_bpc"] / c["static_bpc"]))
+    how = {"adapted online": f"model.adapter() (the runtime's defaults: {c['settings']['rule']}, k1={c['settings']['k1']}, "
+                             f"k2={c['settings']['k2']}, lr={c['settings']['lr']}), prequential: scored before learned",
+           "static": "runtime.evaluate.score_text with the weights as shipped"}
+    return {"title": f"Adaptation to text of another style, {meta['model_label']} (bits per character)", "better": "lower", "rows": [r], "how": how,
+            "notes": [f"online bpc is {r['reduction_pct']:.1f}% below static"],
+            "series": {"position": c["position"], "static": c["static_bpc_curve"], "online": c["online_bpc_curve"]}}
+
+
+def _autocomplete_section(k: dict) -> dict:
+    title = "Live autocomplete (edge_rnn.autocomplete), 3 word completions, batch 1, one thread"
+    if "todo" in k:
+        return {"title": title, "better": "", "rows": [], "how": {}, "todo": k["todo"], "notes": [f"TODO: {k['todo']}"]}
+    saved = lambda d: single(100 * d["saved_share"])  # noqa: E731
+    rows = [row("keystroke -> suggestions latency, base model", "ms", named(RUNTIME, k["latency_ms"]), []),
+            row("keystrokes saved (% of passage not typed)", "%", named("adapted", saved(k["after"]), accepts=k["after"]["accepts"]),
+                [named("base", saved(k["before"]), accepts=k["before"]["accepts"])])]
+    how = {RUNTIME: "Autocompleter(model, n=3, learn=False).type(ch) per typed character (p95 in the JSON)",
+           "adapted": "the model after the adaptation-curve run (default adapter over gpl-3 before the passage)",
+           "base": f"the model as shipped; a simulated user types the last {k['passage_chars']} characters of gpl-3 and "
+                   "accepts the top suggestion when it is exactly the rest of the word"}
+    return {"title": title, "better": "lower ms, higher %", "rows": rows, "how": how,
+            "notes": [f"latency p95 {k['latency_ms']['p95']:.3g} ms"]}
+
+
+def _gpu_section(g: dict | None) -> dict:
+    title = "GPU: many-stream TBPTT window, runtime on cupy vs PyTorch (cuDNN)"
+    if g is None or "skipped" in g:
+        why = "cupy is not installed" if g is None else g["skipped"]
+        return {"title": title, "better": "higher", "rows": [], "how": {}, "skipped": why, "notes": [f"skipped: {why}"]}
+    peers = [named("pytorch cuda", g["torch"])] if "torch" in g else []
+    return {"title": title, "better": "higher", "how": {"edge-rnn cupy": "loss_and_grads + Adam on cupy", "pytorch cuda": "CharRNN forward, backward, Adam"},
+            "rows": [row(f"{g['streams']} streams x {g['window']} tokens", "tokens/s", named("edge-rnn cupy", g["runtime"]), peers)], "notes": []}
+
+
+def assemble(raw: dict, meta: dict, machine: dict) -> dict:
+    sections = _latency_sections(raw["latency"])
+    sections["adaptation"] = _adaptation_section(raw)
+    sections["memory"] = _memory_section(raw, meta)
+    sections["adaptation_curve"] = _curve_section(raw["curve"], meta)
+    sections["gpu"] = _gpu_section(raw.get("gpu"))
+    sections["autocomplete"] = _autocomplete_section(raw["keystrokes"])
+    threads = raw["latency"].get("threads")
+    return {"bench": meta, "machine": dict(machine, threads=threads), "sections": sections,
+            "task_seconds": {k: round(v.get("seconds", 0), 2) for k, v in raw.items()}}

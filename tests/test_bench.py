@@ -1,0 +1,142 @@
+"""`edge-rnn bench --quick` end to end, so the bench never rots, plus its pieces on tiny inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge_rnn.bench import measure, report, table
+
+SECTIONS = ("step_latency", "prefill", "adaptation", "memory", "adaptation_curve", "gpu", "autocomplete")
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run([sys.executable, "-m", "edge_rnn.cli", "bench", "--quick", "--json", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout), out
+
+
+def _entries(row):
+    return [row["value"], *row["peers"]]
+
+
+@pytest.mark.slow
+def test_quick_report_has_every_section_with_finite_positive_numbers(quick):
+    result, _ = quick
+    assert set(SECTIONS) <= set(result["sections"])
+    for key in SECTIONS:
+        sec = result["sections"][key]
+        if key == "gpu" and not sec["rows"]:
+            assert sec["skipped"], "an empty GPU section says why"
+            continue
+        assert sec["rows"], f"section {key} has no rows"
+        for row in sec["rows"]:
+            for e in _entries(row):
+                for field in ("median", "p10", "p90"):
+                    assert measure.finite_positive(e[field]), (key, row["name"], e["peer"], field, e[field])
+                assert e["p10"] <= e["median"] <= e["p90"]
+            for p in row["peers"]:
+                assert p["ratio"] == pytest.approx(row["value"]["median"] / p["median"], rel=1e-12)
+
+
+@pytest.mark.slow
+def test_quick_report_names_the_machine_and_the_peers(quick):
+    result, _ = quick
+    m = result["machine"]
+    assert m["cpu"] and m["cores"] >= 1 and m["versions"]["numpy"] and m["versions"]["onnxruntime"]
+    assert m["threads"]["env"]["OMP_NUM_THREADS"] == "1"
+    peers = {p["peer"] for r in result["sections"]["step_latency"]["rows"] for p in r["peers"]}
+    assert {"onnxruntime run", "onnxruntime iobinding"} <= peers
+    if HAS_TORCH:
+        assert "pytorch eager" in peers
+        same_work = [r for r in result["sections"]["adaptation"]["rows"] if "same-work" in r["name"]]
+        assert same_work and all(abs(r["peers"][0]["ratio"] - 1) < 0.01 for r in same_work)
+    curve = result["sections"]["adaptation_curve"]
+    assert curve["rows"][0]["reduction_pct"] == pytest.approx(100 * (1 - curve["rows"][0]["peers"][0]["ratio"]))
+    text = table.to_text(result)
+    assert all(sec["title"] in text for sec in result["sections"].values())
+
+
+@pytest.mark.slow
+def test_out_writes_json_and_small_plots(quick):
+    result, out = quick
+    assert json.loads((out / "bench.json").read_text())["sections"].keys() == result["sections"].keys()
+    if importlib.util.find_spec("matplotlib") is None:
+        assert any("matplotlib" in n for n in result["sections"]["step_latency"]["notes"])
+        return
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 3 and all(0 < p.stat().st_size < 150_000 for p in pngs)
+
+
+def test_bench_imports_without_torch():
+    from tests.test_torch_free import BLOCK
+
+    code = BLOCK + "import edge_rnn.bench, edge_rnn.bench.suite, edge_rnn.bench.latency, sys\nprint('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_plan_skips_pytorch_tasks_without_torch(monkeypatch, tmp_path):
+    from edge_rnn.bench import suite
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "cupy") else real(name, *a))
+    steps = suite.plan(suite.QUICK, {"LSTM 8 (given)": "a.onnx", "LSTM 256 (random)": "b.onnx"}, "m.onnx", tmp_path, 10_000)
+    tasks = [task for _, task, _ in steps]
+    assert not any(t.endswith("_torch") or t == "gpu" for t in tasks)
+    assert steps[0][2]["torch"] is False
+
+
+def test_summary_ratio_and_numbers():
+    s = measure.summarize([1.0, 2.0, 3.0, 4.0, 100.0], scale=2)
+    assert s["median"] == 6.0 and s["n"] == 5 and s["p10"] < s["median"] < s["p90"]
+    with pytest.raises(ValueError):
+        measure.summarize([1.0, math.nan])
+    r = report.row("x", "us", report.named("a", measure.single(2.0)), [report.named("b", measure.single(8.0))])
+    assert r["peers"][0]["ratio"] == 0.25
+    assert table.num(1234.5) == "1,234" and table.num(0) == "0" and table.num(3.14159) == "3.14"
+
+
+def test_peak_meter_sees_an_allocation():
+    meter = measure.PeakMeter().start()
+    block = np.ones(32 * 1024 * 1024 // 8)  # 32 MiB, touched
+    assert block.sum() > 0
+    del block
+    assert meter.growth_mb() > 16
+
+
+def test_latency_peers_agree_on_a_small_model(tmp_path):
+    from edge_rnn.bench import latency
+    from tests.conftest import small_model_file
+
+    path = str(small_model_file(tmp_path, "lstm", layers=2))
+    out = latency.run([{"name": "tiny", "path": path}], rounds=1, block=5, prefill_len=8, prefill_repeats=2, torch=HAS_TORCH)
+    names = [e["peer"] for e in out["models"][0]["step"]]
+    assert names[:3] == ["edge-rnn numpy", "onnxruntime run", "onnxruntime iobinding"]
+    assert len(names) == (5 if HAS_TORCH else 3)
+
+
+def test_gpu_rows_code_runs_on_the_cpu(tmp_path):
+    from edge_rnn.bench import gpu
+    from tests.conftest import small_model_file
+
+    out = gpu.run(str(small_model_file(tmp_path, "gru")), streams=4, window=8, repeats=1, backend="numpy", device="cpu")
+    assert measure.finite_positive(out["runtime"]["median"])
+    assert HAS_TORCH == ("torch" in out)
+
+
+def test_held_out_passage_starts_at_a_word():
+    from edge_rnn.bench.keystrokes import held_out
+
+    assert held_out("alpha beta gamma", 7) == "gamma"
+    assert held_out("short", 100) == "short"

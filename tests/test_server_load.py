@@ -1,0 +1,75 @@
+"""The web server under load from a second local process: 50 concurrent sessions, each typing
+its own made-up word, with malformed and oversized messages alongside.
+
+The server caps open sessions (each holds its own copy of the model: memory, not CPU, is
+what runs out), so the cap is a constructor argument (`max_sessions`, `--max-sessions`):
+this test opens 50 sessions under a cap of 52, checks that the 53rd gets a clean 503,
+and that the 50 never see each other's text or weights.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from edge_rnn import soak
+from edge_rnn.cli import build_parser
+from edge_rnn.server import AutocompleteServer
+from edge_rnn.websocket import Client
+from tests.test_autocomplete import tiny_trained_model
+
+SESSIONS, CONTROLS, REPS = 50, 2, 10
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    shared = tmp_path_factory.getbasetemp() / "edge-rnn-tiny"  # trained once for this file and test_reliability
+    shared.mkdir(exist_ok=True)
+    return tiny_trained_model(shared)
+
+
+def test_server_binds_to_this_machine_only_by_default(model_path):
+    server = AutocompleteServer(model_path, port=0)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.server_close()
+    assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
+
+
+def test_fifty_sessions_from_a_second_process(model_path):
+    server = AutocompleteServer(model_path, port=0, max_sessions=SESSIONS + 2)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = soak.server_load(server, SESSIONS, reps=REPS, controls=CONTROLS, timeout=90)
+        fresh = Client(*server.server_address[:2])
+        fresh.receive()
+        fresh.send_json({"op": "text", "text": "the qu", "seq": 1})
+        after = fresh.receive()
+        fresh.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    typists = result["typists"]
+    assert result["opened"] == SESSIONS and all(t["errors"] == 0 for t in typists), typists
+    assert result["keystrokes"] == SESSIONS * REPS * 5
+    assert result["over_cap"]["room_opened"] == 2 and " 503 " in result["over_cap"]["refused_status"] + " "
+
+    words = {t["word"] for t in typists}
+    for t in typists:  # nobody's suggestions complete to another session's word
+        assert not set(t["suggestions"] + t["suggestions2"]) & (words - {t["word"]}), t
+    learners = typists[CONTROLS:]
+    assert sum(t["word"] in t["suggestions2"] for t in learners) >= 2 / 3 * len(learners), "sessions learn their own word"
+    assert all(t["tokens"] == 0 for t in typists[:CONTROLS])
+
+    checks = result["server_checks"]
+    assert checks == {"sessions": SESSIONS, "texts_own_word_only": True, "shared_weight_arrays": 0,
+                      "controls_unchanged": CONTROLS, "learners_changed": SESSIONS - CONTROLS}
+
+    hostile = result["hostile"]
+    assert hostile == {"malformed_errors": "6/6", "still_serves": True, "oversized": "closed 1009", "unmasked": "closed 1002"}
+    assert after["type"] == "suggestions" and after["suggestions"][0][0] == "ick", "the server goes on serving"
+    latency = result["latency_ms"]
+    print(f"\n{result['keystrokes']} keystrokes from {SESSIONS} sessions in {result['seconds']:.1f} s: "
+          f"p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms, p99 {latency['p99']:.1f} ms")
