@@ -36,20 +36,16 @@ class StepKernel:
 
     def __call__(self, token: int, state: tuple):
         """token id, state ([L, 1, H],...) -> (logits [V], new state ([L, 1, H],...))."""
-        xp = self.xp
-        hs, cs = [], []
+        new = tuple(self.xp.empty_like(s) for s in state)  # fresh: snapshots may hold the old ones
         x = None
         for layer, (W, R, bias, Rb, table) in enumerate(self.layers):
             xw = table[token] if layer == 0 else W @ x + bias  # (G*H,)
-            h = state[0][layer, 0]
             c = state[1][layer, 0] if self.cell == "lstm" else None
-            x, c = self._cell(xw, h, c, R, Rb)
-            hs.append(x)
-            cs.append(c)
+            x, c = self._cell(xw, state[0][layer, 0], c, R, Rb)
+            new[0][layer, 0] = x
+            if c is not None:
+                new[1][layer, 0] = c
         logits = self.head_t @ x + self.head_b  # (V,)
-        new = (xp.stack(hs)[:, None],)
-        if self.cell == "lstm":
-            new += (xp.stack(cs)[:, None],)
         return logits, new
 
     def _cell(self, xw, h, c, R, Rb):

@@ -110,6 +110,8 @@ class Model:
 
     def encode(self, text_or_ids) -> np.ndarray:
         """int64 token ids from text (unseen characters folded, see Vocabulary) or from ids (range-checked)."""
+        if type(text_or_ids) is list and len(text_or_ids) == 1 and type(text_or_ids[0]) is int and 0 <= text_or_ids[0] < self.spec.vocab_size:
+            return np.array(text_or_ids, np.int64)  # one generated token: the common case, checked cheaply
         if isinstance(text_or_ids, str):
             ids = self.vocab.encode(text_or_ids)
         else:
