@@ -220,6 +220,12 @@ def _extra_commands():
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    # Batch-1 recurrent work is latency-bound: BLAS threads fight each other (and anything
+    # else on a small device) for no gain. Set before numpy loads; the environment wins.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -232,7 +232,8 @@ class Adapter:
         for k, v in weights.items():
             self.params[k][...] = v
         self.rule.load(rule_state)
-        self.lr *= 0.5
+        self.lr = max(self.lr * 0.5, self.config.lr * 1e-3)  # a floor: the adapter never silently dies
+        self.loss_ema, self.spikes = None, 0  # re-anchor the running loss on what comes next
         self.rollbacks += 1
         self.model.version += 1
         if not all(bool(self.xp.isfinite(s).all()) for s in self.state):

@@ -193,7 +193,7 @@ def test_guard_skips_a_hard_window_and_rolls_back_a_run_of_them(tmp_path):
     adapter.observe(noise(8) + TEXT * 4)
     once = adapter.stats()
     assert once["skipped"] > before["skipped"] and once["rollbacks"] == before["rollbacks"]
-    adapter.observe(noise(400))
+    adapter.observe(noise(40))  # three exploded windows in a row, then a little more
     after = adapter.stats()
     assert after["rollbacks"] > once["rollbacks"] and after["lr"] < 1e-2
     assert all(np.isfinite(v).all() for v in model.host_weights().values())
