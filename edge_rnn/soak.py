@@ -145,14 +145,18 @@ def random_model(path: str | Path, cell: str = "gru", hidden: int = 256, text: s
 
 # --- the web server under load ----------------------------------------------------------------
 def session_words(n: int, seed: int = 0) -> list[str]:
-    """n distinct made-up words (consonant-vowel), sharing first letters so a leak would show."""
+    """n made-up words (consonant-vowel-consonant-vowel-consonant) that share first letters, so a
+    leak would show, but differ in at least 3 places: a session's own variations of its word
+    ("mutu" -> "motu") are not another session's word."""
     rng = np.random.default_rng(seed)
     words: list[str] = []
-    while len(words) < n:
-        word = "".join(rng.choice(list("bdfgkmprtvz")) + rng.choice(list("aeiou")) for _ in range(2))
-        if word not in words:
+    for _ in range(100_000):
+        word = "".join(rng.choice(list("bdfgkmprtvz" if i % 2 == 0 else "aeiou")) for i in range(5))
+        if all(sum(a != b for a, b in zip(word, w)) >= 3 for w in words):
             words.append(word)
-    return words
+            if len(words) == n:
+                return words
+    raise EdgeRNNError(f"cannot make {n} words 3 letters apart; ask for fewer sessions")
 
 
 def server_load(server, sessions: int = 50, reps: int = 10, controls: int = 2, timeout: float = 120.0) -> dict:
@@ -165,6 +169,7 @@ def server_load(server, sessions: int = 50, reps: int = 10, controls: int = 2, t
     must hold exactly each session's own text."""
     host, port = server.server_address[:2]
     words = session_words(sessions)
+    rss_before = rss_mb()
     cmd = [sys.executable, "-m", "edge_rnn.soak", "client", "--host", host, "--port", str(port), "--reps", str(reps),
            "--controls", str(controls), "--cap", str(server.max_sessions or 0), "--words", ",".join(words)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -175,6 +180,7 @@ def server_load(server, sessions: int = 50, reps: int = 10, controls: int = 2, t
         if not typed.startswith('{"phase": "typed"'):
             raise EdgeRNNError(f"the load client failed: {typed}{proc.stderr.read()[-2000:]}")
         checks = _check_sessions(server, words, controls)
+        checks["server_rss_mb"] = {"before": round(rss_before, 1), "sessions_open": round(rss_mb(), 1)}
         out, err = proc.communicate("close\n", timeout=timeout)
     finally:
         killer.cancel()
@@ -394,7 +400,7 @@ def _run(args) -> dict:
         from edge_rnn.corpus import load_shakespeare, split_documents
 
         text = split_documents(load_shakespeare())[0][:2_000_000]  # the training split: in-domain text
-        return {"model": "random GRU" if args.random_gru else str(model.file.path), "spec": str(model.spec),
+        return {"model": "random GRU" if args.random_gru else str(model.file.path), "sha256": model.file.sha256()[:16], "spec": str(model.spec),
                 **long_run(model, text, args.tokens, args.sample_every, settings, progress=log)}
 
 

@@ -163,8 +163,9 @@ def test_report_table_and_cli_errors(fedavg_run, capsys):
     assert "at least 1 device" in capsys.readouterr().err
 
 
-def test_server_side_dp_clipping_bounds_each_round(tmp_path):
-    base, plan, result = run(tmp_path, dp_noise=0.0, dp_clip=0.05)
+@pytest.mark.parametrize("side", ["server", pytest.param("client", marks=pytest.mark.slow)])
+def test_dp_clipping_bounds_each_round(tmp_path, side):
+    base, plan, result = run(tmp_path, dp_noise=0.0, dp_clip=0.05, dp_side=side)
     weights = [edge_rnn.load(p).host_weights() for p in (base, tmp_path / "out" / "round-001.onnx", tmp_path / "out" / "round-002.onnx")]
     for old, new in zip(weights, weights[1:]):
         norm = np.sqrt(sum(float(np.sum((new[k] - old[k]) ** 2)) for k in old))

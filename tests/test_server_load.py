@@ -1,10 +1,12 @@
 """The web server under load from a second local process: 50 concurrent sessions, each typing
 its own made-up word, with malformed and oversized messages alongside.
 
-The server caps open sessions (each holds its own copy of the model: memory, not CPU, is
-what runs out), so the cap is a constructor argument (`max_sessions`, `--max-sessions`):
-this test opens 50 sessions under a cap of 52, checks that the 53rd gets a clean 503,
-and that the 50 never see each other's text or weights.
+The server caps open sessions: each holds its own copy of the model (memory) and every
+keystroke of every session is served by one Python process (CPU). What fits depends on
+the model and the machine, so the cap is a constructor argument (`max_sessions`,
+`--max-sessions`, default 16): this test opens 50 sessions under a cap of 52, checks that
+the 53rd gets a clean 503, and that the 50 never see each other's text or weights.
+Figures for the default model: docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from edge_rnn.server import AutocompleteServer
 from edge_rnn.websocket import Client
 from tests.test_autocomplete import tiny_trained_model
 
-SESSIONS, CONTROLS, REPS = 50, 2, 10
+SESSIONS, CONTROLS, REPS = 50, 2, 8
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +55,19 @@ def test_fifty_sessions_from_a_second_process(model_path):
         server.server_close()
     typists = result["typists"]
     assert result["opened"] == SESSIONS and all(t["errors"] == 0 for t in typists), typists
-    assert result["keystrokes"] == SESSIONS * REPS * 5
+    assert result["keystrokes"] == SESSIONS * REPS * 6  # five letters and a space
     assert result["over_cap"]["room_opened"] == 2 and " 503 " in result["over_cap"]["refused_status"] + " "
 
     words = {t["word"] for t in typists}
     for t in typists:  # nobody's suggestions complete to another session's word
         assert not set(t["suggestions"] + t["suggestions2"]) & (words - {t["word"]}), t
     learners = typists[CONTROLS:]
-    assert sum(t["word"] in t["suggestions2"] for t in learners) >= 2 / 3 * len(learners), "sessions learn their own word"
+    learned = sum(t["word"] in t["suggestions2"] for t in learners)
+    assert learned >= 2 / 3 * len(learners), f"only {learned} of {len(learners)} sessions learned their own word"
     assert all(t["tokens"] == 0 for t in typists[:CONTROLS])
 
     checks = result["server_checks"]
+    checks.pop("server_rss_mb")
     assert checks == {"sessions": SESSIONS, "texts_own_word_only": True, "shared_weight_arrays": 0,
                       "controls_unchanged": CONTROLS, "learners_changed": SESSIONS - CONTROLS}
 
@@ -72,4 +76,4 @@ def test_fifty_sessions_from_a_second_process(model_path):
     assert after["type"] == "suggestions" and after["suggestions"][0][0] == "ick", "the server goes on serving"
     latency = result["latency_ms"]
     print(f"\n{result['keystrokes']} keystrokes from {SESSIONS} sessions in {result['seconds']:.1f} s: "
-          f"p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms, p99 {latency['p99']:.1f} ms")
+          f"p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms, p99 {latency['p99']:.1f} ms; {learned} learned their word")

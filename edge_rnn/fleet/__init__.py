@@ -101,7 +101,7 @@ def register(subparsers) -> None:
     s.add_argument("--holdout", type=int, default=4, help="held-out devices that never train (default 4)")
     s.add_argument("--rounds", type=int, default=3)
     s.add_argument("--strategy", choices=["fedavg", "fedadam"], default="fedavg")
-    s.add_argument("--server-lr", type=float, default=1e-3, help="FedAdam's server step (default 1e-3)")
+    s.add_argument("--server-lr", type=float, default=3e-3, help="FedAdam's server step (default 3e-3)")
     s.add_argument("--dp-noise", type=float, help="central DP: noise multiplier (0 = clipping only; default: no DP)")
     s.add_argument("--dp-clip", type=float, default=1.0, help="central DP: L2 clip of each device's update (default 1)")
     s.add_argument("--dp-side", choices=["server", "client"], default="server", help="where updates are clipped")

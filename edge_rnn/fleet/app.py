@@ -32,7 +32,7 @@ def plan_from(run_config) -> Plan:
         fleet=Fleet(participants=(), heldout=heldout),
         devices=int(get("devices", 2)),
         rounds=int(get("rounds", 3)),
-        strategy=StrategyConfig(name=str(get("strategy", "fedavg")), server_lr=float(get("server-lr", 1e-3)),
+        strategy=StrategyConfig(name=str(get("strategy", "fedavg")), server_lr=float(get("server-lr", 3e-3)),
                                 dp_noise=noise if noise >= 0 else None, dp_clip=float(get("dp-clip", 1.0)),
                                 dp_side=str(get("dp-side", "server"))),
         local=LocalConfig(chars=int(get("chars", 3000)), rule=str(get("rule", "sgd")), lr=float(get("lr", 0.1))),

@@ -107,13 +107,13 @@ def _by_round(metrics: dict[str, list[tuple[int, float]]]) -> dict[int, dict]:
 def simulate_secagg(plan: Plan, workers: int = 2, verbose: bool = False, progress=None) -> dict:
     from flwr.simulation import run_simulation
 
-    from edge_rnn.fleet.simulate import backend_config, quiet_flower, report
+    from edge_rnn.fleet.simulate import backend_config, quiet_flower, ray_started, report
 
     sink: dict = {}
     t0 = time.perf_counter()
-    with quiet_flower(verbose):
+    config = backend_config(workers, verbose)
+    with quiet_flower(verbose), ray_started(config):
         run_simulation(server_app=make_secagg_server_app(plan, sink, progress),
                        client_app=make_secagg_client_app(plan.model, partition_texts(plan.fleet)),
-                       num_supernodes=plan.num_devices, backend_config=backend_config(workers, verbose),
-                       verbose_logging=verbose)
+                       num_supernodes=plan.num_devices, backend_config=config, verbose_logging=verbose)
     return report(plan, sink, time.perf_counter() - t0)

@@ -9,9 +9,12 @@ against the base model (round 0), and the participants' own before/after figures
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from contextlib import contextmanager
 
+from edge_rnn.errors import EdgeRNNError
 from edge_rnn.fleet.client import make_client_app, partition_texts
 from edge_rnn.fleet.server import Plan, make_server_app
 
@@ -32,15 +35,43 @@ def simulate(plan: Plan, workers: int = 2, verbose: bool = False, progress=None)
     from flwr.clientapp.mod import fixedclipping_mod
     from flwr.simulation import run_simulation
 
+    devices = plan.num_devices  # builds the fleet: bad sizes fail here, before Ray starts
     mods = [fixedclipping_mod] if plan.strategy.client_clipping else []
     client_app = make_client_app(plan.model, partition_texts(plan.fleet), mods=mods)
     sink: dict = {}
     server_app = make_server_app(plan, sink, progress=progress)
     t0 = time.perf_counter()
-    with quiet_flower(verbose):
-        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=plan.num_devices,
-                       backend_config=backend_config(workers, verbose), verbose_logging=verbose)
+    config = backend_config(workers, verbose)
+    with quiet_flower(verbose), ray_started(config):
+        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=devices,
+                       backend_config=config, verbose_logging=verbose)
     return report(plan, sink, time.perf_counter() - t0)
+
+
+@contextmanager
+def ray_started(config: dict, tries: int = 2):
+    """Start Ray before Flower does (Flower then reuses it) and shut it down after.
+
+    Ray can time out starting on a busy machine; here that fails fast and is retried once,
+    whereas inside Flower it would leave the ServerApp thread waiting for replies for an hour.
+    """
+    import ray
+
+    pythonpath = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
+    for attempt in range(1, tries + 1):
+        try:
+            ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **config["init_args"])
+            break
+        except Exception as exc:  # Ray raises plain Exception on a startup timeout
+            ray.shutdown()
+            if attempt == tries:
+                raise EdgeRNNError(f"Ray, Flower's simulation engine, did not start ({exc}); the machine may be "
+                                   "overloaded: retry, or lower --workers") from exc
+            log.warning("Ray did not start (%s); retrying", exc)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 @contextmanager

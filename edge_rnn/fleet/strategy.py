@@ -32,7 +32,7 @@ class StrategyConfig:
     device's update. dp_side: server | client (where the clipping happens)."""
 
     name: str = "fedavg"
-    server_lr: float = 1e-3
+    server_lr: float = 3e-3
     tau: float = 1e-4
     dp_noise: float | None = None
     dp_clip: float = 1.0
