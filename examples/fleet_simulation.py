@@ -32,4 +32,4 @@ result = simulate(plan, workers=2)
 print(format_report(result))
 
 model = edge_rnn.load(result["rounds"][-1]["model"])  # the new global model file: same ONNX contract
-print("".join(generate(model.stream(), "The ", max_new_tokens=80)))
+print("The " + "".join(generate(model.stream(), "The ", max_new_tokens=80)))

@@ -23,9 +23,10 @@ def device_texts(n: int, length: int = 3000) -> list[str]:
     words = TEXT.split()
     rng = np.random.default_rng(1)
     texts = []
+    weights = np.linspace(2, 1, len(words))
     for i in range(n):
-        favourite = words[i % len(words):] + words[: i % len(words)]
-        picks = rng.choice(len(favourite), size=length // 3, p=np.linspace(2, 1, len(favourite)) / np.linspace(2, 1, len(favourite)).sum())
+        favourite = words[i % len(words):] + words[: i % len(words)]  # device i favours other words
+        picks = rng.choice(len(favourite), size=length // 3, p=weights / weights.sum())
         texts.append((" ".join(favourite[j] for j in picks) + "\n")[:length])
     return texts
 
@@ -126,9 +127,9 @@ def fedavg_run(tmp_path_factory):
 
 def test_simulation_writes_a_global_model_every_backend_loads(fedavg_run):
     base, plan, result = fedavg_run
-    path = tmp = result["rounds"][-1]["model"]
+    path = result["rounds"][-1]["model"]
     ort = edge_rnn.load(path, backend="onnxruntime")
-    numpy = edge_rnn.load(tmp, backend="numpy")
+    numpy = edge_rnn.load(path, backend="numpy")
     tokens = numpy.encode(TEXT)[None]
     logits_ort, _ = ort.forward(tokens, ort.initial_state(1))
     logits_np, _ = numpy.forward(tokens, numpy.initial_state(1))

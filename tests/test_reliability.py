@@ -384,6 +384,7 @@ def test_hostile_stream_keeps_weights_finite_and_decays_back(tiny):
                           settings=HOSTILE_SETTINGS)
     assert result["finite"] and all(p["finite"] for p in result["phases"].values()), result
     assert result["ratio"] <= 1.05, result
+    assert result["phases"]["in_domain"]["lr"] >= 0.5 * result["settings"]["lr"], "the guard must not switch learning off"
 
 
 def test_long_run_memory_is_flat_and_finite(tmp_path):

@@ -74,17 +74,29 @@ def ray_started(config: dict, tries: int = 2):
         ray.shutdown()
 
 
+KNOWN_WARNINGS = (
+    "DEPRECATED FEATURE: The `run_simulation`",  # see docs/fleet.md, Known limits
+    "fraction_evaluate is set to 0.0",  # --evaluate-devices 0, on purpose
+)
+
+
+def _not_known(record: logging.LogRecord) -> bool:
+    return not record.getMessage().lstrip().startswith(KNOWN_WARNINGS)
+
+
 @contextmanager
 def quiet_flower(verbose: bool):
-    """Flower logs every step at INFO; keep its warnings only, unless -v."""
+    """Flower logs every step at INFO; keep its warnings only (less two we expect), unless -v."""
     logger = logging.getLogger("flwr")
     level = logger.level
     if not verbose:
         logger.setLevel(logging.WARNING)
+        logger.addFilter(_not_known)
     try:
         yield
     finally:
         logger.setLevel(level)
+        logger.removeFilter(_not_known)
 
 
 def report(plan: Plan, sink: dict, seconds: float) -> dict:
