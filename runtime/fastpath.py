@@ -1,4 +1,4 @@
-"""The batch-1, one-token step on numpy/cupy, specialised for streaming latency.
+"""The one-token step on numpy/cupy (a keystroke, or a batch of beams), specialised for latency.
 
 A general sequence call pays for the input matmul, stacking and a time loop; one
 keystroke needs none of that. Here the layer-0 input projection is a table lookup
@@ -11,7 +11,7 @@ model's weights change (Model.version).
 from __future__ import annotations
 
 from edge_rnn import spec as S
-from edge_rnn.runtime.cells import sigmoid
+from edge_rnn.runtime.cells import _recur, sigmoid
 
 
 class StepKernel:
@@ -34,36 +34,37 @@ class StepKernel:
         self.head_t = xp.ascontiguousarray(w[S.HEAD_WEIGHT].T)  # (V, H): logits = head_t @ h
         self.head_b = w[S.HEAD_BIAS]
 
-    def __call__(self, token: int, state: tuple):
-        """token id, state ([L, 1, H],...) -> (logits [V], new state ([L, 1, H],...))."""
+    def __call__(self, tokens, state: tuple):
+        """tokens int [B], state ([L, B, H],...) -> (logits [B, V], new state ([L, B, H],...))."""
         new = tuple(self.xp.empty_like(s) for s in state)  # fresh: snapshots may hold the old ones
         x = None
         for layer, (W, R, bias, Rb, table) in enumerate(self.layers):
-            xw = table[token] if layer == 0 else W @ x + bias  # (G*H,)
-            c = state[1][layer, 0] if self.cell == "lstm" else None
-            x, c = self._cell(xw, state[0][layer, 0], c, R, Rb)
-            new[0][layer, 0] = x
+            xw = table[tokens] if layer == 0 else x @ W.T + bias  # (B, G*H)
+            c = state[1][layer] if self.cell == "lstm" else None
+            x, c = self._cell(xw, state[0][layer], c, R, Rb)  # (B, H)
+            new[0][layer] = x
             if c is not None:
-                new[1][layer, 0] = c
-        logits = self.head_t @ x + self.head_b  # (V,)
-        return logits, new
+                new[1][layer] = c
+        if x.shape[0] == 1:  # gemv on the head's row-major layout
+            return (self.head_t @ x[0] + self.head_b)[None], new
+        return x @ self.head_t.T + self.head_b, new  # (B, V)
 
     def _cell(self, xw, h, c, R, Rb):
         xp, H = self.xp, self.H
-        rh = R @ h  # (G*H,)
+        rh = _recur(xp, h, R)  # (B, G*H)
         if self.cell == "rnn":
             return xp.tanh(rh + xw), None
         if self.cell == "lstm":
             a = rh + xw
-            sigmoid(xp, a[: 3 * H], out=a[: 3 * H])  # i, o, f
-            g = xp.tanh(a[3 * H :])
-            c_new = a[2 * H : 3 * H] * c + a[:H] * g
-            return a[H : 2 * H] * xp.tanh(c_new), c_new
+            sigmoid(xp, a[:, : 3 * H], out=a[:, : 3 * H])  # i, o, f
+            g = xp.tanh(a[:, 3 * H :])
+            c_new = a[:, 2 * H : 3 * H] * c + a[:, :H] * g
+            return a[:, H : 2 * H] * xp.tanh(c_new), c_new
         if self.lbr:  # gru, n = tanh(xw_h + r * (R_h h + Rb_h))
             rh += Rb
-            zr = sigmoid(xp, xw[: 2 * H] + rh[: 2 * H])
-            n = xp.tanh(xw[2 * H :] + zr[H:] * rh[2 * H :])
+            zr = sigmoid(xp, xw[:, : 2 * H] + rh[:, : 2 * H])
+            n = xp.tanh(xw[:, 2 * H :] + zr[:, H:] * rh[:, 2 * H :])
         else:  # gru, n = tanh(xw_h + R_h (r * h) + Rb_h)
-            zr = sigmoid(xp, xw[: 2 * H] + rh[: 2 * H])
-            n = xp.tanh(xw[2 * H :] + R[2 * H :] @ (zr[H:] * h))
-        return n + zr[:H] * (h - n), None
+            zr = sigmoid(xp, xw[:, : 2 * H] + rh[:, : 2 * H])
+            n = xp.tanh(xw[:, 2 * H :] + _recur(xp, zr[:, H:] * h, R[2 * H :]))
+        return n + zr[:, :H] * (h - n), None

@@ -108,3 +108,25 @@ def test_save_refuses_nan(tmp_path, model_file):
     with pytest.raises(ModelFileError, match="NaN"):
         model.save(target)
     assert target.read_bytes() == b"old"
+
+
+def test_gru_without_linear_before_reset_matches_onnxruntime(tmp_path):
+    """The step kernel's other GRU form (reset gate before the recurrent matmul), batch 1 and 3."""
+    from edge_rnn.graph import build_model, random_weights
+    from edge_rnn.modelfile import write_model
+    from edge_rnn.spec import ModelSpec
+    from edge_rnn.vocab import Vocabulary
+    from tests.conftest import TEXT
+
+    vocab = Vocabulary.from_text(TEXT)
+    spec = ModelSpec("gru", len(vocab), 8, 16, 2)
+    path = write_model(build_model(spec, random_weights(spec), vocab, linear_before_reset=0), tmp_path / "g0.onnx")
+    ours, ort_model = edge_rnn.load(path), edge_rnn.load(path, backend="onnxruntime")
+    assert ours.lbr == 0
+    a, b = ours.stream(), ort_model.stream()
+    for ch in "the fox":
+        assert np.abs(a.feed(ch) - b.feed(ch)).max() <= 1e-4
+    streams = [ours.stream() for _ in range(3)]
+    batch = ours.feed_many(streams, ["t", "h", "e"])
+    for ch, p in zip("the", batch):
+        assert np.abs(ort_model.stream().feed(ch) - p).max() <= 1e-4
