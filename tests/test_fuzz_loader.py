@@ -7,7 +7,9 @@ and text files (CorpusError). Hypothesis keeps the example counts modest: second
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,7 +22,8 @@ from edge_rnn.corpus import read_text_file
 from edge_rnn.errors import CorpusError, ModelFileError, StateError
 from tests.conftest import TEXT, small_model_file
 
-FOLDER = Path(tempfile.mkdtemp(prefix="edge-rnn-fuzz-"))
+FOLDER = Path(tempfile.mkdtemp(prefix="edge-rnn-fuzz-"))  # module-level: Hypothesis reruns a test many times
+atexit.register(shutil.rmtree, FOLDER, ignore_errors=True)
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
