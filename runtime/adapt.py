@@ -118,7 +118,7 @@ class Adapter:
         self.names = trainable_names(model.spec, config.trainable)
         self.params = {k: model.weights[k] for k in self.names}
         self.base = {k: v.copy() for k, v in self.params.items()}
-        self.rule = Rule(self.xp, config.rule, self.params, self.base, beta1=config.beta1, beta2=config.beta2, eps=config.eps, decay=config.decay)
+        self.rule = self._new_rule()
         self.lr = config.lr
         self.uniform_loss = math.log(model.spec.vocab_size)  # nats/token of knowing nothing
         self.reset_stream()
@@ -126,6 +126,10 @@ class Adapter:
         self.spikes, self.skipped = 0, 0
         self.loss_ema: float | None = None
         self._save_good()
+
+    def _new_rule(self) -> Rule:
+        c = self.config
+        return Rule(self.xp, c.rule, self.params, self.base, beta1=c.beta1, beta2=c.beta2, eps=c.eps, decay=c.decay)
 
     # --- stream bookkeeping ---------------------------------------------------------------
     def reset_stream(self) -> None:
@@ -142,7 +146,7 @@ class Adapter:
         """Back to the base weights the adapter started from, with fresh rule state."""
         for k, v in self.base.items():
             self.params[k][...] = v
-        self.rule = Rule(self.xp, self.config.rule, self.params, self.base, beta1=self.config.beta1, beta2=self.config.beta2, eps=self.config.eps, decay=self.config.decay)
+        self.rule = self._new_rule()
         self.lr = self.config.lr
         self.model.version += 1
         self.reset_stream()
