@@ -88,7 +88,7 @@ def complete_word(model, state: tuple, log_probs: np.ndarray, *, word_started: b
     ends inside a word (then a completion may be ended by a boundary right away).
     """
     symbols = model.vocab.symbols
-    xp = np if model.backend == "onnxruntime" else model.xp
+    xp = model.xp
     words_left = 2 if config.run_on else 1
     texts = [""]
     logp = np.zeros(1)  # (B,) log-probability of each beam's text

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from edge_rnn.runtime.network import log_softmax
 from edge_rnn.runtime.backend import to_numpy
 
@@ -15,7 +13,7 @@ def score_text(model, text_or_ids, chunk: int = 512, progress=None) -> dict:
     {"tokens", "nats", "bpc"}; the first token is context only, as in adaptation."""
     ids = model.encode(text_or_ids)
     state = model.initial_state(1)
-    xp = np if model.backend == "onnxruntime" else model.xp
+    xp = model.xp
     nats = 0.0
     for start in range(0, len(ids) - 1, chunk):
         inputs = ids[start : start + chunk]

@@ -85,8 +85,7 @@ class Model:
     # --- running -------------------------------------------------------------------------
     def initial_state(self, batch: int = 1) -> tuple:
         shape = (self.spec.layers, batch, self.spec.hidden_size)
-        xp = np if self.backend == "onnxruntime" else self.xp
-        return tuple(xp.zeros(shape, dtype=xp.float32) for _ in self.spec.state_names)
+        return tuple(self.xp.zeros(shape, dtype=self.xp.float32) for _ in self.spec.state_names)
 
     def forward(self, tokens, state: tuple):
         """tokens int64 [B, T] (host array), state ([L, B, H],...) -> (logits [B, T, V], new state) on the backend."""

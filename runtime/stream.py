@@ -49,7 +49,7 @@ class Stream:
         ids = self.model.encode(text_or_ids)
         for start in range(0, len(ids), FEED_CHUNK):  # a long paste in bounded memory, state carried
             logits, self.state = self.model.forward(ids[None, start : start + FEED_CHUNK], self.state)  # (1, n, V)
-        xp = self.model.xp if self.model.backend != "onnxruntime" else np
+        xp = self.model.xp
         self.log_probs = to_numpy(log_softmax(xp, logits[0, -1]))
         self.position += len(ids)
         return np.exp(self.log_probs)
@@ -93,7 +93,7 @@ class Stream:
             raise StateError("the saved state holds NaN/Inf (its stream had diverged); start from a fresh stream instead")
         if log_probs is not None and log_probs.shape != (self.model.spec.vocab_size,):
             raise StateError(f"the saved state's next-token scores have shape {log_probs.shape}, this model needs ({self.model.spec.vocab_size},)")
-        xp = self.model.xp if self.model.backend != "onnxruntime" else np
+        xp = self.model.xp
         state = tuple(xp.asarray(s, dtype=xp.float32) for s in state)
         self.model.check_state(state, batch=1)
         self.state, self.log_probs, self.position = state, log_probs, position
@@ -118,7 +118,7 @@ def feed_many(model, streams: list, items: list) -> np.ndarray:
     ids = [model.encode(item) for item in items]
     if len({len(i) for i in ids}) != 1:
         raise SettingsError(f"batched items must have equal length, got lengths {sorted({len(i) for i in ids})}; feed them one by one")
-    xp = model.xp if model.backend != "onnxruntime" else np
+    xp = model.xp
     state = tuple(xp.concatenate([s.state[k] for s in streams], axis=1) for k in range(len(model.spec.state_names)))  # [L, B, H]
     tokens = np.stack(ids)  # (B, T)
     for start in range(0, tokens.shape[1], FEED_CHUNK):
