@@ -31,11 +31,15 @@ class StepKernel:
             Rb = None if fold else B[G * H :]
             table = w[S.EMBEDDING] @ W.T + bias if layer == 0 else None  # (V, G*H)
             self.layers.append((W, R, bias, Rb, table))
+        self.scratch = [(xp.empty(G * H, dtype=xp.float32), xp.empty(H, dtype=xp.float32)) for _ in range(spec.layers)]
         self.head_t = xp.ascontiguousarray(w[S.HEAD_WEIGHT].T)  # (V, H): logits = head_t @ h
         self.head_b = w[S.HEAD_BIAS]
 
     def __call__(self, tokens, state: tuple):
-        """tokens int [B], state ([L, B, H],...) -> (logits [B, V], new state ([L, B, H],...))."""
+        """tokens int [B] (host), state ([L, B, H],...) -> (logits [B, V], new state ([L, B, H],...))."""
+        if len(tokens) == 1:
+            return self._one(int(tokens[0]), state)
+        tokens = self.xp.asarray(tokens)
         new = tuple(self.xp.empty_like(s) for s in state)  # fresh: snapshots may hold the old ones
         x = None
         for layer, (W, R, bias, Rb, table) in enumerate(self.layers):
@@ -45,9 +49,53 @@ class StepKernel:
             new[0][layer] = x
             if c is not None:
                 new[1][layer] = c
-        if x.shape[0] == 1:  # gemv on the head's row-major layout
-            return (self.head_t @ x[0] + self.head_b)[None], new
         return x @ self.head_t.T + self.head_b, new  # (B, V)
+
+    def _one(self, token: int, state: tuple):
+        """Batch 1: 1-D vectors, every product a gemv on a row-major matrix, and the gate
+        arithmetic in place in one scratch vector per layer; only the outputs are allocated."""
+        xp, H = self.xp, self.H
+        new = tuple(xp.empty_like(s) for s in state)  # fresh: snapshots and beams may hold the old ones
+        x = None
+        for layer, (W, R, bias, Rb, table) in enumerate(self.layers):
+            a, t = self.scratch[layer]
+            h, h_new = state[0][layer, 0], new[0][layer, 0]
+            xw = table[token] if layer == 0 else xp.matmul(W, x) + bias  # (G*H,)
+            if self.cell == "lstm":
+                c, c_new = state[1][layer, 0], new[1][layer, 0]
+                xp.matmul(R, h, out=a)
+                a += xw
+                sigmoid(xp, a[: 3 * H], out=a[: 3 * H])  # i, o, f
+                g = xp.tanh(a[3 * H :], out=a[3 * H :])
+                xp.multiply(a[2 * H : 3 * H], c, out=c_new)
+                c_new += xp.multiply(a[:H], g, out=t)
+                xp.multiply(a[H : 2 * H], xp.tanh(c_new, out=t), out=h_new)
+            elif self.cell == "rnn":
+                xp.matmul(R, h, out=a)
+                a += xw
+                xp.tanh(a, out=h_new)
+            else:
+                zr, n = a[: 2 * H], a[2 * H :]
+                if self.lbr:  # n = tanh(xw_h + r * (R_h h + Rb_h))
+                    xp.matmul(R, h, out=a)
+                    a += Rb
+                    zr += xw[: 2 * H]
+                    sigmoid(xp, zr, out=zr)
+                    n *= zr[H:]
+                else:  # n = tanh(xw_h + R_h (r * h) + Rb_h)
+                    xp.matmul(R[: 2 * H], h, out=zr)
+                    zr += xw[: 2 * H]
+                    sigmoid(xp, zr, out=zr)
+                    xp.matmul(R[2 * H :], xp.multiply(zr[H:], h, out=t), out=n)
+                n += xw[2 * H :]
+                xp.tanh(n, out=n)
+                xp.subtract(h, n, out=h_new)
+                h_new *= zr[:H]
+                h_new += n
+            x = h_new
+        logits = xp.matmul(self.head_t, x)  # gemv on the head's row-major layout
+        logits += self.head_b
+        return logits[None], new
 
     def _cell(self, xw, h, c, R, Rb):
         xp, H = self.xp, self.H

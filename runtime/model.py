@@ -94,7 +94,7 @@ class Model:
             logits, *new_state = self._session.run(None, feeds)
             return logits, tuple(new_state)
         if tokens.shape[1] == 1:  # a keystroke or a batch of beams: the specialised step
-            logits, new_state = self._step_kernel()(self.xp.asarray(tokens[:, 0]), state)
+            logits, new_state = self._step_kernel()(tokens[:, 0], state)
             return logits[:, None], new_state
         logits, new_state, _ = network.forward(self.xp, self.spec, self.weights, self.xp.asarray(tokens), state, lbr=self.lbr)
         return logits, new_state

@@ -49,10 +49,9 @@ class Stream:
         ids = self.model.encode(text_or_ids)
         for start in range(0, len(ids), FEED_CHUNK):  # a long paste in bounded memory, state carried
             logits, self.state = self.model.forward(ids[None, start : start + FEED_CHUNK], self.state)  # (1, n, V)
-        xp = self.model.xp
-        self.log_probs = to_numpy(log_softmax(xp, logits[0, -1]))
+        self.log_probs, probs = _log_probs_and_probs(to_numpy(logits[0, -1]))
         self.position += len(ids)
-        return np.exp(self.log_probs)
+        return probs
 
     def snapshot(self) -> Snapshot:
         return Snapshot(tuple(s.copy() for s in self.state), self.log_probs, self.position)
@@ -107,6 +106,16 @@ class Stream:
         if not path.exists():
             raise StateError(f"state file {path} does not exist")
         self.load_bytes(path.read_bytes())
+
+
+def _log_probs_and_probs(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both at once, one exp: a keystroke's softmax is a handful of calls on [V] floats."""
+    shifted = logits - logits.max()
+    e = np.exp(shifted)
+    total = e.sum()
+    shifted -= np.log(total)
+    e /= total
+    return shifted, e
 
 
 def feed_many(model, streams: list, items: list) -> np.ndarray:
