@@ -3,15 +3,40 @@
 A general sequence call pays for the input matmul, stacking and a time loop; one
 keystroke needs none of that. Here the layer-0 input projection is a table lookup
 (embedding @ W.T + biases, precomputed per vocabulary entry) and each recurrent
-product is a matrix-vector product R @ h on R's own row-major layout (BLAS gemv
-without a transpose, the fastest orientation). The tables are rebuilt when the
+product is a matrix-vector product, in whichever of BLAS's two gemv orientations
+measures faster for that shape. The tables are rebuilt when the
 model's weights change (Model.version).
 """
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
+
 from edge_rnn import spec as S
 from edge_rnn.runtime.cells import _recur, sigmoid
+
+_TRANSPOSE_FASTER: dict[tuple[int, int], bool] = {}  # per R shape, measured once per process
+
+
+def transpose_is_faster(xp, R) -> bool:
+    """Whether h @ R.T on a contiguous copy of R.T beats R @ h on this BLAS for this shape.
+    OpenBLAS's two gemv kernels differ by 10-25% either way depending on the shape (on the
+    machine that built this, R.T wins at 1792x448 and loses at 1024x256), so measure."""
+    if xp is not np:
+        return False
+    key = R.shape
+    if key not in _TRANSPOSE_FASTER:
+        RT, h, out = np.ascontiguousarray(R.T), np.ones(R.shape[1], R.dtype), np.empty(R.shape[0], R.dtype)
+        times = {False: [], True: []}
+        for _ in range(40):  # interleaved, medians: robust to a busy machine and a cold cache
+            for transposed in (False, True):
+                start = time.perf_counter()
+                np.matmul(h, RT, out=out) if transposed else np.matmul(R, h, out=out)
+                times[transposed].append(time.perf_counter() - start)
+        _TRANSPOSE_FASTER[key] = bool(np.median(times[True]) < 0.95 * np.median(times[False]))
+    return _TRANSPOSE_FASTER[key]
 
 
 class StepKernel:
@@ -31,6 +56,7 @@ class StepKernel:
             Rb = None if fold else B[G * H :]
             table = w[S.EMBEDDING] @ W.T + bias if layer == 0 else None  # (V, G*H)
             self.layers.append((W, R, bias, Rb, table))
+        self.gemv = [self._gemv(xp, layer[1]) for layer in self.layers] if model.lbr or spec.cell != "gru" else None
         self.scratch = [(xp.empty(G * H, dtype=xp.float32), xp.empty(H, dtype=xp.float32)) for _ in range(spec.layers)]
         self.head_t = xp.ascontiguousarray(w[S.HEAD_WEIGHT].T)  # (V, H): logits = head_t @ h
         self.head_b = w[S.HEAD_BIAS]
@@ -51,6 +77,14 @@ class StepKernel:
                 new[1][layer] = c
         return x @ self.head_t.T + self.head_b, new  # (B, V)
 
+    @staticmethod
+    def _gemv(xp, R):
+        """out <- R @ h, in whichever orientation this BLAS runs faster."""
+        if transpose_is_faster(xp, R):
+            RT = xp.ascontiguousarray(R.T)
+            return lambda h, out: xp.matmul(h, RT, out=out)
+        return lambda h, out: xp.matmul(R, h, out=out)
+
     def _one(self, token: int, state: tuple):
         """Batch 1: 1-D vectors, every product a gemv on a row-major matrix, and the gate
         arithmetic in place in one scratch vector per layer; only the outputs are allocated."""
@@ -63,7 +97,7 @@ class StepKernel:
             xw = table[token] if layer == 0 else xp.matmul(W, x) + bias  # (G*H,)
             if self.cell == "lstm":
                 c, c_new = state[1][layer, 0], new[1][layer, 0]
-                xp.matmul(R, h, out=a)
+                self.gemv[layer](h, a)
                 a += xw
                 sigmoid(xp, a[: 3 * H], out=a[: 3 * H])  # i, o, f
                 g = xp.tanh(a[3 * H :], out=a[3 * H :])
@@ -71,13 +105,13 @@ class StepKernel:
                 c_new += xp.multiply(a[:H], g, out=t)
                 xp.multiply(a[H : 2 * H], xp.tanh(c_new, out=t), out=h_new)
             elif self.cell == "rnn":
-                xp.matmul(R, h, out=a)
+                self.gemv[layer](h, a)
                 a += xw
                 xp.tanh(a, out=h_new)
             else:
                 zr, n = a[: 2 * H], a[2 * H :]
                 if self.lbr:  # n = tanh(xw_h + r * (R_h h + Rb_h))
-                    xp.matmul(R, h, out=a)
+                    self.gemv[layer](h, a)
                     a += Rb
                     zr += xw[: 2 * H]
                     sigmoid(xp, zr, out=zr)
