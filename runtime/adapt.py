@@ -212,11 +212,9 @@ class Adapter:
                 self._rollback()
             return
         self.spikes = 0
-        if cfg.clip and norm > cfg.clip:
-            for g in grads.values():
-                g *= cfg.clip / norm
+        scale = cfg.clip / norm if cfg.clip and norm > cfg.clip else 1.0  # the rule folds it in
         if self.lr > 0:
-            self.rule.step(self.params, grads, self.lr)
+            self.rule.step(self.params, grads, self.lr, scale)
             self.model.version += 1
         self.updates += 1
         self.lr = min(cfg.lr, self.lr * 1.05)  # earn back the step a roll-back halved
