@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from edge_rnn.bench import measure, report, table
+from edge_rnn.bench.floor import StepFloor
 
 SECTIONS = ("step_latency", "prefill", "adaptation", "memory", "adaptation_curve", "gpu", "autocomplete")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -56,7 +57,9 @@ def test_quick_report_names_the_machine_and_the_peers(quick):
     assert m["cpu"] and m["cores"] >= 1 and m["versions"]["numpy"] and m["versions"]["onnxruntime"]
     assert m["threads"]["env"]["OMP_NUM_THREADS"] == "1"
     peers = {p["peer"] for r in result["sections"]["step_latency"]["rows"] for p in r["peers"]}
-    assert {"onnxruntime run", "onnxruntime iobinding"} <= peers
+    assert {"onnxruntime run", "onnxruntime iobinding", StepFloor.name} <= peers
+    throughput = [r for r in result["sections"]["adaptation"]["rows"] if r["name"].endswith("throughput")]
+    assert throughput and all(report.FLOOR in {p["peer"] for p in r["peers"]} for r in throughput)
     if HAS_TORCH:
         assert "pytorch eager" in peers
         same_work = [r for r in result["sections"]["adaptation"]["rows"] if "same-work" in r["name"]]
@@ -123,7 +126,7 @@ def test_latency_peers_agree_on_a_small_model(tmp_path):
     out = latency.run([{"name": "tiny", "path": path}], rounds=1, block=5, prefill_len=8, prefill_repeats=2, torch=HAS_TORCH)
     names = [e["peer"] for e in out["models"][0]["step"]]
     assert names[:3] == ["edge-rnn numpy", "onnxruntime run", "onnxruntime iobinding"]
-    assert len(names) == (5 if HAS_TORCH else 3)
+    assert len(names) == (6 if HAS_TORCH else 4) and names[-1] == StepFloor.name  # 2 layers: the floor's gemvs ran
 
 
 def test_gpu_rows_code_runs_on_the_cpu(tmp_path):

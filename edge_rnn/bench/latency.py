@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from edge_rnn import spec as S
+from edge_rnn.bench.floor import StepFloor
 from edge_rnn.bench.measure import interleaved, summarize, text_ids
 from edge_rnn.errors import EdgeRNNError
 
@@ -197,12 +198,13 @@ def run(models: list[dict], rounds: int, block: int, prefill_len: int, prefill_r
         reference = _reference(m["path"], check_ids)
         for p in peers:
             _check(p, reference, check_ids, m["name"])
-        steps = interleaved({p.name: p.step for p in peers}, tokens, rounds, block)
+        floor = StepFloor(m["path"])  # not a peer: its outputs are not a model's, only its cost
+        steps = interleaved({p.name: p.step for p in [*peers, floor]}, tokens, rounds, block)
         prompt = tokens[100 : 100 + prefill_len]
         rates = _prefill_rates(peers, prompt, prefill_repeats)
         out.append({
             "model": m["name"], "spec": vars(spec), "skipped": skipped,
-            "step": [{"peer": p.name, "how": p.how, **summarize(steps[p.name], 1e6)} for p in peers],
+            "step": [{"peer": p.name, "how": p.how, **summarize(steps[p.name], 1e6)} for p in [*peers, floor]],
             "prefill": [{"peer": p.name, "how": p.how, **summarize(rates[p.name])} for p in peers],
         })
     return {"models": out, "prefill_len": prefill_len}

@@ -17,6 +17,7 @@ from edge_rnn.bench.measure import single
 MiB = 1024 * 1024
 RUNTIME = "edge-rnn numpy"
 TORCH_TBPTT = "pytorch TBPTT"
+FLOOR = "floor: the window's matrix products alone"
 
 
 def label(spec, kind: str) -> str:
@@ -85,9 +86,11 @@ def _adaptation_section(raw: dict) -> dict:
     rows, notes = [], []
     for key in [k for k in raw if k.startswith("adapt_runtime/")]:
         model, rt, pt = key.split("/", 1)[1], raw[key], raw.get(key.replace("adapt_runtime", "adapt_torch"))
+        floor = raw.get(key.replace("adapt_runtime", "adapt_floor"))
         peer = lambda f: [] if pt is None else [named(TORCH_TBPTT, f(pt))]  # noqa: E731
         rows += [
-            row(f"{model}: throughput", "tokens/s", named(RUNTIME, rt["tokens_per_s"]), peer(lambda r: r["tokens_per_s"])),
+            row(f"{model}: throughput", "tokens/s", named(RUNTIME, rt["tokens_per_s"]),
+                peer(lambda r: r["tokens_per_s"]) + ([named(FLOOR, floor["tokens_per_s"])] if floor else [])),
             row(f"{model}: peak RSS of the process", "MiB", named(RUNTIME, single(rt["peak_rss_mb"])), peer(lambda r: single(r["peak_rss_mb"]))),
             row(f"{model}: RSS growth while adapting", "MiB", named(RUNTIME, single(rt["rss_growth_mb"])), peer(lambda r: single(r["rss_growth_mb"]))),
             row(f"{model}: prequential bpc (same-work check)", "bpc", named(RUNTIME, single(rt["bpc"])), peer(lambda r: single(r["bpc"]))),
@@ -103,6 +106,8 @@ def _adaptation_section(raw: dict) -> dict:
                     f"beta2={settings['beta2']}).observe(chunk), "
                     f"{rt['tokens']} tokens of gpl-3, each peer in its own one-thread process; peak RSS = ru_maxrss; growth = peak RSS (VmHWM, reset "
                     "before the adapter) minus RSS then",
+           FLOOR: "edge_rnn.bench.floor.window_floor: per window, a gemv per token through R and one through R.T "
+                  "per layer, plus the window's gemms; no gate arithmetic, no update rule (an upper bound on any exact float32 TBPTT)",
            TORCH_TBPTT: "CharRNN, per window of 32 from the carried detached state: forward, score, backward, "
                         "clip_grad_norm_(clip), torch.optim.Adam step with the same lr, betas and eps"}
     return {"title": "Online adaptation, prequential TBPTT(k1=32, k2=32), batch 1, one thread", "better": "higher tokens/s, lower MiB",

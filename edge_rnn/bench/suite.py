@@ -82,6 +82,7 @@ def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_
     for label, path in adapt_models:
         run = dict(path=path, tokens=s.adapt_tokens, chunk=s.adapt_chunk, settings=tbptt)
         steps.append((f"adapt_runtime/{label}", "adapt_runtime", run))
+        steps.append((f"adapt_floor/{label}", "adapt_floor", dict(path=path, k=tbptt["k1"])))
         if torch:
             steps.append((f"adapt_torch/{label}", "adapt_torch", run))
     steps.append(("memory_runtime", "memory_runtime", dict(path=memory_model, lengths=list(s.memory_lengths), settings=tbptt)))

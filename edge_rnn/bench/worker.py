@@ -22,6 +22,7 @@ TASKS = {
     "latency": "latency:run",
     "idle_runtime": "adaptation:idle",
     "adapt_runtime": "adaptation:adapt",
+    "adapt_floor": "floor:window_floor",
     "curve": "adaptation:curve",
     "memory_runtime": "memory:tbptt_memory",
     "idle_torch": "peers_torch:idle",

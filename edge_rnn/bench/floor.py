@@ -1,0 +1,103 @@
+"""The arithmetic floor: the matrix products a step or a TBPTT window cannot avoid, timed alone.
+
+Any exact float32 implementation on one thread must at least read every recurrent matrix
+once per token going forward (and once more going back when it learns), so these products,
+run with nothing else around them on the same BLAS, bound how fast a step or an adaptation
+can be. A peer row says how far each implementation is from that bound, and a target below
+the bound is not reachable by any implementation, only by a smaller model or lower precision.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from edge_rnn import spec as S
+
+
+class _Products:
+    """Per layer: R [G*H, H] and W [G*H, I]; the head [H, V]; the model's sizes."""
+
+    def __init__(self, path: str):
+        import edge_rnn
+
+        model = edge_rnn.load(path)
+        spec, w = model.spec, model.weights
+        self.layers = [(w[S.layer_weight_names(k)[1]], w[S.layer_weight_names(k)[0]]) for k in range(spec.layers)]
+        self.head = w[S.HEAD_WEIGHT]
+        self.H, self.V = spec.hidden_size, spec.vocab_size
+
+
+class StepFloor(_Products):
+    """One token: each layer's recurrent gemv (and input gemv above layer 0), then the head's;
+    the input of layer 0 is a table lookup, as in the runtime. Same interface as the latency peers."""
+
+    name = "floor: the step's matrix products alone"
+    how = ("each layer's R @ h (and W @ x above layer 0) and the head's product, float32 gemv on the same BLAS, "
+           "in whichever orientation is faster; no gate arithmetic, no softmax, no Python around it")
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        from edge_rnn.runtime.fastpath import transpose_is_faster
+
+        self.h = np.ones(self.H, np.float32)
+        self.ops = []
+        for k, (R, W) in enumerate(self.layers):
+            for M in (R, W) if k else (R,):
+                out = np.empty(M.shape[0], np.float32)
+                if transpose_is_faster(np, M):
+                    MT = np.ascontiguousarray(M.T)
+                    self.ops.append(lambda x, MT=MT, out=out: np.matmul(x, MT, out=out))
+                else:
+                    self.ops.append(lambda x, M=M, out=out: np.matmul(M, x, out=out))
+        head_t = np.ascontiguousarray(self.head.T)
+        self.logits = np.empty(self.V, np.float32)
+        self.ops.append(lambda x: np.matmul(head_t, x, out=self.logits))
+
+    def step(self, token: int):
+        h = self.h
+        for op in self.ops:
+            op(h)
+        return self.logits
+
+
+def window_floor(path: str, k: int = 32, windows: int = 60) -> dict:
+    """tokens/s if a TBPTT(k, k) window were only its matrix products: forward, one gemv per token
+    per layer through R; backward, one gemv per token per layer through R's transpose; and the
+    batched products (input projections, head, dW, dR, dX, d head) as gemms over the window.
+    The update rule's passes over the weights are left out, so the true bound is lower still."""
+    p = _Products(path)
+    H, V = p.H, p.V
+    rng = np.random.default_rng(0)
+    h = rng.standard_normal(H).astype(np.float32)
+    feats = rng.standard_normal((k, H)).astype(np.float32)
+    dlogits = rng.standard_normal((k, V)).astype(np.float32)
+
+    def window():
+        for R, W in p.layers:
+            G = R.shape[0]
+            X = rng_inputs[W.shape[1]]
+            X @ W.T  # input projection of the window
+            for _ in range(k):
+                R @ h
+            DA = np.ones((k, G), np.float32)
+            for t in range(k):
+                DA[t] @ R
+            DA.T @ feats  # dR
+            DA.T @ X  # dW
+            DA @ W  # dX
+        feats @ p.head  # logits
+        dlogits @ p.head.T  # d features
+        feats.T @ dlogits  # d head
+
+    rng_inputs = {W.shape[1]: rng.standard_normal((k, W.shape[1])).astype(np.float32) for _, W in p.layers}
+    window()  # warm-up
+    rates = []
+    for _ in range(windows):
+        t0 = time.perf_counter()
+        window()
+        rates.append(k / (time.perf_counter() - t0))
+    from edge_rnn.bench.measure import summarize
+
+    return {"tokens_per_s": summarize(rates)}
