@@ -162,6 +162,13 @@ def _attr(node: onnx.NodeProto, name: str, default):
 
 
 def _recurrent_layer(node: onnx.NodeProto, cell: str, consts: _Constants) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from edge_rnn.runtime.onnx_ops import ATTRIBUTES
+
+    unknown = sorted({a.name for a in node.attribute} - ATTRIBUTES[cell])
+    if unknown:  # a misspelt linear_before_reset would otherwise silently read as its default
+        raise _refuse(node, f"unknown attribute(s) {unknown} (onnxruntime refuses them too); the file is corrupt")
+    if _attr(node, "layout", 0):
+        raise _refuse(node, "layout=1 (batch-major) tensors; export with the default layout 0")
     direction = _attr(node, "direction", b"forward")
     direction = direction.decode() if isinstance(direction, bytes) else direction
     if direction != "forward":
@@ -178,6 +185,8 @@ def _recurrent_layer(node: onnx.NodeProto, cell: str, consts: _Constants) -> tup
         raise _refuse(node, "its W/R weights are not constants")
     G = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
     H = R.shape[-1]
+    if _attr(node, "hidden_size", H) != H:
+        raise _refuse(node, f"hidden_size={_attr(node, 'hidden_size', H)} but its R has {H} columns; the file is corrupt")
     B = consts.get(node.input[3]) if len(node.input) > 3 and node.input[3] else np.zeros((1, 2 * G * H), np.float32)
     if B is None:
         raise _refuse(node, "its bias is not a constant")

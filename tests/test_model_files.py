@@ -100,3 +100,20 @@ def test_default_model_loads():
     model = edge_rnn.load()
     assert model.spec.parameter_count() > 100_000
     assert np.isfinite(model.stream().feed("To be")).all()
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("linear_before_rest", 1, r"unknown attribute\(s\) \['linear_before_rest'\]"),  # a misspelt attribute is not its default
+    ("layout", 1, "layout=1"),
+    ("hidden_size", 3, "hidden_size=3"),
+])
+def test_recurrent_node_attributes_checked(tmp_path, model_file, name, value, message):
+    proto = onnx.load(str(model_file))
+    node = next(n for n in proto.graph.node if n.op_type in ("RNN", "GRU", "LSTM"))
+    kept = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend(kept + [onnx.helper.make_attribute(name, value)])
+    path = tmp_path / "attr.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelFileError, match=message):
+        edge_rnn.load(path)
