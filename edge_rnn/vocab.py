@@ -17,6 +17,7 @@ import numpy as np
 from edge_rnn.errors import ModelFileError, VocabularyError
 
 UNK = "\ufffd"  # id 0 in every vocabulary
+UNK_ID = 0
 
 _FOLD = {
     "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'",

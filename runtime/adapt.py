@@ -21,6 +21,7 @@ from edge_rnn.errors import SettingsError
 from edge_rnn.runtime import network
 from edge_rnn.runtime.backend import to_numpy
 from edge_rnn.runtime.rules import RULES, Rule
+from edge_rnn.vocab import UNK_ID
 
 LN2 = math.log(2)
 TRAINABLE = ("all", "head", "last", "recurrent")
@@ -36,7 +37,10 @@ class AdaptConfig:
     trainable: all | head | last (last recurrent layer and head) | recurrent (all but the
     embedding). guard: a window whose loss is above guard x the running mean and above uniform
     guessing (ln V) is not learned from; `patience` such windows in a row, or a non-finite
-    loss or gradient, roll the weights back and halve the step.
+    loss or gradient, roll the weights back and halve the step. unknown_limit: a window whose
+    targets are more than this share unknown characters (U+FFFD, id 0) is scored but not
+    learned from: every unseen character folds to that one symbol, so such a window (binary
+    junk, another script) teaches only "U+FFFD follows everything".
     """
 
     k1: int = 32
@@ -52,6 +56,7 @@ class AdaptConfig:
     guard: float = 2.5
     patience: int = 3  # consecutive exploded windows before a roll-back
     checkpoint_every: int = 16  # updates between refreshes of the roll-back point
+    unknown_limit: float = 0.5  # a window with a larger share of unknown characters is not learned from
 
     def __post_init__(self):
         def bad(msg):
@@ -80,6 +85,8 @@ class AdaptConfig:
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 bad(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not isinstance(self.unknown_limit, (int, float)) or not 0 < self.unknown_limit <= 1:
+            bad(f"unknown_limit must be in (0, 1], got {self.unknown_limit!r} (1 learns from every window)")
         if not self.guard > 1:
             bad(f"guard must be > 1 (a ratio to the running loss), got {self.guard!r}")
 
@@ -123,7 +130,7 @@ class Adapter:
         self.uniform_loss = math.log(model.spec.vocab_size)  # nats/token of knowing nothing
         self.reset_stream()
         self.tokens, self.nats, self.updates, self.rollbacks = 0, 0.0, 0, 0
-        self.spikes, self.skipped = 0, 0
+        self.spikes, self.skipped, self.unknown_skipped = 0, 0, 0
         self.loss_ema: float | None = None
         self._save_good()
 
@@ -190,7 +197,13 @@ class Adapter:
     def _update(self) -> None:
         xp, cfg = self.xp, self.config
         self.since_update = 0
-        targets = xp.asarray(np.array(self.ring_out, np.int64)[None])  # (1, k<=k2)
+        host_targets = np.array(self.ring_out, np.int64)
+        if np.count_nonzero(host_targets == UNK_ID) > cfg.unknown_limit * len(host_targets):
+            self._window = None
+            self.boundaries.append(tuple(s.copy() for s in self.state))
+            self.unknown_skipped += 1
+            return
+        targets = xp.asarray(host_targets[None])  # (1, k<=k2)
         if self._window is not None:
             logits, cache = self._window
             self._window = None
@@ -247,7 +260,8 @@ class Adapter:
     # --- reporting --------------------------------------------------------------------------
     def stats(self) -> dict:
         bpc = self.nats / self.tokens / LN2 if self.tokens else float("nan")
-        return {"tokens": self.tokens, "bpc": bpc, "updates": self.updates, "rollbacks": self.rollbacks, "skipped": self.skipped, "lr": self.lr}
+        return {"tokens": self.tokens, "bpc": bpc, "updates": self.updates, "rollbacks": self.rollbacks, "skipped": self.skipped,
+                "skipped_unknown": self.unknown_skipped, "lr": self.lr}
 
     def record(self) -> dict:
         """Adaptation summary for the adapted file's metadata."""

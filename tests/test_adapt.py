@@ -125,6 +125,7 @@ def test_adapted_file_round_trip(tmp_path, model_file):
         ({"rule": "magic"}, "unknown rule"),
         ({"trainable": "everything"}, "unknown trainable"),
         ({"beta2": 1.0}, "beta2"),
+        ({"unknown_limit": 0}, "unknown_limit"),
     ],
 )
 def test_impossible_settings(settings, message):
@@ -197,3 +198,18 @@ def test_guard_skips_a_hard_window_and_rolls_back_a_run_of_them(tmp_path):
     after = adapter.stats()
     assert after["rollbacks"] > once["rollbacks"] and after["lr"] < 1e-2
     assert all(np.isfinite(v).all() for v in model.host_weights().values())
+
+
+def test_windows_of_unknown_characters_are_scored_not_learned(model_file):
+    """Junk (every character outside the vocabulary folds to U+FFFD) must not teach the model."""
+    junk = "\u0436\u03a9\u2603" * 40  # Cyrillic, Greek, a snowman: none in the test vocabulary
+    model = edge_rnn.load(model_file)
+    before = model.host_weights()
+    adapter = model.adapter(rule="sgd", lr=0.5, k1=8, k2=8)
+    stats = adapter.observe(junk)
+    assert stats["tokens"] == len(junk) - 1 and stats["updates"] == 0 and stats["skipped_unknown"] == (len(junk) - 1) // 8
+    assert all(np.array_equal(before[k], v) for k, v in model.host_weights().items())
+    learns = edge_rnn.load(model_file).adapter(rule="sgd", lr=0.5, k1=8, k2=8, unknown_limit=1.0)
+    assert learns.observe(junk)["updates"] > 0  # the limit is what held the first adapter back
+    mixed = adapter.observe("the fox " * 4)  # ordinary text right after is learned from again
+    assert mixed["updates"] > 0
