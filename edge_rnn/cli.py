@@ -94,7 +94,7 @@ def cmd_adapt(args) -> None:
     from edge_rnn.runtime.evaluate import score_text
 
     text = read_text_file(args.text)
-    settings = {k: getattr(args, k) for k in ("k1", "k2", "rule", "lr", "decay", "clip", "trainable") if getattr(args, k) is not None}
+    settings = {k: getattr(args, k) for k in ("k1", "k2", "rule", "lr", "decay", "clip", "trainable", "unknown_limit") if getattr(args, k) is not None}
     model = edge_rnn.load(args.model, backend=args.backend)
     adapter = model.adapter(**settings)
     ids = model.encode(text)
@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--decay", type=float)
     a.add_argument("--clip", type=float)
     a.add_argument("--trainable", choices=["all", "head", "last", "recurrent"])
+    a.add_argument("--unknown-limit", type=float, help="skip learning from windows with more than this share of unknown characters")
     a.add_argument("--out", help="write the adapted model here")
     a.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     a.add_argument("--json", action="store_true")

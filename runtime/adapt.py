@@ -46,7 +46,7 @@ class AdaptConfig:
     k1: int = 32
     k2: int = 32
     rule: str = "dynamic"  # defaults tuned on other-style text: see the README, "Online adaptation"
-    lr: float = 1e-3
+    lr: float = 3e-4
     clip: float = 1.0
     decay: float = 1e-4
     beta1: float = 0.9
@@ -56,7 +56,7 @@ class AdaptConfig:
     guard: float = 2.5
     patience: int = 3  # consecutive exploded windows before a roll-back
     checkpoint_every: int = 16  # updates between refreshes of the roll-back point
-    unknown_limit: float = 0.5  # a window with a larger share of unknown characters is not learned from
+    unknown_limit: float = 0.25  # a window with a larger share of unknown characters is not learned from
 
     def __post_init__(self):
         def bad(msg):
