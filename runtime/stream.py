@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,9 +113,9 @@ def _log_probs_and_probs(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both at once, one exp: a keystroke's softmax is a handful of calls on [V] floats."""
     shifted = logits - logits.max()
     e = np.exp(shifted)
-    total = e.sum()
-    shifted -= np.log(total)
-    e /= total
+    total = float(e.sum())
+    shifted -= math.log(total)
+    e *= 1 / total
     return shifted, e
 
 
