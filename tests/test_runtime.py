@@ -130,3 +130,19 @@ def test_gru_without_linear_before_reset_matches_onnxruntime(tmp_path):
     batch = ours.feed_many(streams, ["t", "h", "e"])
     for ch, p in zip("the", batch):
         assert np.abs(ort_model.stream().feed(ch) - p).max() <= 1e-4
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_step_kernel_gives_the_same_steps_in_either_gemv_orientation(tmp_path, cell, transposed, monkeypatch):
+    """The orientation is measured per machine, so both branches must be right wherever tests run."""
+    from edge_rnn.runtime import fastpath
+
+    path = small_model_file(tmp_path, cell, layers=2)
+    model = edge_rnn.load(path)
+    shapes = {tuple(v.shape) for k, v in model.weights.items() if k.endswith("R")}
+    monkeypatch.setattr(fastpath, "_TRANSPOSE_FASTER", {shape: transposed for shape in shapes})
+    whole, steps = model.stream(), model.stream()
+    p_whole = whole.feed("quick brown fox")  # the general sequence path
+    for ch in "quick brown fox":
+        p_steps = steps.feed(ch)  # the step kernel
+    assert np.abs(p_whole - p_steps).max() <= 1e-5
