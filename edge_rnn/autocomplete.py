@@ -29,10 +29,11 @@ from pathlib import Path
 from edge_rnn.beam import BeamConfig, WordClasses, complete_word, is_word_char
 from edge_rnn.errors import SettingsError
 
-# Faster than the adapter's defaults: a user types a few hundred characters in a session, so
-# update every 8 committed characters (about every word) with a larger step; the dynamic
-# rule's decay toward the base weights and the adapter's roll-back guard keep it stable.
-ADAPT_DEFAULTS = {"rule": "dynamic", "k1": 8, "k2": 32, "lr": 1e-2}
+# A user types a few hundred characters in a session, so update every 8 committed characters
+# (about every word). The step is measured, not guessed (README, "Live autocomplete"): lr 1e-2
+# learnt a new word in 4 uses but cut keystrokes saved on GPL-3 from 14.7% to 11.5% and on
+# Shakespeare from 29.8% to 13.4%; 5e-4 gives 18.9% and 28.3% and learns a new word in 5 uses.
+ADAPT_DEFAULTS = {"rule": "dynamic", "k1": 8, "k2": 32, "lr": 5e-4}
 CURVE_POINTS = 2000  # commits remembered for the bpc curve
 SPARSE_POINTS = 64  # older snapshots kept for long backspaces (thinned to stay bounded)
 

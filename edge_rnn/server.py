@@ -45,12 +45,12 @@ class MessageError(EdgeRNNError):
 class Session:
     """One browser tab: its own Model (own adapted weights), Autocompleter and text."""
 
-    def __init__(self, model_path, backend: str, n: int):
+    def __init__(self, model_path, backend: str, n: int, adapt_settings: dict | None = None):
         import edge_rnn
         from edge_rnn.autocomplete import Autocompleter
 
         self.model = edge_rnn.load(model_path, backend=backend)  # a fresh copy: learning stays in this tab
-        self.ac = Autocompleter(self.model, n=n, defer_learning=True)
+        self.ac = Autocompleter(self.model, n=n, adapt_settings=adapt_settings, defer_learning=True)
         self.offset = 0
         self.sent = 0  # tokens of the last bpc point sent
 
@@ -157,7 +157,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _serve(self, ws: WebSocket, sid: int) -> None:
         try:
-            session = Session(self.server.model_path, self.server.backend, self.server.n)
+            session = Session(self.server.model_path, self.server.backend, self.server.n, self.server.adapt_settings)
             self.server.sessions[sid] = session
             ws.send_json({"type": "hello", "model": self.server.model_name, "max_text": MAX_TEXT, "max_message": MAX_MESSAGE})
             while True:
@@ -202,8 +202,9 @@ class AutocompleteServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, model_path=None, host: str = "127.0.0.1", port: int = 8765, n: int = 3, backend: str = "numpy",
-                 max_sessions: int | None = None):
-        """max_sessions: open tabs at once (each holds a copy of the model); None = MAX_SESSIONS."""
+                 max_sessions: int | None = None, adapt_settings: dict | None = None):
+        """max_sessions: open tabs at once (each holds a copy of the model); None = MAX_SESSIONS.
+        adapt_settings: each tab's adapter settings over autocomplete.ADAPT_DEFAULTS (tuned for the shipped model)."""
         import edge_rnn
 
         if max_sessions is not None and (not isinstance(max_sessions, int) or isinstance(max_sessions, bool) or max_sessions < 1):
@@ -211,6 +212,7 @@ class AutocompleteServer(ThreadingHTTPServer):
 
         model = edge_rnn.load(model_path, backend=backend)  # fail now, not in the first tab
         self.model_path, self.backend, self.n, self.max_sessions = model_path, backend, n, max_sessions
+        self.adapt_settings = adapt_settings
         self.model_name = Path(str(model.file.path)).name
         self.files = {p.name for p in WEB.iterdir() if p.suffix in TYPES}
         self.sessions: dict[int, Session | None] = {}

@@ -21,6 +21,7 @@ from edge_rnn.vocab import Vocabulary
 from tests.conftest import TEXT, small_model_file
 
 PANGRAM = "the quick brown fox jumps over the lazy dog. "
+TINY_MODEL_ADAPT = {"lr": 1e-2}  # ADAPT_DEFAULTS' step is tuned for the shipped model; a 32-unit toy needs a larger one
 
 
 def tiny_trained_model(directory, cell: str = "gru", passes: int = 6) -> str:
@@ -194,7 +195,7 @@ def probability_of(ac: Autocompleter, prefix: str, completion: str) -> float:
 
 def test_learning_moves_suggestions_toward_the_users_words(tmp_path):
     path = small_model_file(tmp_path, "gru", hidden=32)
-    learner = Autocompleter(edge_rnn.load(path))  # the default settings learn within a session
+    learner = Autocompleter(edge_rnn.load(path), adapt_settings=TINY_MODEL_ADAPT)
     static = Autocompleter(edge_rnn.load(path), learn=False)
     before = probability_of(learner, "zor", "blax")
     for _ in range(25):
@@ -207,6 +208,19 @@ def test_learning_moves_suggestions_toward_the_users_words(tmp_path):
     assert probability_of(static, "zor", "blax") < 0.5
     assert learner.curve[-1][1] < learner.curve[0][1], "bits per character fall as it adapts"
     assert math.isfinite(learner.stats()["bpc"])
+
+
+def test_shipped_model_learns_a_new_word_in_a_few_uses_with_the_defaults():
+    """The defaults are tuned on the shipped model (it took 5 uses when they were chosen)."""
+    ac = Autocompleter(edge_rnn.load())
+    ac.type("Thus spake the king: ")
+    for uses in range(1, 9):
+        ac.type("zorblax ")
+        top = ac.type("zo")[0][0]
+        ac.backspace(2)
+        if top == "rblax":
+            break
+    assert top == "rblax", "8 uses of a new word did not make it the top completion"
 
 
 def test_learning_off_reset_and_save(tmp_path):

@@ -19,7 +19,7 @@ from edge_rnn import soak
 from edge_rnn.cli import build_parser
 from edge_rnn.server import AutocompleteServer
 from edge_rnn.websocket import Client
-from tests.test_autocomplete import tiny_trained_model
+from tests.test_autocomplete import TINY_MODEL_ADAPT, tiny_trained_model
 
 SESSIONS, CONTROLS, REPS = 50, 2, 8
 
@@ -41,7 +41,7 @@ def test_server_binds_to_this_machine_only_by_default(model_path):
 
 
 def test_fifty_sessions_from_a_second_process(model_path):
-    server = AutocompleteServer(model_path, port=0, max_sessions=SESSIONS + 2)
+    server = AutocompleteServer(model_path, port=0, max_sessions=SESSIONS + 2, adapt_settings=TINY_MODEL_ADAPT)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         result = soak.server_load(server, SESSIONS, reps=REPS, controls=CONTROLS, timeout=90)
