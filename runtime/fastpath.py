@@ -4,8 +4,8 @@ A general sequence call pays for the input matmul, stacking and a time loop; one
 keystroke needs none of that. Here the layer-0 input projection is a table lookup
 (embedding @ W.T + biases, precomputed per vocabulary entry) and each recurrent
 product is a matrix-vector product, in whichever of BLAS's two gemv orientations
-measures faster for that shape. The tables are rebuilt when the
-model's weights change (Model.version).
+measures faster for that shape; small batches of beams take one gemv per row, larger ones
+a gemm. The tables are rebuilt when the model's weights change (Model.version).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from edge_rnn import spec as S
 from edge_rnn.runtime.cells import _recur, sigmoid
 
 _TRANSPOSE_FASTER: dict[tuple[int, int], bool] = {}  # per R shape, measured once per process
+# Up to this batch, B gemvs beat one gemm: OpenBLAS's small-M sgemm costs 3.5-5.5 gemvs at B = 2
+# and about 4 at B = 4 (R of 256x256 to 1792x448, one thread), so beams step row by row up to 3.
+GEMV_BATCH = 3
 
 
 def transpose_is_faster(xp, R) -> bool:
@@ -39,6 +42,31 @@ def transpose_is_faster(xp, R) -> bool:
     return _TRANSPOSE_FASTER[key]
 
 
+class RecurrentProduct:
+    """h @ R.T for one layer's R: one gemv per token, one gemm per batch of beams, in the
+    orientation this BLAS runs faster (a contiguous copy of R.T where that wins)."""
+
+    def __init__(self, xp, R):
+        self.xp, self.R = xp, R
+        self.RT = xp.ascontiguousarray(R.T) if transpose_is_faster(xp, R) else None
+        self.small = GEMV_BATCH if xp is np else 0
+
+    def one(self, h, out):
+        """h [H] -> out [G*H]."""
+        if self.RT is not None:
+            return self.xp.matmul(h, self.RT, out=out)
+        return self.xp.matmul(self.R, h, out=out)
+
+    def many(self, h):
+        """h [B, H] -> [B, G*H]."""
+        if len(h) <= self.small:
+            out = self.xp.empty((len(h), self.R.shape[0]), dtype=h.dtype)
+            for row, dest in zip(h, out):
+                self.one(row, dest)
+            return out
+        return self.xp.matmul(h, self.R.T if self.RT is None else self.RT)  # RT: ~20% faster at 1792x448
+
+
 class StepKernel:
     """Precomputed per-layer operands for one model version."""
 
@@ -57,8 +85,8 @@ class StepKernel:
             table = w[S.EMBEDDING] @ W.T + bias if layer == 0 else None  # (V, G*H)
             self.layers.append((W, R, bias, Rb, table))
         plain = model.lbr or spec.cell != "gru"  # GRU without linear_before_reset multiplies by parts of R
-        self.plan = [(W, bias, Rb, table, self._gemv(xp, R) if plain else None, xp.empty(G * H, dtype=xp.float32), xp.empty(H, dtype=xp.float32))
-                     for W, R, bias, Rb, table in self.layers]
+        self.plan = [(W, bias, Rb, table, RecurrentProduct(xp, R) if plain else None, xp.empty(G * H, dtype=xp.float32),
+                      xp.empty(H, dtype=xp.float32)) for W, R, bias, Rb, table in self.layers]
         self.head_t = xp.ascontiguousarray(w[S.HEAD_WEIGHT].T)  # (V, H): logits = head_t @ h
         self.head_b = w[S.HEAD_BIAS]
 
@@ -72,19 +100,11 @@ class StepKernel:
         for layer, (W, R, bias, Rb, table) in enumerate(self.layers):
             xw = table[tokens] if layer == 0 else x @ W.T + bias  # (B, G*H)
             c = state[1][layer] if self.cell == "lstm" else None
-            x, c = self._cell(xw, state[0][layer], c, R, Rb)  # (B, H)
+            x, c = self._cell(xw, state[0][layer], c, R, Rb, self.plan[layer][4])  # (B, H)
             new[0][layer] = x
             if c is not None:
                 new[1][layer] = c
         return x @ self.head_t.T + self.head_b, new  # (B, V)
-
-    @staticmethod
-    def _gemv(xp, R):
-        """out <- R @ h, in whichever orientation this BLAS runs faster."""
-        if transpose_is_faster(xp, R):
-            RT = xp.ascontiguousarray(R.T)
-            return lambda h, out: xp.matmul(h, RT, out=out)
-        return lambda h, out: xp.matmul(R, h, out=out)
 
     def _one(self, token: int, state: tuple):
         """Batch 1: 1-D vectors, every product a gemv, and the gate arithmetic in place in one
@@ -93,12 +113,12 @@ class StepKernel:
         xp, H = self.xp, self.H
         new = tuple(xp.empty(s.shape, xp.float32) for s in state)  # fresh: snapshots and beams may hold the old ones
         x = None
-        for layer, (W, bias, Rb, table, gemv, a, t) in enumerate(self.plan):
+        for layer, (W, bias, Rb, table, product, a, t) in enumerate(self.plan):
             h, h_new = state[0][layer, 0], new[0][layer, 0]
             xw = table[token] if x is None else xp.matmul(W, x) + bias  # (G*H,)
             if self.cell == "lstm":
                 c, c_new = state[1][layer, 0], new[1][layer, 0]
-                gemv(h, a)
+                product.one(h, a)
                 a += xw
                 iof = a[: 3 * H]
                 iof *= 0.5
@@ -109,13 +129,13 @@ class StepKernel:
                 c_new += xp.multiply(a[:H], a[3 * H :], out=t)
                 xp.multiply(a[H : 2 * H], xp.tanh(c_new, out=t), out=h_new)
             elif self.cell == "rnn":
-                gemv(h, a)
+                product.one(h, a)
                 a += xw
                 xp.tanh(a, out=h_new)
             else:
                 zr, n = a[: 2 * H], a[2 * H :]
                 if self.lbr:  # n = tanh(xw_h + r * (R_h h + Rb_h))
-                    gemv(h, a)
+                    product.one(h, a)
                     a += Rb
                     zr += xw[: 2 * H]
                     sigmoid(xp, zr, out=zr)
@@ -136,9 +156,9 @@ class StepKernel:
         logits += self.head_b
         return logits[None], new
 
-    def _cell(self, xw, h, c, R, Rb):
+    def _cell(self, xw, h, c, R, Rb, product):
         xp, H = self.xp, self.H
-        rh = _recur(xp, h, R)  # (B, G*H)
+        rh = _recur(xp, h, R) if product is None else product.many(h)  # (B, G*H)
         if self.cell == "rnn":
             return xp.tanh(rh + xw), None
         if self.cell == "lstm":

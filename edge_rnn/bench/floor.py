@@ -39,18 +39,14 @@ class StepFloor(_Products):
 
     def __init__(self, path: str):
         super().__init__(path)
-        from edge_rnn.runtime.fastpath import transpose_is_faster
+        from edge_rnn.runtime.fastpath import RecurrentProduct
 
         self.h = np.ones(self.H, np.float32)
         self.ops = []
         for k, (R, W) in enumerate(self.layers):
             for M in (R, W) if k else (R,):
-                out = np.empty(M.shape[0], np.float32)
-                if transpose_is_faster(np, M):
-                    MT = np.ascontiguousarray(M.T)
-                    self.ops.append(lambda x, MT=MT, out=out: np.matmul(x, MT, out=out))
-                else:
-                    self.ops.append(lambda x, M=M, out=out: np.matmul(M, x, out=out))
+                product, out = RecurrentProduct(np, M), np.empty(M.shape[0], np.float32)
+                self.ops.append(lambda x, product=product, out=out: product.one(x, out))
         head_t = np.ascontiguousarray(self.head.T)
         self.logits = np.empty(self.V, np.float32)
         self.ops.append(lambda x: np.matmul(head_t, x, out=self.logits))
