@@ -76,6 +76,7 @@ class StepKernel:
         G, H = spec.gates, spec.hidden_size
         self.H = H
         self.layers = []
+        plain = model.lbr or spec.cell != "gru"  # GRU without linear_before_reset multiplies by parts of R
         for layer in range(spec.layers):
             Wn, Rn, Bn = S.layer_weight_names(layer)
             W, R, B = w[Wn], w[Rn], w[Bn]
@@ -83,10 +84,9 @@ class StepKernel:
             bias = B[: G * H] + (B[G * H :] if fold else 0)  # (G*H,)
             Rb = None if fold else B[G * H :]
             table = w[S.EMBEDDING] @ W.T + bias if layer == 0 else None  # (V, G*H)
-            self.layers.append((W, R, bias, Rb, table))
-        plain = model.lbr or spec.cell != "gru"  # GRU without linear_before_reset multiplies by parts of R
-        self.plan = [(W, bias, Rb, table, RecurrentProduct(xp, R) if plain else None, xp.empty(G * H, dtype=xp.float32),
-                      xp.empty(H, dtype=xp.float32)) for W, R, bias, Rb, table in self.layers]
+            product = RecurrentProduct(xp, R) if plain else None
+            scratch = xp.empty(G * H, dtype=xp.float32), xp.empty(H, dtype=xp.float32)  # batch 1's gates and a temporary
+            self.layers.append((W, R, bias, Rb, table, product, *scratch))
         self.head_t = xp.ascontiguousarray(w[S.HEAD_WEIGHT].T)  # (V, H): logits = head_t @ h
         self.head_b = w[S.HEAD_BIAS]
 
@@ -97,10 +97,10 @@ class StepKernel:
         tokens = self.xp.asarray(tokens)
         new = tuple(self.xp.empty_like(s) for s in state)  # fresh: snapshots may hold the old ones
         x = None
-        for layer, (W, R, bias, Rb, table) in enumerate(self.layers):
+        for layer, (W, R, bias, Rb, table, product, _, _) in enumerate(self.layers):
             xw = table[tokens] if layer == 0 else x @ W.T + bias  # (B, G*H)
             c = state[1][layer] if self.cell == "lstm" else None
-            x, c = self._cell(xw, state[0][layer], c, R, Rb, self.plan[layer][4])  # (B, H)
+            x, c = self._cell(xw, state[0][layer], c, R, Rb, product)  # (B, H)
             new[0][layer] = x
             if c is not None:
                 new[1][layer] = c
@@ -113,7 +113,7 @@ class StepKernel:
         xp, H = self.xp, self.H
         new = tuple(xp.empty(s.shape, xp.float32) for s in state)  # fresh: snapshots and beams may hold the old ones
         x = None
-        for layer, (W, bias, Rb, table, product, a, t) in enumerate(self.plan):
+        for layer, (W, R, bias, Rb, table, product, a, t) in enumerate(self.layers):
             h, h_new = state[0][layer, 0], new[0][layer, 0]
             xw = table[token] if x is None else xp.matmul(W, x) + bias  # (G*H,)
             if self.cell == "lstm":
@@ -141,7 +141,6 @@ class StepKernel:
                     sigmoid(xp, zr, out=zr)
                     n *= zr[H:]
                 else:  # n = tanh(xw_h + R_h (r * h) + Rb_h)
-                    R = self.layers[layer][1]
                     xp.matmul(R[: 2 * H], h, out=zr)
                     zr += xw[: 2 * H]
                     sigmoid(xp, zr, out=zr)
