@@ -117,6 +117,8 @@ def cmd_adapt(args) -> None:
         "peak_rss_mb": _peak_rss_mb(),
         "updates": stats["updates"],
         "rollbacks": stats["rollbacks"],
+        "skipped": stats["skipped"],  # windows the guard did not learn from (exploded loss)
+        "skipped_unknown": stats["skipped_unknown"],  # ... or mostly unknown characters
         "settings": adapter.record()["settings"],
     }
     if args.out:

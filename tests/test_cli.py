@@ -34,6 +34,11 @@ def test_adapt_json_and_zero_lr(capsys, tmp_path, model_file):
     code, out, _ = run(capsys, "adapt", model_file, "--text", text, "--rule", "adam", "--lr", "0.01", "--k1", "16", "--k2", "32", "--out", tmp_path / "a.onnx", "--json")
     result = json.loads(out)
     assert code == 0 and result["online_bpc"] < result["static_bpc"] and (tmp_path / "a.onnx").exists()
+    assert result["skipped_unknown"] == 0
+    junk = tmp_path / "junk.txt"
+    junk.write_text("\u0436" * 40 + TEXT)  # Cyrillic, outside the vocabulary
+    code, out, _ = run(capsys, "adapt", model_file, "--text", junk, "--k1", "8", "--k2", "8", "--json")
+    assert code == 0 and json.loads(out)["skipped_unknown"] == 5  # 39 unknown targets (the first id is context): 4 windows of 8, and one of 7
 
 
 def test_complete_json(capsys, model_file):
