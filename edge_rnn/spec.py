@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 FORMAT_VERSION = "1"
 CELLS = ("rnn", "gru", "lstm")
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # gate blocks stacked in W and R (ONNX order: -, z r h, i o f c)
 
 # Graph inputs and outputs.
 TOKENS = "tokens"  # int64 [B, T]
@@ -68,7 +69,7 @@ class ModelSpec:
     @property
     def gates(self) -> int:
         """Gate blocks stacked in W and R: 1 for rnn, 3 for gru, 4 for lstm."""
-        return {"rnn": 1, "gru": 3, "lstm": 4}[self.cell]
+        return GATES[self.cell]
 
     @property
     def has_cell_state(self) -> bool:

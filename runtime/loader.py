@@ -17,6 +17,7 @@ from onnx import numpy_helper
 
 from edge_rnn import spec as S
 from edge_rnn.errors import ModelFileError
+from edge_rnn.runtime.onnx_ops import ATTRIBUTES
 from edge_rnn.spec import ModelSpec
 
 _CELL_OF_OP = {"RNN": "rnn", "GRU": "gru", "LSTM": "lstm"}
@@ -162,8 +163,6 @@ def _attr(node: onnx.NodeProto, name: str, default):
 
 
 def _recurrent_layer(node: onnx.NodeProto, cell: str, consts: _Constants) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from edge_rnn.runtime.onnx_ops import ATTRIBUTES
-
     unknown = sorted({a.name for a in node.attribute} - ATTRIBUTES[cell])
     if unknown:  # a misspelt linear_before_reset would otherwise silently read as its default
         raise _refuse(node, f"unknown attribute(s) {unknown} (onnxruntime refuses them too); the file is corrupt")
@@ -183,7 +182,7 @@ def _recurrent_layer(node: onnx.NodeProto, cell: str, consts: _Constants) -> tup
     W, R = consts.get(node.input[1]), consts.get(node.input[2])
     if W is None or R is None:
         raise _refuse(node, "its W/R weights are not constants")
-    G = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
+    G = S.GATES[cell]
     H = R.shape[-1]
     if _attr(node, "hidden_size", H) != H:
         raise _refuse(node, f"hidden_size={_attr(node, 'hidden_size', H)} but its R has {H} columns; the file is corrupt")
