@@ -38,6 +38,18 @@ def _tampered(tmp_path, model_file, **changes):
     return path
 
 
+def _refused(tmp_path, proto, match: str) -> None:
+    """A tampered graph, saved, is refused at load with a ModelFileError matching `match`."""
+    path = tmp_path / "tampered-graph.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelFileError, match=match):
+        edge_rnn.load(path)
+
+
+def _recurrent_node(proto):
+    return next(n for n in proto.graph.node if n.op_type in ("RNN", "GRU", "LSTM"))
+
+
 def test_tampered_metadata(tmp_path, model_file):
     spec = json.loads(read_model(model_file).spec.to_json())
     with pytest.raises(ModelFileError, match="tampered"):
@@ -58,10 +70,7 @@ def test_nan_weights_refused(tmp_path, model_file):
             arr = onnx.numpy_helper.to_array(init).copy()
             arr[0] = np.inf
             init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
-    path = tmp_path / "nan.onnx"
-    onnx.save(proto, str(path))
-    with pytest.raises(ModelFileError, match="NaN or Inf"):
-        edge_rnn.load(path)
+    _refused(tmp_path, proto, "NaN or Inf")
 
 
 def test_wrong_contract_and_unsupported_op(tmp_path, model_file):
@@ -69,10 +78,7 @@ def test_wrong_contract_and_unsupported_op(tmp_path, model_file):
     proto.graph.input[0].name = "input_ids"
     for node in proto.graph.node:
         node.input[:] = ["input_ids" if i == S.TOKENS else i for i in node.input]
-    path = tmp_path / "renamed.onnx"
-    onnx.save(proto, str(path))
-    with pytest.raises(ModelFileError, match="contract"):
-        edge_rnn.load(path)
+    _refused(tmp_path, proto, "contract")
     proto = onnx.load(str(model_file))
     head = next(n for n in proto.graph.node if n.op_type == "Add")
     relu = onnx.helper.make_node("Relu", [head.output[0]], ["relu_out"], name="weird_relu")
@@ -80,20 +86,13 @@ def test_wrong_contract_and_unsupported_op(tmp_path, model_file):
     relu.input[0] = "pre_relu"
     relu.output[0] = S.LOGITS
     proto.graph.node.append(relu)
-    path = tmp_path / "relu.onnx"
-    onnx.save(proto, str(path))
-    with pytest.raises(ModelFileError, match="weird_relu"):
-        edge_rnn.load(path)
+    _refused(tmp_path, proto, "weird_relu")
 
 
 def test_bidirectional_refused(tmp_path, model_file):
     proto = onnx.load(str(model_file))
-    node = next(n for n in proto.graph.node if n.op_type in ("RNN", "GRU", "LSTM"))
-    node.attribute.append(onnx.helper.make_attribute("direction", "reverse"))
-    path = tmp_path / "rev.onnx"
-    onnx.save(proto, str(path))
-    with pytest.raises(ModelFileError, match="cannot stream"):
-        edge_rnn.load(path)
+    _recurrent_node(proto).attribute.append(onnx.helper.make_attribute("direction", "reverse"))
+    _refused(tmp_path, proto, "cannot stream")
 
 
 def test_default_model_loads():
@@ -109,11 +108,8 @@ def test_default_model_loads():
 ])
 def test_recurrent_node_attributes_checked(tmp_path, model_file, name, value, message):
     proto = onnx.load(str(model_file))
-    node = next(n for n in proto.graph.node if n.op_type in ("RNN", "GRU", "LSTM"))
+    node = _recurrent_node(proto)
     kept = [a for a in node.attribute if a.name != name]
     del node.attribute[:]
     node.attribute.extend(kept + [onnx.helper.make_attribute(name, value)])
-    path = tmp_path / "attr.onnx"
-    onnx.save(proto, str(path))
-    with pytest.raises(ModelFileError, match=message):
-        edge_rnn.load(path)
+    _refused(tmp_path, proto, message)
