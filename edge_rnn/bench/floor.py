@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from edge_rnn import spec as S
+from edge_rnn.bench.measure import summarize
 
 
 class _Products:
@@ -69,11 +70,12 @@ def window_floor(path: str, k: int = 32, windows: int = 60) -> dict:
     h = rng.standard_normal(H).astype(np.float32)
     feats = rng.standard_normal((k, H)).astype(np.float32)
     dlogits = rng.standard_normal((k, V)).astype(np.float32)
+    inputs = {W.shape[1]: rng.standard_normal((k, W.shape[1])).astype(np.float32) for _, W in p.layers}  # X per input width
 
     def window():
         for R, W in p.layers:
             G = R.shape[0]
-            X = rng_inputs[W.shape[1]]
+            X = inputs[W.shape[1]]
             X @ W.T  # input projection of the window
             for _ in range(k):
                 R @ h
@@ -87,13 +89,10 @@ def window_floor(path: str, k: int = 32, windows: int = 60) -> dict:
         dlogits @ p.head.T  # d features
         feats.T @ dlogits  # d head
 
-    rng_inputs = {W.shape[1]: rng.standard_normal((k, W.shape[1])).astype(np.float32) for _, W in p.layers}
     window()  # warm-up
     rates = []
     for _ in range(windows):
         t0 = time.perf_counter()
         window()
         rates.append(k / (time.perf_counter() - t0))
-    from edge_rnn.bench.measure import summarize
-
     return {"tokens_per_s": summarize(rates)}
