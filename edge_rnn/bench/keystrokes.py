@@ -1,17 +1,16 @@
 """Live autocomplete: keystroke-to-suggestions latency and keystrokes saved, before and after adapting.
 
-A simulated user types a held-out passage of another-style text one character at a
-time and accepts the top suggestion whenever it is exactly the rest of the word (the
-next passage character after it is a word boundary). Keystrokes saved is the share of
-the passage's characters the user did not type; each acceptance is one tap.
+A simulated user types a held-out passage of another-style text under the typist protocol
+of issue 15 (edge_rnn.bench.typist: 3 suggestions, accept one when it is exactly the rest
+of the word, at least 2 characters, 1 keystroke per accept or typed character). Keystrokes
+saved = 1 - keystrokes / characters.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from edge_rnn.bench.measure import summarize
+from edge_rnn.bench.typist import edge_rnn_savings
 
 API = "edge_rnn.autocomplete.Autocompleter(model, n=3, learn=False, accept_suffix='')"
 
@@ -25,28 +24,9 @@ def held_out(text: str, chars: int) -> str:
 
 
 def simulate(model, passage: str, n: int = 3, learn: bool = False, adapt_settings: dict | None = None) -> dict:
-    """Type `passage` into an Autocompleter, accepting right top suggestions; with `learn` it
-    adapts to the committed text as it goes (the live demo's behaviour)."""
-    from edge_rnn.autocomplete import Autocompleter
-    from edge_rnn.beam import is_word_char
-
-    ac = Autocompleter(model, n=n, learn=learn, adapt_settings=adapt_settings, accept_suffix="")
-    suggestions, i, not_typed, accepts, latency = ac.suggestions, 0, 0, 0, []
-    while i < len(passage):
-        top = suggestions[0][0] if suggestions else ""
-        end = i + len(top)
-        if top and passage.startswith(top, i) and (end == len(passage) or not is_word_char(passage[end])):
-            suggestions = ac.accept(0)
-            i, not_typed, accepts = end, not_typed + len(top), accepts + 1
-            continue
-        t0 = time.perf_counter()
-        suggestions = ac.type(passage[i])
-        latency.append(time.perf_counter() - t0)
-        i += 1
-    if ac.text != passage:
-        raise RuntimeError(f"the simulated user typed {ac.text[-40:]!r}, not the passage's end {passage[-40:]!r}")
-    return {"latency_s": latency, "chars": len(passage), "not_typed": not_typed, "accepts": accepts,
-            "saved_share": not_typed / len(passage), "taps_saved_share": (not_typed - accepts) / len(passage)}
+    """The typist protocol on an Autocompleter over `model`; with `learn` it adapts to the committed
+    text as it goes (the live demo's behaviour). See typist.type_text for the fields."""
+    return edge_rnn_savings(model, passage, n=n, learn=learn, adapt_settings=adapt_settings)
 
 
 def run(path: str, adapted_path: str, passage_chars: int, text: str = "gpl-3") -> dict:
@@ -66,12 +46,8 @@ def run(path: str, adapted_path: str, passage_chars: int, text: str = "gpl-3") -
     except (TypeError, AttributeError) as exc:
         return {"todo": f"the autocomplete API differs from {API}: {exc}"}
     live = simulate(edge_rnn.load(path), passage, learn=True)  # the Autocompleter's own defaults
-    lat, ort_lat = before.pop("latency_s"), via_ort.pop("latency_s")
-    after.pop("latency_s")
-    live.pop("latency_s")
-    p95 = lambda xs: sorted(xs)[min(len(xs) - 1, int(0.95 * len(xs)))] * 1e3  # noqa: E731
-    return {"latency_ms": {**summarize(lat, 1e3), "p95": p95(lat)}, "ort_latency_ms": {**summarize(ort_lat, 1e3), "p95": p95(ort_lat)}, "before": before, "after": after, "live": live, "passage_chars": len(passage),
-            "passage_start": passage[:40]}
+    return {"latency_ms": before["latency_ms"], "ort_latency_ms": via_ort["latency_ms"], "before": before, "after": after,
+            "live": live, "passage_chars": len(passage), "passage_start": passage[:40]}
 
 
 def learning_rates(path: str | None, text: str, chars: int, lrs: list[float]) -> dict:
@@ -87,9 +63,9 @@ def learning_rates(path: str | None, text: str, chars: int, lrs: list[float]) ->
     else:
         source = read_text_file(text) if Path(text).is_file() else other_style_text(text)
     passage = held_out(source, chars)
-    out = {"chars": len(passage), "off": 100 * simulate(edge_rnn.load(path), passage)["saved_share"]}
+    out = {"chars": len(passage), "off": 100 * simulate(edge_rnn.load(path), passage)["savings"]}
     for lr in lrs:
-        out[f"lr {lr:g}"] = 100 * simulate(edge_rnn.load(path), passage, learn=True, adapt_settings={"lr": lr})["saved_share"]
+        out[f"lr {lr:g}"] = 100 * simulate(edge_rnn.load(path), passage, learn=True, adapt_settings={"lr": lr})["savings"]
     return out
 
 

@@ -1,0 +1,178 @@
+"""The simulated typist of issue 15: one protocol for every suggestion engine, so figures compare.
+
+Walk the text one character at a time. Before each character the engine shows N
+suggestions, each a completion (the characters it would append). The target is the rest
+of the current word: the maximal run of letters and apostrophes starting here (empty when
+the next character is not one; a word not started yet counts, so next-word prediction is
+allowed). If the target has at least 2 characters and equals a suggestion's completion
+(one trailing space stripped), accept it for 1 keystroke and the text becomes exactly the
+source up to the end of that word; otherwise type the next character for 1 keystroke. No
+free spaces. Savings = 1 - keystrokes / characters (characters: len() of the source, in
+Unicode characters). Case: exact, unless the engine lowercases (Presage): then a
+case-insensitive match is accepted when the true word is lower, Capitalised or ALL CAPS,
+and the true text is inserted. At the end the engine's text must equal the source.
+
+Latency is what a user waits for: from a keystroke (typed character or accept) until the
+suggestions are there, i.e. `type`/`accept` plus the following `suggest`, since an engine
+may compute its suggestions in either. Work a front end does after showing them (`idle`)
+is not counted.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from edge_rnn.bench.measure import summarize
+from edge_rnn.errors import EdgeRNNError, SettingsError
+
+APOSTROPHES = "'\u2019"
+MIN_TARGET = 2  # a shorter target is typed: accepting it saves nothing
+
+
+class Engine(ABC):
+    """A suggestion engine as the typist sees it. `folds_case`: its suggestions are lowercased."""
+
+    folds_case = False
+
+    @abstractmethod
+    def suggest(self, n: int) -> list[str]:
+        """Up to n completions, best first: the characters each would append to the text."""
+
+    @abstractmethod
+    def type(self, chars: str) -> None:
+        """The user typed `chars` (one character, or the exact source text of an accepted word)."""
+
+    def accept(self, index: int, chars: str) -> None:
+        """The user accepted suggestion `index`; `chars` is the exact source text it stands for."""
+        self.type(chars)
+
+    def idle(self) -> None:
+        """Work after the suggestions are shown (e.g. deferred learning); not timed."""
+
+    @property
+    @abstractmethod
+    def text(self) -> str:
+        """All text so far, as the engine holds it."""
+
+    def close(self) -> None:
+        """Release processes or files."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def is_target_char(char: str) -> bool:
+    return char.isalpha() or char in APOSTROPHES
+
+
+def target_end(source: str, i: int) -> int:
+    """End of the maximal run of letters and apostrophes starting at i (i when there is none)."""
+    end = i
+    while end < len(source) and is_target_char(source[end]):
+        end += 1
+    return end
+
+
+def plain_case(word: str) -> bool:
+    """lower, Capitalised or ALL CAPS: the shapes a lowercasing engine's suggestion can be recased to."""
+    rest = word[1:]
+    return word.islower() or word.isupper() or (word[:1].isupper() and rest == rest.lower())
+
+
+def matches(completion: str, target: str, word: str, folds_case: bool) -> bool:
+    """The typist's acceptance test for one suggestion (`word`: the whole source word)."""
+    if completion.endswith(" "):
+        completion = completion[:-1]
+    if completion == target:
+        return True
+    return folds_case and plain_case(word) and completion.lower() == target.lower()
+
+
+def type_text(engine: Engine, source: str, n: int = 3) -> dict:
+    """Type `source` into `engine` under the protocol; raises EdgeRNNError if its text drifts from the source.
+
+    Returns keystrokes, characters, savings, accepts, accepted_chars and the keystroke ->
+    suggestions latency in ms (median = p50, p10, p90, p95, n).
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise SettingsError(f"the typist needs n >= 1 suggestions, got {n!r}")
+    if not source:
+        raise SettingsError("the typist needs a non-empty text to type")
+    clock, latency = time.perf_counter, []
+    t0 = clock()
+    options = engine.suggest(n)
+    latency.append(clock() - t0)
+    i = keystrokes = accepts = accepted_chars = 0
+    while i < len(source):
+        engine.idle()
+        end = target_end(source, i)
+        target = source[i:end]
+        t0 = clock()
+        if len(target) >= MIN_TARGET:
+            start = i
+            while start and is_target_char(source[start - 1]):
+                start -= 1
+            word = source[start:end]
+            hit = next((k for k, c in enumerate(options[:n]) if matches(c, target, word, engine.folds_case)), None)
+        else:
+            hit = None
+        if hit is not None:
+            engine.accept(hit, target)
+            accepts, accepted_chars, i = accepts + 1, accepted_chars + len(target), end
+        else:
+            engine.type(source[i])
+            i += 1
+        options = engine.suggest(n)
+        latency.append(clock() - t0)
+        keystrokes += 1
+    engine.idle()
+    if engine.text != source:
+        at = next((j for j, (a, b) in enumerate(zip(engine.text, source)) if a != b), min(len(engine.text), len(source)))
+        raise EdgeRNNError(f"the engine's text differs from the source at character {at} "
+                           f"({engine.text[at:at + 20]!r} vs {source[at:at + 20]!r}); the engine loses or changes typed text")
+    return {"keystrokes": keystrokes, "characters": len(source), "savings": 1 - keystrokes / len(source),
+            "accepts": accepts, "accepted_chars": accepted_chars,
+            "latency_ms": {**summarize(latency, 1e3), "p95": float(np.percentile(latency, 95) * 1e3)}}
+
+
+class EdgeRNNEngine(Engine):
+    """edge-rnn's Autocompleter under the typist: exact case; accepts go through `Autocompleter.accept`
+    (what a user's tap does, committing the word for learning). `defer_learning`: learning runs in
+    `idle`, after the suggestions are shown, as the live demo does."""
+
+    def __init__(self, model, n: int = 3, learn: bool = False, adapt_settings: dict | None = None,
+                 defer_learning: bool = False):
+        from edge_rnn.autocomplete import Autocompleter
+
+        self.ac = Autocompleter(model, n=n, learn=learn, adapt_settings=adapt_settings, accept_suffix="",
+                                defer_learning=defer_learning)
+
+    def suggest(self, n: int) -> list[str]:
+        return [completion for completion, _ in self.ac.suggestions[:n]]
+
+    def type(self, chars: str) -> None:
+        self.ac.type(chars)
+
+    def accept(self, index: int, chars: str) -> None:
+        self.ac.accept(index)
+        if not self.ac.text.endswith(chars):  # cannot happen with exact matching; the final check would say where
+            raise EdgeRNNError(f"accepting suggestion {index} typed {self.ac.text[-len(chars):]!r}, not {chars!r}")
+
+    def idle(self) -> None:
+        if self.ac.defer_learning:
+            self.ac.learn_pending()
+
+    @property
+    def text(self) -> str:
+        return self.ac.text
+
+
+def edge_rnn_savings(model, source: str, n: int = 3, learn: bool = False, adapt_settings: dict | None = None) -> dict:
+    """type_text on a fresh Autocompleter over `model` (load a fresh Model per learning run: learning moves its weights)."""
+    return type_text(EdgeRNNEngine(model, n=n, learn=learn, adapt_settings=adapt_settings), source, n)
