@@ -213,7 +213,7 @@ def _extra_commands():
     import importlib
 
     found = []
-    for module in ("edge_rnn.bench", "edge_rnn.demo", "edge_rnn.server", "edge_rnn.fleet"):
+    for module in ("edge_rnn.bench", "edge_rnn.demo", "edge_rnn.server", "edge_rnn.fleet", "edge_rnn.corpus_build", "edge_rnn.models_cli"):
         try:
             found.append(importlib.import_module(module).register)
         except ImportError as exc:

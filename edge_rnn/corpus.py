@@ -98,6 +98,18 @@ def split_documents(documents: list[str], val_fraction: float = 0.1) -> tuple[st
     return "".join(train), "".join(val)
 
 
+def load_split(source: str | Path | None = None, val_fraction: float = 0.1) -> tuple[str, str]:
+    """(train, validation) text of a corpus.
+
+    A folder built by `edge-rnn corpus build` (it has a MANIFEST.json) keeps the builder's
+    split by document (train.txt, val.txt); anything else is split by `split_documents`.
+    """
+    path = Path(source) if source not in (None, "shakespeare") else None
+    if path is not None and (path / "MANIFEST.json").is_file():
+        return read_text_file(path / "train.txt"), read_text_file(path / "val.txt")
+    return split_documents(load_corpus(source), val_fraction)
+
+
 # Text of another style than the training plays, from Debian packages, for measuring adaptation.
 OTHER_STYLE = {
     "gpl-3": ("/usr/share/common-licenses/GPL-3", "base-files"),  # modern legal English, on every Debian system

@@ -24,6 +24,12 @@ from edge_rnn.vocab import Vocabulary
 DEFAULT_MODEL_NAME = "default.onnx"
 
 
+def shipped_models() -> dict[str, Path]:
+    """{name: path} of the models shipped in edge_rnn/models ("default", "shakespeare", ...)."""
+    root = Path(str(resources.files("edge_rnn") / "models"))
+    return {p.stem: p for p in sorted(root.glob("*.onnx"))}
+
+
 def default_model_path() -> Path:
     path = Path(str(resources.files("edge_rnn") / "models" / DEFAULT_MODEL_NAME))
     if not path.exists():
@@ -31,6 +37,25 @@ def default_model_path() -> Path:
             f"the shipped default model {path} is missing; reinstall edge-rnn or pass a model file"
         )
     return path
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """A model file path from a path, a shipped model's name, or None (the default model).
+
+    A path that exists wins over a shipped name; a bare word (no folder, no suffix) that is
+    neither is taken as a misspelt name, and the error lists the shipped models."""
+    if model is None:
+        return default_model_path()
+    path = Path(model)
+    if path.exists() or isinstance(model, Path) or path.suffix or len(path.parts) != 1:
+        return path
+    shipped = shipped_models()
+    if str(model) in shipped:
+        return shipped[str(model)]
+    raise ModelFileError(
+        f"no model file or shipped model named {str(model)!r}; shipped models: {', '.join(shipped) or 'none'} "
+        "(see `edge-rnn models`), or pass a path to an .onnx file"
+    )
 
 
 @dataclass
@@ -54,7 +79,7 @@ class ModelFile:
 
 
 def load_proto(path: str | Path | None) -> tuple[onnx.ModelProto, Path]:
-    path = default_model_path() if path is None else Path(path)
+    path = resolve_model(path)
     if not path.exists():
         raise ModelFileError(f"model file {path} does not exist; check the path or omit it to use the default model")
     if path.is_dir():
@@ -107,7 +132,7 @@ def parse_metadata(proto: onnx.ModelProto, path: Path | None = None) -> ModelFil
 
 
 def read_model(path: str | Path | None = None) -> ModelFile:
-    """Load and check a model file; None means the shipped default model."""
+    """Load and check a model file (a path or a shipped model's name); None means the shipped default model."""
     proto, path = load_proto(path)
     return parse_metadata(proto, path)
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from edge_rnn.atomic import atomic_write
-from edge_rnn.corpus import load_corpus, split_documents
+from edge_rnn.corpus import load_split
 from edge_rnn.errors import CheckpointError
 from edge_rnn.model import CharRNN, detach_state
 from edge_rnn.spec import ModelSpec
@@ -87,9 +87,8 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
-        documents = load_corpus(None if config.corpus == "shakespeare" else config.corpus)
-        train_text, val_text = split_documents(documents, config.val_fraction)
-        self.vocab = Vocabulary.from_text(documents)
+        train_text, val_text = load_split(config.corpus, config.val_fraction)
+        self.vocab = Vocabulary.from_text([train_text, val_text])
         self.spec = ModelSpec(config.cell, len(self.vocab), config.embed_size, config.hidden_size, config.layers)
         self.train_ids = self.vocab.encode(train_text)
         self.val_ids = self.vocab.encode(val_text)
