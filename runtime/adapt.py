@@ -151,17 +151,23 @@ class Adapter:
 
     def reset(self) -> None:
         """Back to the base weights the adapter started from, with fresh rule state."""
-        for k, v in self.base.items():
-            self.params[k][...] = v
-        self.rule = self._new_rule()
-        self.lr = self.config.lr
-        self.model.version += 1
+        with self.model.adapting():  # other threads' streams of this model refuse to step meanwhile
+            for k, v in self.base.items():
+                self.params[k][...] = v
+            self.rule = self._new_rule()
+            self.lr = self.config.lr
+            self.model.version += 1
         self.reset_stream()
         self._save_good()
 
     # --- the loop ---------------------------------------------------------------------------
     def observe(self, text_or_ids) -> dict:
-        """Score then learn from the tokens; the very first token of a stream is context only."""
+        """Score then learn from the tokens; the very first token of a stream is context only.
+        Other threads' streams of this model refuse to step meanwhile (see Model.adapting)."""
+        with self.model.adapting():
+            return self._observe(text_or_ids)
+
+    def _observe(self, text_or_ids) -> dict:
         ids = self.model.encode(text_or_ids)
         if self.last_token is None:
             self.last_token, ids = int(ids[0]), ids[1:]

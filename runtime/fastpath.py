@@ -6,10 +6,15 @@ keystroke needs none of that. Here the layer-0 input projection is a table looku
 product is a matrix-vector product, in whichever of BLAS's two gemv orientations
 measures faster for that shape; small batches of beams take one gemv per row, larger ones
 a gemm. The tables are rebuilt when the model's weights change (Model.version).
+
+Threads: a kernel is shared by every stream of its model, so the batch-1 path's gate
+scratch vectors are per thread (threading.local), never per model: one Model serves any
+number of threads that each step their own streams.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -76,6 +81,8 @@ class StepKernel:
         G, H = spec.gates, spec.hidden_size
         self.H = H
         self.layers = []
+        self._sizes = [(G * H, H)] * spec.layers  # batch 1's gates and a temporary, per layer
+        self._local = threading.local()  # per-thread scratch: two threads never share a buffer
         plain = model.lbr or spec.cell != "gru"  # GRU without linear_before_reset multiplies by parts of R
         for layer in range(spec.layers):
             Wn, Rn, Bn = S.layer_weight_names(layer)
@@ -85,8 +92,7 @@ class StepKernel:
             Rb = None if fold else B[G * H :]
             table = w[S.EMBEDDING] @ W.T + bias if layer == 0 else None  # (V, G*H)
             product = RecurrentProduct(xp, R) if plain else None
-            scratch = xp.empty(G * H, dtype=xp.float32), xp.empty(H, dtype=xp.float32)  # batch 1's gates and a temporary
-            self.layers.append((W, R, bias, Rb, table, product, *scratch))
+            self.layers.append((W, R, bias, Rb, table, product))
         self.head_t = xp.ascontiguousarray(w[S.HEAD_WEIGHT].T)  # (V, H): logits = head_t @ h
         self.head_b = w[S.HEAD_BIAS]
 
@@ -97,7 +103,7 @@ class StepKernel:
         tokens = self.xp.asarray(tokens)
         new = tuple(self.xp.empty_like(s) for s in state)  # fresh: snapshots may hold the old ones
         x = None
-        for layer, (W, R, bias, Rb, table, product, _, _) in enumerate(self.layers):
+        for layer, (W, R, bias, Rb, table, product) in enumerate(self.layers):
             xw = table[tokens] if layer == 0 else x @ W.T + bias  # (B, G*H)
             c = state[1][layer] if self.cell == "lstm" else None
             x, c = self._cell(xw, state[0][layer], c, R, Rb, product)  # (B, H)
@@ -108,12 +114,12 @@ class StepKernel:
 
     def _one(self, token: int, state: tuple):
         """Batch 1: 1-D vectors, every product a gemv, and the gate arithmetic in place in one
-        scratch vector per layer; only the outputs are allocated. A keystroke is ~20 numpy
-        calls, so each call saved here is ~1% of the step."""
+        scratch vector per layer and thread; only the outputs are allocated. A keystroke is
+        ~20 numpy calls, so each call saved here is ~1% of the step."""
         xp, H = self.xp, self.H
         new = tuple(xp.empty(s.shape, xp.float32) for s in state)  # fresh: snapshots and beams may hold the old ones
         x = None
-        for layer, (W, R, bias, Rb, table, product, a, t) in enumerate(self.layers):
+        for layer, ((W, R, bias, Rb, table, product), (a, t)) in enumerate(zip(self.layers, self._scratch())):
             h, h_new = state[0][layer, 0], new[0][layer, 0]
             xw = table[token] if x is None else xp.matmul(W, x) + bias  # (G*H,)
             if self.cell == "lstm":
@@ -154,6 +160,15 @@ class StepKernel:
         logits = xp.matmul(self.head_t, x)  # gemv on the head's row-major layout
         logits += self.head_b
         return logits[None], new
+
+    def _scratch(self) -> list:
+        """This thread's scratch vectors, one (gates [G*H], temporary [H]) pair per layer."""
+        try:
+            return self._local.buffers
+        except AttributeError:
+            xp = self.xp
+            buffers = self._local.buffers = [(xp.empty(n, dtype=xp.float32), xp.empty(h, dtype=xp.float32)) for n, h in self._sizes]
+            return buffers
 
     def _cell(self, xw, h, c, R, Rb, product):
         xp, H = self.xp, self.H

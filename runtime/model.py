@@ -1,8 +1,18 @@
-"""Model: the weights of one model file on one backend. Streams hold state; the model doesn't."""
+"""Model: the weights of one model file on one backend. Streams hold state; the model doesn't.
+
+Threads: any number of threads may each step their own streams of one Model (the step
+kernel's scratch is per thread). An Adapter changes the weights in place, so while one
+observes (or resets) on a thread, a stream step of the same Model on another thread raises
+StateError rather than return a mix of two weight versions; streams on the adapter's own
+thread interleave with it as usual (the Autocompleter does). Threads that must run beside
+an adapter load their own Model.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +49,8 @@ class Model:
         self.adaptation = list(modelfile.adaptation)
         self._session = None
         self._kernel = None
+        self._writer = None  # the thread whose Adapter is changing the weights now (see adapting())
+        self._write_lock = threading.RLock()
         if backend == "onnxruntime":
             self._session = _ort_session(modelfile)
         elif modelfile.quantization:
@@ -93,11 +105,39 @@ class Model:
             feeds = {S.TOKENS: np.asarray(tokens, np.int64), **dict(zip(self.spec.state_names, state))}
             logits, *new_state = self._session.run(None, feeds)
             return logits, tuple(new_state)
+        version = self.version
+        if self._writer is not None:
+            self._check_writer()
         if tokens.shape[1] == 1:  # a keystroke or a batch of beams: the specialised step
             logits, new_state = self._step_kernel()(tokens[:, 0], state)
-            return logits[:, None], new_state
-        logits, new_state, _ = network.forward(self.xp, self.spec, self.weights, self.xp.asarray(tokens), state, lbr=self.lbr)
+            logits = logits[:, None]
+        else:
+            logits, new_state, _ = network.forward(self.xp, self.spec, self.weights, self.xp.asarray(tokens), state, lbr=self.lbr)
+        if self._writer is not None or self.version != version:  # an update overlapped this step
+            self._check_writer(version)
         return logits, new_state
+
+    @contextmanager
+    def adapting(self):
+        """Held by an Adapter while it changes the weights: other threads' stream steps that
+        overlap it raise StateError (see the module docstring); this thread's run as usual."""
+        if not self._write_lock.acquire(blocking=False):
+            raise StateError("another thread's Adapter is adapting this model's weights; one Adapter per Model at a time: "
+                             "load a Model per thread (edge_rnn.load)")
+        outer, self._writer = self._writer, threading.get_ident()
+        try:
+            yield
+        finally:
+            self._writer = outer
+            self._write_lock.release()
+
+    def _check_writer(self, version: int | None = None) -> None:
+        writer = self._writer
+        if (writer is not None and writer != threading.get_ident()) or (version is not None and self.version != version):
+            raise StateError(
+                "an Adapter on another thread is changing this model's weights (a step now would read two weight versions); "
+                "step streams of an adapting model on the adapter's thread, or load a Model per thread (edge_rnn.load)"
+            )
 
     def _step_kernel(self):
         kernel = self._kernel
