@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -95,6 +96,7 @@ def load_proto(path: str | Path | None) -> tuple[onnx.ModelProto, Path]:
         ) from None
     if not proto.graph.node:
         raise ModelFileError(f"{path} has no graph nodes: it is not an ONNX model (or it is truncated); re-export it")
+    inline_external_data(proto, path)
     return proto, path
 
 
@@ -177,3 +179,70 @@ def write_model(proto: onnx.ModelProto, path: str | Path) -> Path:
     """Write atomically: a crash mid-save leaves the previous file intact."""
     data = proto.SerializeToString()
     return atomic_write(path, lambda f: f.write(data))
+
+
+# --- external data: tensors stored in files beside the model ------------------------------
+def inline_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    """Read every tensor stored as external data into the proto, from files inside the model
+    file's own folder only. onnx resolves a relative location against the process's current
+    folder (`cd B && edge-rnn eval ../A/model.onnx` read B's file), and a model file is
+    untrusted: an absolute location, `..` or a symlink must not reach other files."""
+    root = path.resolve().parent
+    for tensor in _all_tensors(proto.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        where = f"{path}: tensor {tensor.name!r} stores its data in {info.get('location', '')!r}"
+        location = Path(info.get("location", ""))
+        target = (root / location).resolve()
+        if not info.get("location") or location.is_absolute() or ".." in location.parts or "\\" in str(location) \
+                or not target.is_relative_to(root):
+            raise ModelFileError(f"{where}, outside the model's folder {root}; external data must sit in the model's folder "
+                                 "(a relative name, no '..', no symlink leading out): move it there or re-export the model")
+        if not target.is_file():
+            raise ModelFileError(f"{where}, which is missing or not a regular file in {root}; copy the data file beside the model")
+        tensor.raw_data = _external_bytes(tensor, info, target, where)
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _external_bytes(tensor: onnx.TensorProto, info: dict, target: Path, where: str) -> bytes:
+    """The tensor's bytes from `target`: exactly dims x itemsize of them, at the stated offset."""
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        offset = int(info.get("offset", 0))
+        want = math.prod(tensor.dims) * itemsize
+        length = int(info.get("length", want))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{where} with an unreadable type, offset or length ({type(exc).__name__}); the file is corrupt: re-export it") from None
+    if tensor.data_type == onnx.TensorProto.STRING or offset < 0 or length != want:
+        raise ModelFileError(f"{where} at offset {offset} with length {length}, but its type and dims need {want} bytes; "
+                             "the file is corrupt: re-export it")
+    with open(target, "rb") as f:
+        f.seek(offset)
+        data = f.read(want)
+    if len(data) != want:
+        raise ModelFileError(f"{where}, which holds {len(data)} of its {want} bytes at offset {offset}; the data file is truncated: re-export it")
+    return data
+
+
+def _all_tensors(graph: onnx.GraphProto):
+    """Every TensorProto of a graph and its subgraphs (initializers, Constant and other tensor attributes)."""
+    graphs = [graph]
+    while graphs:
+        g = graphs.pop()
+        yield from g.initializer
+        for sparse in g.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        for node in g.node:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    yield a.t
+                yield from a.tensors
+                if a.HasField("sparse_tensor"):
+                    yield a.sparse_tensor.values
+                    yield a.sparse_tensor.indices
+                if a.HasField("g"):
+                    graphs.append(a.g)
+                graphs.extend(a.graphs)

@@ -80,6 +80,9 @@ class _Constants:
 
 def _tensor(t: onnx.TensorProto) -> np.ndarray:
     """A tensor's values, or a ModelFileError when its type, dims and data disagree (a corrupt file)."""
+    if t.data_location == onnx.TensorProto.EXTERNAL:  # onnx would read it relative to the current folder
+        raise ModelFileError(f"tensor {t.name!r} still points at external data; load the model with edge_rnn.load(path), "
+                             "which reads it from the model's own folder")
     try:
         return numpy_helper.to_array(t)
     except (ValueError, TypeError, KeyError) as exc:

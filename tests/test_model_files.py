@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -113,3 +114,53 @@ def test_recurrent_node_attributes_checked(tmp_path, model_file, name, value, me
     del node.attribute[:]
     node.attribute.extend(kept + [onnx.helper.make_attribute(name, value)])
     _refused(tmp_path, proto, message)
+
+
+def _with_external_head(model_file, folder, location="weights.bin"):
+    """The model saved into `folder` with its head weight as external data at `location`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    proto = onnx.load(str(model_file))
+    onnx.save(proto, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    proto = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save(proto, str(folder / "model.onnx"))
+    return folder / "model.onnx"
+
+
+def test_external_data_is_read_from_the_model_folder_not_the_current_one(tmp_path, model_file, monkeypatch):
+    path = _with_external_head(model_file, tmp_path / "A")
+    decoy = tmp_path / "B"
+    decoy.mkdir()
+    (decoy / "weights.bin").write_bytes(b"\0" * (tmp_path / "A" / "weights.bin").stat().st_size)  # all-zero weights
+    monkeypatch.chdir(decoy)
+    want = edge_rnn.load(model_file).stream().feed("the fox")
+    got = edge_rnn.load(Path("..") / "A" / "model.onnx").stream().feed("the fox")
+    assert np.array_equal(got, want)
+    again = edge_rnn.load(Path("..") / "A" / "model.onnx", backend="onnxruntime").stream().feed("the fox")
+    assert np.abs(again - want).max() < 1e-5
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot", "symlink", "missing"])
+def test_external_data_outside_the_model_folder_is_refused(tmp_path, model_file, where, capsys):
+    outside = tmp_path / "secret.bin"
+    outside.write_bytes(b"\1" * 100_000)
+    folder = tmp_path / "A"
+    folder.mkdir()
+    location = {"absolute": str(outside), "dotdot": "../secret.bin", "symlink": "link.bin", "missing": "gone.bin"}[where]
+    if where == "symlink":
+        (folder / "link.bin").symlink_to(outside)
+    path = _with_external_head(model_file, folder, location)
+    message = "missing or not a regular file" if where == "missing" else "outside the model's folder"
+    with pytest.raises(ModelFileError, match=message):
+        edge_rnn.load(path)
+    from edge_rnn.cli import main
+
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox")
+    assert main(["eval", str(path), "--text", str(text)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
