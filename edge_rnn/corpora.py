@@ -41,6 +41,8 @@ HELD_OUT = re.compile(r"^(dict-.*|dict|debian-faq.*|debian-reference.*|debian-ha
 VAL_PERMILLE = 50  # share of documents (by name hash) in validation
 PART_CAP = 0.30  # most a part may take of the training characters
 MIN_DOC_CHARS = 200
+DOC_PACKAGE_BUDGET = 300_000  # raw characters per package's documentation (git ships 250 release notes)
+MAN_SKIP = re.compile(r"^gcloud")  # thousands of generated near-identical pages of one SDK
 _FOLD = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": " - ",
          "\u2026": "...", "\u2022": "*", "\u00b7": "*", "\u2010": "-", "\u2011": "-", "\u2212": "-",
          "\u00a0": " ", "\u00ad": "", "\u00d7": "x", "\u2192": "->", "\u00a9": "(c)", "\t": " "}
@@ -175,10 +177,13 @@ def doc_documents(src: Sources) -> Iterator[tuple[str, str]]:
         if real in seen or held_out(real.name):
             continue
         seen.add(real)
-        for path in sorted(real.rglob("*")):
+        budget = DOC_PACKAGE_BUDGET
+        for path in sorted(real.rglob("*"), key=lambda p: _hash(str(p.relative_to(real)))):
             stem = _stem(path)
-            if path.is_file() and str(path) not in excluded and _DOC_NAME.match(stem) and not _DOC_SKIP.search(stem):
-                yield f"{package.name}/{path.relative_to(real)}", _read(path)
+            if budget > 0 and path.is_file() and str(path) not in excluded and _DOC_NAME.match(stem) and not _DOC_SKIP.search(stem):
+                text = _read(path)
+                budget -= len(text)
+                yield f"{package.name}/{path.relative_to(real)}", text
 
 
 def render_man(path: Path) -> str:
@@ -193,7 +198,8 @@ def render_man(path: Path) -> str:
 def man_documents(src: Sources) -> Iterator[tuple[str, str]]:
     """English manual pages (sections 1, 5, 7, 8), a hash-ordered subset within `man_budget`."""
     excluded = src.excluded_paths()
-    pages = [p for s in src.man_sections for p in (src.man / s).glob("*") if p.is_file() and str(p) not in excluded]
+    pages = [p for s in src.man_sections for p in (src.man / s).glob("*")
+             if p.is_file() and str(p) not in excluded and not MAN_SKIP.match(p.name)]
     pages.sort(key=lambda p: _hash(p.name))
     budget = src.man_budget
     with ThreadPoolExecutor(2) as pool:

@@ -52,7 +52,7 @@ def collect(parts: tuple[Part, ...], src: Sources) -> dict[str, list[tuple[str, 
                 continue
             seen_docs.add(digest)
             kept = []
-            for para in text.split("\n\n"):
+            for para in text.split("\n\n") if part.normalised else [text]:
                 key = _KEY.sub("", para.lower())
                 if len(key) >= 40:
                     if key in seen_paras:

@@ -126,8 +126,14 @@ class Trainer:
         return loss.item()
 
     def validate(self, full: bool = False) -> float:
-        ids = self.val_ids if full else self.val_ids[: self.config.val_chars]
-        return evaluate(self.model, ids)
+        """Full validation, or `val_chars` of it in 32 pieces spread evenly (a corpus's
+        validation file runs part after part, so its first characters are one kind of text)."""
+        ids, rows = self.val_ids, 32
+        if not full and len(ids) > self.config.val_chars:
+            piece = self.config.val_chars // rows
+            starts = np.linspace(0, len(ids) - piece, rows).astype(np.int64)
+            ids = np.concatenate([ids[s : s + piece] for s in starts])  # row r of evaluate() is piece r
+        return evaluate(self.model, ids, rows=rows)
 
     def run(self, progress: bool = True) -> dict:
         from tqdm import tqdm
@@ -145,7 +151,8 @@ class Trainer:
             if self.step % c.eval_every == 0 or self.step == last:
                 val = self.validate()
                 rate = chars / (time.perf_counter() - t0)
-                self.history.append({"step": self.step, "train_loss": running, "val_loss": val, "chars_per_s": rate})
+                seconds = time.perf_counter() - t0  # wall time of this run (since start or resume)
+                self.history.append({"step": self.step, "train_loss": running, "val_loss": val, "chars_per_s": rate, "seconds": seconds})
                 log.info("step %d train %.4f val %.4f nats (%.3f bpc), %.0f chars/s", self.step, running, val, val / LN2, rate)
                 bar.write(f"step {self.step}: train {running:.4f} val {val:.4f} nats/char ({val / LN2:.3f} bpc) {rate:.0f} chars/s")
                 self.save()
