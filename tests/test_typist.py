@@ -91,6 +91,7 @@ def test_bad_arguments_are_settings_errors():
         type_text(Oracle(""), "", n=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("learn", [False, True])
 def test_a_real_autocompleter_types_a_passage_back_exactly(learn):
     import edge_rnn
