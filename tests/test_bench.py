@@ -14,7 +14,7 @@ import pytest
 from edge_rnn.bench import measure, report, table
 from edge_rnn.bench.floor import StepFloor
 
-SECTIONS = ("step_latency", "prefill", "adaptation", "memory", "adaptation_curve", "gpu", "autocomplete")
+SECTIONS = ("step_latency", "prefill", "adaptation", "memory", "adaptation_curve", "gpu", "autocomplete", "learning")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
@@ -98,6 +98,9 @@ def test_plan_skips_pytorch_tasks_without_torch(monkeypatch, tmp_path):
     tasks = [task for _, task, _ in steps]
     assert not any(t.endswith("_torch") or t == "gpu" for t in tasks)
     assert steps[0][2]["torch"] is False
+    learning = {task: args for _, task, args in steps if task.startswith("learning_")}
+    assert learning["learning_bpc"]["prior"] == "shakespeare" and learning["learning_keystrokes"]["n"] == 3
+    assert all(args["texts"] == list(suite.TEXTS) and args["chars"] == suite.QUICK.learning_chars for args in learning.values())
 
 
 def test_summary_ratio_and_numbers():
@@ -136,6 +139,22 @@ def test_gpu_rows_code_runs_on_the_cpu(tmp_path):
     out = gpu.run(str(small_model_file(tmp_path, "gru")), streams=4, window=8, repeats=1, backend="numpy", device="cpu")
     assert measure.finite_positive(out["runtime"]["median"])
     assert HAS_TORCH == ("torch" in out)
+
+
+def test_learning_passages_run_from_a_word_start_to_a_word_end():
+    from edge_rnn.bench.learning import TEXTS, passage
+    from edge_rnn.errors import CorpusError
+
+    for name, load in TEXTS.items():
+        try:
+            text = load()
+        except CorpusError as exc:
+            pytest.skip(str(exc))
+        p = passage(name, 1000)
+        start = text.index(p)
+        assert 900 < len(p) <= 1000 and (start == 0 or text[start - 1].isspace()) and text[start + len(p)].isspace(), name
+    with pytest.raises(CorpusError, match="unknown bench text"):
+        passage("no-such-text", 100)
 
 
 def test_held_out_passage_starts_at_a_word():

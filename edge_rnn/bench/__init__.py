@@ -2,9 +2,10 @@
 
 Step latency and prefill (numpy runtime vs onnxruntime vs PyTorch), online adaptation
 throughput and memory (vs PyTorch TBPTT), memory vs stream length (vs full BPTT), the
-adaptation curve on other-style text, GPU rows where cupy is usable, and live
-autocomplete. Every measurement runs in its own one-thread worker process. This package
-never imports torch at import time; the PyTorch peers import it in their workers.
+adaptation curve on other-style text, GPU rows where cupy is usable, live autocomplete,
+and learning (online bpc vs adaptive compressors, keystrokes saved vs Presage). Every
+measurement runs in its own one-thread worker process. This package never imports torch
+at import time; the PyTorch peers import it in their workers.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from pathlib import Path
 __all__ = ["register", "run_bench"]
 
 
-def run_bench(quick: bool = False, model: str | None = None, out: str | Path | None = None) -> tuple[dict, str]:
-    """Run the bench; returns (report dict, Markdown text). With `out`, writes bench.json and the plots there."""
+def run_bench(quick: bool = False, model: str | None = None, out: str | Path | None = None,
+              prior: str | None = None) -> tuple[dict, str]:
+    """Run the bench; returns (report dict, Markdown text). With `out`, writes bench.json and the plots there.
+    `prior`: the corpus whose training text the compressors get first (default: the shipped model's)."""
     from edge_rnn.bench import suite
     from edge_rnn.bench.plots import write_plots
     from edge_rnn.bench.table import to_text
 
-    report = suite.run(quick=quick, model=model)
+    report = suite.run(quick=quick, model=model, prior=prior)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -34,7 +37,7 @@ def run_bench(quick: bool = False, model: str | None = None, out: str | Path | N
 
 
 def cmd_bench(args) -> None:
-    report, text = run_bench(quick=args.quick, model=args.model, out=args.out)
+    report, text = run_bench(quick=args.quick, model=args.model, out=args.out, prior=args.prior)
     print(json.dumps(report) if args.json else text, end="" if not args.json else "\n")
 
 
@@ -42,6 +45,8 @@ def register(subparsers) -> None:
     b = subparsers.add_parser("bench", help="measure latency, adaptation and memory against onnxruntime and PyTorch")
     b.add_argument("--quick", action="store_true", help="small sizes, few repeats (under a minute; what the tests run)")
     b.add_argument("--model", help="model file to measure (default: the shipped model)")
+    b.add_argument("--prior", help="corpus (as for edge-rnn train: 'shakespeare', a file, a folder) whose training text "
+                                   "the compressors get as prior in the learning section (default: shakespeare)")
     b.add_argument("--out", help="folder for bench.json and the plots (PNG, needs matplotlib)")
     b.add_argument("--json", action="store_true", help="print the report as one JSON object")
     b.set_defaults(func=cmd_bench)

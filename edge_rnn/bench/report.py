@@ -173,6 +173,49 @@ def _autocomplete_section(k: dict) -> dict:
             "notes": [f"latency p95 {k['latency_ms']['p95']:.3g} ms (onnxruntime {k['ort_latency_ms']['p95']:.3g} ms)"]}
 
 
+LEARNING_ON, LEARNING_OFF = "edge-rnn, learning", "edge-rnn, learning off"
+
+
+def _learning_section(b: dict, k: dict) -> dict:
+    """Per text: online bpc vs the compressors (with the training text as prior, and without), keystrokes
+    saved and keystroke latency vs Presage (learning off and on), from learning.bpc and learning.keystrokes."""
+    rows, pct = [], lambda r: single(100 * r["savings"])  # noqa: E731
+    for name in dict.fromkeys([*b["texts"], *k["texts"]]):
+        if name in b["texts"]:
+            t = b["texts"][name]
+            online = named(LEARNING_ON, single(t["online"]))
+            rows.append(row(f"{name}: bpc, peers given the training text", "bpc", online,
+                            [named(LEARNING_OFF, single(t["static"]))] + [named(p, single(v["prior"])) for p, v in t["compressors"].items()],
+                            characters=t["characters"]))
+            rows.append(row(f"{name}: bpc, peers from nothing", "bpc", online, [named(p, single(v["none"])) for p, v in t["compressors"].items()],
+                            characters=t["characters"]))
+        if name in k["texts"]:
+            t = k["texts"][name]
+            label = {"edge-rnn on": LEARNING_ON, "edge-rnn off": LEARNING_OFF, "presage off": "presage, learning off", "presage on": "presage, learning on"}
+            peers = [key for key in ("edge-rnn off", "presage off", "presage on") if key in t]
+            rows.append(row(f"{name}: keystrokes saved, {k['n']} suggestions", "%", named(LEARNING_ON, pct(t["edge-rnn on"]), accepts=t["edge-rnn on"]["accepts"]),
+                            [named(label[key], pct(t[key]), accepts=t[key]["accepts"]) for key in peers], characters=t["characters"]))
+            rows.append(row(f"{name}: keystroke -> suggestions latency", "ms", named(LEARNING_ON, t["edge-rnn on"]["latency_ms"]),
+                            [named(label[key], t[key]["latency_ms"]) for key in peers]))
+    a, prior = b["adapter"], b["prior"]
+    how = {LEARNING_ON: f"bpc: model.adapter() (defaults: {a['rule']}, k1={a['k1']}, k2={a['k2']}, lr={a['lr']}), prequential over the text; "
+                        "keystrokes: Autocompleter(model, n=3, learn=True, accept_suffix=''), a fresh model per text",
+           LEARNING_OFF: "bpc: runtime.evaluate.score_text with the weights as shipped; keystrokes: Autocompleter(learn=False)",
+           **{p: f"`{cmd}` on temporary files; bpc = 8 x (bytes(prior + text) - bytes(prior)) / characters (no prior: an empty one)"
+              for p, cmd in b["commands"].items()},
+           "presage, learning off": "Presage::predict() and completion() through edge_rnn/bench/presage_driver.cc, the system presage.xml, "
+                                    "a fresh user n-gram database, ONLINE_LEARNING=no",
+           "presage, learning on": "the same with ONLINE_LEARNING=yes (its user n-gram model learns from the context as it changes)"}
+    notes = [f"prior: the training text of corpus {prior['source']!r}, {prior['characters']:,} characters (sha256 {prior['sha256'][:12]})",
+             "keystrokes: the typist protocol of edge_rnn.bench.typist (accept a suggestion when it is exactly the rest of the word, "
+             "2+ letters or apostrophes; 1 keystroke per accept or typed character; Presage's lowercase suggestions match lower, "
+             "Capitalised and ALL CAPS words); savings = 1 - keystrokes / characters; latency: keystroke until the suggestions "
+             "are there (p95 in the JSON)"]
+    notes += sorted(set(b["notes"] + k["notes"]))
+    return {"title": "Learning: online bpc vs adaptive compressors, keystrokes saved vs Presage, on texts of other styles",
+            "better": "lower bpc and ms, higher %", "rows": rows, "how": how, "notes": notes}
+
+
 def _gpu_section(g: dict | None) -> dict:
     title = "GPU: many-stream TBPTT window, runtime on cupy vs PyTorch (cuDNN)"
     if g is None or "skipped" in g:
@@ -190,6 +233,7 @@ def assemble(raw: dict, meta: dict, machine: dict) -> dict:
     sections["adaptation_curve"] = _curve_section(raw["curve"], meta)
     sections["gpu"] = _gpu_section(raw.get("gpu"))
     sections["autocomplete"] = _autocomplete_section(raw["keystrokes"])
+    sections["learning"] = _learning_section(raw["learning_bpc"], raw["learning_keystrokes"])
     threads = raw["latency"].get("threads")
     return {"bench": meta, "machine": dict(machine, threads=threads), "sections": sections,
             "task_seconds": {k: round(v.get("seconds", 0), 2) for k, v in raw.items()}}

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edge_rnn.bench import report
+from edge_rnn.bench.learning import PRIOR, TEXTS
 from edge_rnn.bench.worker import call
 
 log = logging.getLogger("edge_rnn.bench")
@@ -40,14 +41,17 @@ class Settings:
     curve_chars: int | None  # adaptation curve: characters of gpl-3 (None: all but the held-out passage)
     curve_chunk: int
     passage_chars: int  # autocomplete: held-out passage typed by the simulated user
+    learning_chars: int  # learning section: characters of each text (learning.TEXTS)
+    prior_chars: int | None  # ... of the compressors' prior, its training text's last ones (None: all of it)
 
 
 QUICK = Settings(rounds=3, block=30, prefill_len=256, prefill_repeats=5, hidden=256, adapt_tokens=1024, adapt_chunk=256,
                  adapt_models="lstm", memory_hidden=128, memory_lengths=(10**3, 10**4), full_bptt_lengths=(10**3,),
-                 curve_chars=2048, curve_chunk=256, passage_chars=120)
+                 curve_chars=2048, curve_chunk=256, passage_chars=120, learning_chars=2000, prior_chars=300_000)
 FULL = Settings(rounds=20, block=100, prefill_len=256, prefill_repeats=30, hidden=256, adapt_tokens=8192, adapt_chunk=1024,
                 adapt_models="all", memory_hidden=128, memory_lengths=(10**3, 10**4, 10**5, 10**6),
-                full_bptt_lengths=(10**3, 10**4), curve_chars=None, curve_chunk=1024, passage_chars=1500)
+                full_bptt_lengths=(10**3, 10**4), curve_chars=None, curve_chunk=1024, passage_chars=1500,
+                learning_chars=5000, prior_chars=None)
 
 
 def random_model(folder: Path, vocab, cell: str, hidden: int) -> str:
@@ -67,8 +71,10 @@ def tbptt_settings() -> dict:
     return asdict(AdaptConfig(k1=32, k2=32, rule="adam"))
 
 
-def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_chars: int) -> list[tuple[str, str, dict]]:
-    """(key, task, arguments) in the order they run; `models` maps row labels to files, the given model first."""
+def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_chars: int,
+         prior: str | None = None) -> list[tuple[str, str, dict]]:
+    """(key, task, arguments) in the order they run; `models` maps row labels to files, the given model first;
+    `prior`: corpus whose training text the compressors get first (default learning.PRIOR)."""
     given = next(iter(models.values()))
     tbptt = tbptt_settings()
     torch = importlib.util.find_spec("torch") is not None
@@ -92,13 +98,17 @@ def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_
     adapted = str(tmp / "adapted.onnx")
     steps.append(("curve", "curve", dict(path=given, chars=curve_chars, chunk=s.curve_chunk, save_to=adapted)))
     steps.append(("keystrokes", "keystrokes", dict(path=given, adapted_path=adapted, passage_chars=s.passage_chars)))
+    texts = list(TEXTS)
+    steps.append(("learning_bpc", "learning_bpc", dict(path=given, texts=texts, chars=s.learning_chars, prior=prior or PRIOR,
+                                                       prior_chars=s.prior_chars)))
+    steps.append(("learning_keystrokes", "learning_keystrokes", dict(path=given, texts=texts, chars=s.learning_chars, n=3)))
     if importlib.util.find_spec("cupy") is not None:
         steps.append(("gpu", "gpu", dict(path=given)))
     return steps
 
 
-def run(quick: bool = False, model: str | None = None) -> dict:
-    """Every measurement of one bench run; returns the report (see report.assemble)."""
+def run(quick: bool = False, model: str | None = None, prior: str | None = None) -> dict:
+    """Every measurement of one bench run; returns the report (see report.assemble). `prior`: see plan."""
     import edge_rnn
     from edge_rnn.corpus import other_style_text
     from edge_rnn.modelfile import default_model_path
@@ -115,7 +125,7 @@ def run(quick: bool = False, model: str | None = None) -> dict:
                        for p in (random_model(tmp, given.vocab, cell, s.hidden) for cell in CELLS)})
         memory_model = random_model(tmp, given.vocab, "lstm", s.memory_hidden)
         memory_label = report.label(edge_rnn.load(memory_model).spec, "random")
-        steps = plan(s, models, memory_model, tmp, len(other_style_text("gpl-3")))
+        steps = plan(s, models, memory_model, tmp, len(other_style_text("gpl-3")), prior)
         raw, notes = {}, []
         for key, task, args in tqdm(steps, desc="bench", unit="task", file=sys.stderr, disable=None, leave=False):
             log.info("bench task %s", key)

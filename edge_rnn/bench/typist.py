@@ -25,6 +25,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from edge_rnn.autocomplete import Autocompleter
 from edge_rnn.bench.measure import summarize
 from edge_rnn.errors import EdgeRNNError, SettingsError
 
@@ -148,8 +149,6 @@ class EdgeRNNEngine(Engine):
 
     def __init__(self, model, n: int = 3, learn: bool = False, adapt_settings: dict | None = None,
                  defer_learning: bool = False):
-        from edge_rnn.autocomplete import Autocompleter
-
         self.ac = Autocompleter(model, n=n, learn=learn, adapt_settings=adapt_settings, accept_suffix="",
                                 defer_learning=defer_learning)
 

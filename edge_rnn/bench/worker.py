@@ -29,6 +29,8 @@ TASKS = {
     "adapt_torch": "peers_torch:adapt",
     "memory_torch": "peers_torch:full_bptt_memory",
     "keystrokes": "keystrokes:run",
+    "learning_bpc": "learning:bpc",
+    "learning_keystrokes": "learning:keystrokes",
     "gpu": "gpu:run",
 }
 

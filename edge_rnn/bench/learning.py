@@ -1,0 +1,133 @@
+"""The bench's learning section: what online learning buys, against peers that learn, on texts of other styles.
+
+Two worker tasks on the same passages: `bpc` (the model static and adapting online vs
+bzip2, xz, 7z PPMd and zpaq, each with the model's training text as prior and without) and
+`keystrokes` (the typist protocol, 3 suggestions: edge-rnn's Autocompleter vs Presage,
+each with learning off and on; a fresh model and a fresh Presage database per run).
+
+The texts are in one place, TEXTS (name -> loader): styles other than the training text
+and none from Debian's held-out packages (dict-*, debian-faq, debian-reference,
+debian-handbook). The prior is a corpus source (`corpus.load_split`); its training half is
+what the compressors get first. Both depend on the model: change them with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import edge_rnn
+from edge_rnn.bench import peers_compress, peers_presage
+from edge_rnn.bench.typist import edge_rnn_savings, type_text
+from edge_rnn.corpora import normalise, render_man
+from edge_rnn.corpus import load_split, other_style_text, read_text_file
+from edge_rnn.errors import CorpusError
+from edge_rnn.runtime.evaluate import score_text
+
+PRIOR = "shakespeare"  # corpus of the shipped model: its training split is the compressors' prior
+MAN_PAGE = Path("/usr/share/man/man1/tmux.1.gz")
+
+
+def _fortunes(name: str) -> str:
+    path = Path("/usr/share/games/fortunes") / name
+    if not path.exists():
+        raise CorpusError(f"{path} is missing; install it with: apt-get install fortunes-min")
+    return read_text_file(path).replace("\n%\n", "\n\n")
+
+
+def _man_page(path: Path = MAN_PAGE) -> str:
+    if not path.exists():
+        raise CorpusError(f"{path} is missing; install it with: apt-get install tmux man-db")
+    text = normalise(render_man(path))
+    if not text.strip():
+        raise CorpusError(f"`man -l {path}` gave no text; install man-db and groff-base")
+    return text
+
+
+def _gpl3() -> str:
+    return other_style_text("gpl-3")
+
+
+TEXTS: dict[str, Callable[[], str]] = {
+    "gpl-3": _gpl3,  # legal English (base-files)
+    "fortunes-literature": lambda: _fortunes("literature"),  # quotations from fiction and essays (fortunes-min)
+    "man-tmux": _man_page,  # a technical manual page, rendered and unwrapped (tmux, man-db)
+}
+
+
+def passage(name: str, chars: int) -> str:
+    """About `chars` characters from the middle of text `name`, from a word start to a word end."""
+    if name not in TEXTS:
+        raise CorpusError(f"unknown bench text {name!r}; use one of {', '.join(TEXTS)}")
+    text = TEXTS[name]()
+    start = max(0, (len(text) - chars) // 2)
+    while 0 < start < len(text) and not text[start - 1].isspace():
+        start += 1
+    end = min(len(text), start + chars)
+    while end < len(text) and end > start and not text[end].isspace():
+        end -= 1
+    return text[start:end]
+
+
+def load_prior(source: str | None = PRIOR, chars: int | None = None) -> str:
+    """The training half of corpus `source` (its last `chars` characters when given: a smaller, faster prior)."""
+    train = load_split(source)[0]
+    return train[-chars:] if chars else train
+
+
+def _texts(names: list[str], chars: int) -> tuple[dict[str, str], list[str]]:
+    texts, notes = {}, []
+    for name in names:
+        try:
+            texts[name] = passage(name, chars)
+        except CorpusError as exc:
+            notes.append(f"text {name} skipped: {exc}")
+    return texts, notes
+
+
+def bpc(path: str, texts: list[str], chars: int, prior: str | None = PRIOR, prior_chars: int | None = None) -> dict:
+    """Per text: the model's static and online bpc (model.adapter() defaults, prequential) and each
+    compressor's bpc with the prior and without (peers_compress)."""
+    passages, notes = _texts(texts, chars)
+    peers, missing = peers_compress.available()
+    prior_text = load_prior(prior, prior_chars)
+    out = {}
+    for name, text in passages.items():
+        model = edge_rnn.load(path)
+        ids = model.encode("\n" + text)  # a boundary as context, so every character of the text is scored
+        static = score_text(model, ids)["bpc"]  # before the adapter: it moves the model's weights in place
+        adapter = model.adapter()
+        adapter.observe(ids)
+        row = {"characters": len(text), "start": text[:40], "static": static, "online": adapter.stats()["bpc"], "compressors": {}}
+        for peer in peers:
+            row["compressors"][peer.name] = {"prior": peers_compress.bpc(peer, text, prior_text),
+                                             "none": peers_compress.bpc(peer, text)}
+        out[name] = row
+    return {"texts": out, "notes": notes + missing, "adapter": adapter_settings(path),
+            "prior": {"source": prior or PRIOR, "characters": len(prior_text),
+                      "sha256": hashlib.sha256(prior_text.encode()).hexdigest()},
+            "commands": {peer.name: " ".join(peer.argv) for peer in peers}}
+
+
+def adapter_settings(path: str) -> dict:
+    return edge_rnn.load(path).adapter().record()["settings"]
+
+
+def keystrokes(path: str, texts: list[str], chars: int, n: int = 3) -> dict:
+    """Per text: keystroke savings under the typist protocol, edge-rnn and Presage, learning off and on."""
+    passages, notes = _texts(texts, chars)
+    try:
+        driver = peers_presage.build_driver()
+    except peers_compress.PeerMissing as exc:
+        driver, notes = None, notes + [str(exc)]
+    out = {}
+    for name, text in passages.items():
+        row = {"characters": len(text), "start": text[:40]}
+        for learn in (False, True):
+            row[f"edge-rnn {'on' if learn else 'off'}"] = edge_rnn_savings(edge_rnn.load(path), text, n=n, learn=learn)
+            if driver is not None:
+                with peers_presage.PresageEngine(n=n, learn=learn, driver=driver) as engine:
+                    row[f"presage {'on' if learn else 'off'}"] = type_text(engine, text, n)
+        out[name] = row
+    return {"texts": out, "notes": notes, "n": n}
