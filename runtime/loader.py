@@ -3,22 +3,28 @@
 Accepts the contract's own files and RNN language models other tools exported in the
 same shape: an embedding `Gather` -> standard ONNX RNN/GRU/LSTM nodes -> `MatMul`/`Gemm`
 head (+ bias). Weights that an exporter computes from initializers (Slice/Concat gate
-reordering, Transpose, Unsqueeze ...) are constant-folded. Any other computing node is
-refused with an error naming it.
+reordering, Transpose, Unsqueeze ...) are constant-folded and shape computations
+(PyTorch's dynamo exporter: Shape -> Slice -> Mul -> Reshape) are recognised, both by
+runtime/folding.py within its bounds. Any other computing node is refused with an error
+naming it. Every input of a recurrent node is honoured or refused: an initial state must
+be a graph input or zeros (a trained constant h0 is refused, never ignored).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from edge_rnn import spec as S
 from edge_rnn.errors import ModelFileError
+from edge_rnn.runtime.folding import Folded
 from edge_rnn.runtime.onnx_ops import ATTRIBUTES
 from edge_rnn.spec import ModelSpec
+
+log = logging.getLogger(__name__)
 
 _CELL_OF_OP = {"RNN": "rnn", "GRU": "gru", "LSTM": "lstm"}
 # Nodes that only move data around; they may sit anywhere between the parts.
@@ -34,62 +40,6 @@ class LoadedWeights:
     spec: ModelSpec
     weights: dict[str, np.ndarray]  # ONNX layout with the direction axis dropped: W [G*H, I], R [G*H, H], B [2*G*H]
     linear_before_reset: int = 1
-
-
-class _Constants:
-    """Values of tensors that depend only on initializers and Constant nodes."""
-
-    def __init__(self, graph: onnx.GraphProto):
-        self.values = {t.name: _tensor(t) for t in graph.initializer}
-        self.producer = {out: node for node in graph.node for out in node.output}
-
-    def get(self, name: str) -> np.ndarray | None:
-        if name in self.values:
-            return self.values[name]
-        node = self.producer.get(name)
-        if node is None:
-            return None
-        if node.op_type == "Constant":
-            value = _tensor(node.attribute[0].t) if node.attribute[0].type == onnx.AttributeProto.TENSOR else None
-        else:
-            inputs = [self.get(i) if i else None for i in node.input]
-            if any(v is None for i, v in zip(node.input, inputs) if i):
-                return None
-            value = self._run(node, inputs)
-        if value is not None:
-            self.values[name] = value
-        return value
-
-    @staticmethod
-    def _run(node: onnx.NodeProto, inputs: list) -> np.ndarray | None:
-        from onnx.reference import ReferenceEvaluator
-
-        names = [f"in{k}" if i else "" for k, i in enumerate(node.input)]
-        single = onnx.helper.make_node(node.op_type, names, list(node.output), **{a.name: onnx.helper.get_attribute_value(a) for a in node.attribute})
-        graph = onnx.helper.make_graph(
-            [single], "fold",
-            [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for n, v in zip(names, inputs) if n],
-            [onnx.helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output],
-        )
-        try:
-            out = ReferenceEvaluator(graph).run(None, {n: v for n, v in zip(names, inputs) if n})
-        except Exception:
-            return None
-        return np.asarray(out[0])
-
-
-def _tensor(t: onnx.TensorProto) -> np.ndarray:
-    """A tensor's values, or a ModelFileError when its type, dims and data disagree (a corrupt file)."""
-    if t.data_location == onnx.TensorProto.EXTERNAL:  # onnx would read it relative to the current folder
-        raise ModelFileError(f"tensor {t.name!r} still points at external data; load the model with edge_rnn.load(path), "
-                             "which reads it from the model's own folder")
-    try:
-        return numpy_helper.to_array(t)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ModelFileError(
-            f"tensor {t.name!r} cannot be decoded ({type(exc).__name__}: {str(exc)[:80]}); "
-            "the file is corrupt: restore or re-export it"
-        ) from None
 
 
 def _refuse(node: onnx.NodeProto, why: str) -> ModelFileError:
@@ -112,7 +62,15 @@ def read_weights(proto: onnx.ModelProto) -> LoadedWeights:
 
 def _read_weights(proto: onnx.ModelProto) -> LoadedWeights:
     graph = proto.graph
-    consts = _Constants(graph)
+    ops = {n.op_type for n in graph.node}
+    if not ops & set(_CELL_OF_OP) and ops & {"Tanh", "Sigmoid"}:
+        raise ModelFileError(
+            "the graph has no RNN/GRU/LSTM node but per-step Tanh/Sigmoid nodes: its recurrence is unrolled over the "
+            "length fixed at export (PyTorch's dynamo exporter does this to nn.RNN); edge-rnn reads one recurrent node "
+            "per layer: export with torch.onnx.export(..., dynamo=False)"
+        )
+    consts = Folded(proto)
+    _warn_fixed_length(graph, consts)
     embedding, layers, head_w, head_b, cell, lbr = None, [], None, None, None, 1
     for node in graph.node:
         op = node.op_type
@@ -131,15 +89,16 @@ def _read_weights(proto: onnx.ModelProto) -> LoadedWeights:
                 raise _refuse(node, "a second matmul after the head; only one linear head is supported")
             weight = consts.get(node.input[1])
             if weight is None:
-                raise _refuse(node, "its weight is not a constant")
+                raise _refuse(node, "its weight is not a constant" + consts.reason(node.input[1]))
             weight = weight.T if op == "Gemm" and _attr(node, "transB", 0) else weight
             head_w = weight.astype(np.float32)
             if op == "Gemm" and len(node.input) > 2 and node.input[2]:
                 head_b = consts.get(node.input[2])
         elif op == "Add" and head_w is not None and head_b is None:
             head_b = next((v for v in map(consts.get, node.input) if v is not None), None)
-        elif op not in _PLUMBING and not all(consts.get(o) is not None for o in node.output):
-            raise _refuse(node, "it is not part of an embedding -> recurrent -> head language model")
+        elif op not in _PLUMBING and not all(consts.known(o) for o in node.output if o):
+            why = next((consts.reason(o) for o in node.output if consts.reason(o)), "")
+            raise _refuse(node, "it is not part of an embedding -> recurrent -> head language model" + why)
     if embedding is None or not layers or head_w is None:
         missing = [n for n, v in (("embedding Gather", embedding), ("RNN/GRU/LSTM node", layers or None), ("MatMul/Gemm head", head_w)) if v is None]
         raise ModelFileError(f"model has no {', '.join(missing)}; edge-rnn reads embedding -> recurrent layers -> head language models")
@@ -165,7 +124,7 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return default
 
 
-def _recurrent_layer(node: onnx.NodeProto, cell: str, consts: _Constants) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _recurrent_layer(node: onnx.NodeProto, cell: str, consts: Folded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     unknown = sorted({a.name for a in node.attribute} - ATTRIBUTES[cell])
     if unknown:  # a misspelt linear_before_reset would otherwise silently read as its default
         raise _refuse(node, f"unknown attribute(s) {unknown} (onnxruntime refuses them too); the file is corrupt")
@@ -182,14 +141,43 @@ def _recurrent_layer(node: onnx.NodeProto, cell: str, consts: _Constants) -> tup
         raise _refuse(node, "clip and input_forget are not supported for streaming")
     if cell == "lstm" and len(node.input) > 7 and node.input[7]:
         raise _refuse(node, "LSTM peepholes are not supported")
+    _check_inputs(node, cell, consts)
     W, R = consts.get(node.input[1]), consts.get(node.input[2])
     if W is None or R is None:
-        raise _refuse(node, "its W/R weights are not constants")
+        raise _refuse(node, "its W/R weights are not constants" + (consts.reason(node.input[1]) or consts.reason(node.input[2])))
     G = S.GATES[cell]
     H = R.shape[-1]
     if _attr(node, "hidden_size", H) != H:
         raise _refuse(node, f"hidden_size={_attr(node, 'hidden_size', H)} but its R has {H} columns; the file is corrupt")
     B = consts.get(node.input[3]) if len(node.input) > 3 and node.input[3] else np.zeros((1, 2 * G * H), np.float32)
     if B is None:
-        raise _refuse(node, "its bias is not a constant")
+        raise _refuse(node, "its bias is not a constant" + consts.reason(node.input[3]))
     return W.reshape(G * H, -1).astype(np.float32), R.reshape(G * H, H).astype(np.float32), B.reshape(2 * G * H).astype(np.float32)
+
+
+def _check_inputs(node: onnx.NodeProto, cell: str, consts: Folded) -> None:
+    """sequence_lens and the initial state: honoured (streams start from zeros or the caller's
+    state) or refused, never ignored."""
+    if len(node.input) > 4 and node.input[4]:
+        raise _refuse(node, "it takes sequence_lens, which a stream cannot honour; export without it")
+    for k, name in ((5, "initial_h"), (6, "initial_c")):
+        value = node.input[k] if len(node.input) > k else ""
+        if not value or value in consts.zero or value in consts.fed:
+            continue
+        constant = consts.get(value)
+        what = f"a constant with values up to {float(np.abs(constant).max()):.3g}" if constant is not None else "computed from constants and shapes"
+        raise _refuse(node, f"its {name} is {what} (a trained initial state), but edge-rnn streams start from zeros "
+                            "or the caller's state; refusing rather than ignoring it: export with a zero initial state")
+
+
+def _warn_fixed_length(graph: onnx.GraphProto, consts: Folded) -> None:
+    """A file exported with the sequence length fixed runs at that length only in onnxruntime;
+    its weights run at any length here, so say so and load."""
+    for value in graph.input:
+        if value.name not in consts.inputs or value.type.tensor_type.elem_type != onnx.TensorProto.INT64:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+        if len(dims) == 2 and dims[1] is not None:
+            log.warning("%s was exported with its length fixed (shape %s): onnxruntime runs the file at T = %d only, edge-rnn "
+                        "runs its weights at any length; export with dynamic shapes (torch.onnx.export(..., dynamic_shapes=...)) "
+                        "for a file that runs anywhere", value.name, dims, dims[1])

@@ -1,7 +1,8 @@
 """Property-based tests: loaders never fail with anything but a project error, texts round-trip.
 
 A mutated model file (bits flipped, cut short, bytes inserted) either loads and runs to
-finite probabilities, or raises ModelFileError; the same for stream states (StateError)
+finite probabilities, or raises ModelFileError; weights computed by chains of nodes fold to
+the same model, within bounds (no huge tensor, no Loop, no recursion); the same for stream states (StateError)
 and text files (CorpusError). Hypothesis keeps the example counts modest: seconds, not minutes.
 """
 
@@ -9,17 +10,23 @@ from __future__ import annotations
 
 import atexit
 import functools
+import resource
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
+import onnx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edge_rnn
+from edge_rnn import spec as S
 from edge_rnn.corpus import read_text_file
 from edge_rnn.errors import CorpusError, ModelFileError, StateError
+from edge_rnn.runtime.folding import MAX_NODES
 from tests.conftest import TEXT, small_model_file
 
 FOLDER = Path(tempfile.mkdtemp(prefix="edge-rnn-fuzz-"))  # module-level: Hypothesis reruns a test many times
@@ -136,3 +143,128 @@ def test_streaming_a_text_in_pieces_equals_one_prefill(text):
     pieces.feed(text[:cut])
     got = pieces.feed(text[cut:])
     assert np.abs(expected - got).max() <= 1e-5
+
+
+# --- constant folding: weights computed by nodes, bounded work -------------------------------
+def _head_computed_by(cell: str, steps) -> onnx.ModelProto:
+    """The model with its head weight [H, V] computed from a renamed initializer by a chain
+    of value-preserving nodes, one per step name (see _STEPS)."""
+    proto = onnx.load_from_string(model_bytes(cell))
+    source = next(t for t in proto.graph.initializer if t.name == S.HEAD_WEIGHT)
+    source.name = "head_source"
+    H, V = source.dims
+    nodes, current = [], "head_source"
+    for k, step in enumerate(steps):
+        current, made = _STEPS[step](current, f"s{k}", (H, V))
+        nodes += made
+    nodes[-1].output[0] = S.HEAD_WEIGHT
+    _prepend(proto, nodes)
+    return proto
+
+
+def _prepend(proto, nodes) -> None:
+    """Nodes before all others: before their consumer, so the graph stays topologically sorted."""
+    rest = list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(list(nodes) + rest)
+
+
+def _const(name, values, dtype=np.int64):
+    return onnx.helper.make_node("Constant", [], [name], value=onnx.numpy_helper.from_array(np.asarray(values, dtype), name))
+
+
+_STEPS = {
+    "identity": lambda x, p, hv: (f"{p}o", [onnx.helper.make_node("Identity", [x], [f"{p}o"])]),
+    "transpose2": lambda x, p, hv: (f"{p}o", [onnx.helper.make_node("Transpose", [x], [f"{p}t"], perm=[1, 0]),
+                                              onnx.helper.make_node("Transpose", [f"{p}t"], [f"{p}o"], perm=[1, 0])]),
+    "reshape": lambda x, p, hv: (f"{p}o", [_const(f"{p}flat", [-1]), _const(f"{p}shape", list(hv)),
+                                           onnx.helper.make_node("Reshape", [x, f"{p}flat"], [f"{p}f"]),
+                                           onnx.helper.make_node("Reshape", [f"{p}f", f"{p}shape"], [f"{p}o"])]),
+    "split_concat": lambda x, p, hv: (f"{p}o", [_const(f"{p}0", [0]), _const(f"{p}k", [hv[1] // 2]), _const(f"{p}end", [hv[1]]),
+                                                _const(f"{p}ax", [1]),
+                                                onnx.helper.make_node("Slice", [x, f"{p}0", f"{p}k", f"{p}ax"], [f"{p}a"]),
+                                                onnx.helper.make_node("Slice", [x, f"{p}k", f"{p}end", f"{p}ax"], [f"{p}b"]),
+                                                onnx.helper.make_node("Concat", [f"{p}a", f"{p}b"], [f"{p}o"], axis=1)]),
+    "cast": lambda x, p, hv: (f"{p}o", [onnx.helper.make_node("Cast", [x], [f"{p}d"], to=onnx.TensorProto.DOUBLE),
+                                        onnx.helper.make_node("Cast", [f"{p}d"], [f"{p}o"], to=onnx.TensorProto.FLOAT)]),
+    "add_zero": lambda x, p, hv: (f"{p}o", [_const(f"{p}z", 0.0, np.float32), onnx.helper.make_node("Add", [x, f"{p}z"], [f"{p}o"])]),
+    "unsqueeze": lambda x, p, hv: (f"{p}o", [_const(f"{p}ax", [0]), onnx.helper.make_node("Unsqueeze", [x, f"{p}ax"], [f"{p}u"]),
+                                             onnx.helper.make_node("Squeeze", [f"{p}u", f"{p}ax"], [f"{p}o"])]),
+}
+
+
+@FAST
+@given(st.sampled_from(["rnn", "gru", "lstm"]), st.lists(st.sampled_from(sorted(_STEPS)), min_size=1, max_size=6))
+def test_a_weight_computed_by_value_preserving_nodes_folds_to_the_same_model(cell, steps):
+    path = write(_head_computed_by(cell, steps).SerializeToString(), f"folded-{cell}.onnx")
+    want = base_model(cell).stream().feed("the quick brown fox")
+    assert np.abs(edge_rnn.load(path).stream().feed("the quick brown fox") - want).max() <= 1e-6
+
+
+@FAST
+@given(st.data(), st.sampled_from(["gru", "lstm"]), st.lists(st.sampled_from(sorted(_STEPS)), min_size=1, max_size=4))
+def test_a_folding_graph_with_mutated_attributes_loads_or_raises_model_file_error(data, cell, steps):
+    """Perms, axes, shapes and casts changed at random: the folding never raises anything else."""
+    proto = _head_computed_by(cell, steps)
+    for node in proto.graph.node[: len(steps) * 4]:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.INTS:
+                a.ints[:] = data.draw(st.lists(st.integers(-3, 3), max_size=3))
+            elif a.type == onnx.AttributeProto.INT:
+                a.i = data.draw(st.integers(-3, 20))
+            elif a.type == onnx.AttributeProto.TENSOR and a.t.data_type == onnx.TensorProto.INT64:
+                a.t.CopyFrom(onnx.numpy_helper.from_array(np.array(data.draw(st.lists(st.integers(-20, 20), min_size=1, max_size=3)), np.int64), a.t.name))
+    path = write(proto.SerializeToString(), f"mutated-fold-{cell}.onnx")
+    try:
+        model = edge_rnn.load(path)
+    except ModelFileError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert np.isfinite(model.stream().feed("the quick")).all()
+
+
+def _refused_quickly(proto, match: str, seconds: float = 5.0) -> str:
+    path = write(proto.SerializeToString(), "bounded.onnx")
+    start = time.perf_counter()
+    with pytest.raises(ModelFileError, match=match) as info:
+        edge_rnn.load(path)
+    assert time.perf_counter() - start < seconds
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_folding_is_bounded_huge_constant_of_shape():
+    """ConstantOfShape 20000 x 20000 used to reach 3.1 GB before anything was refused."""
+    proto = _head_computed_by("gru", ["identity"])
+    proto.graph.node[0].CopyFrom(onnx.helper.make_node("ConstantOfShape", ["big_shape"], [S.HEAD_WEIGHT]))
+    _prepend(proto, [_const("big_shape", [20000, 20000])])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _refused_quickly(proto, "400,000,000 elements, over the folding limit")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing near 1.6 GB was made
+
+
+def test_folding_is_bounded_no_loop_is_run():
+    """A Loop with M = 10^12 ran past 60 s."""
+    proto = _head_computed_by("gru", ["identity"])
+    body = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["carried"], ["carried_out"]), onnx.helper.make_node("Identity", ["cond"], ["cond_out"])],
+        "body",
+        [onnx.helper.make_tensor_value_info("i", onnx.TensorProto.INT64, []), onnx.helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, []),
+         onnx.helper.make_tensor_value_info("carried", onnx.TensorProto.FLOAT, None)],
+        [onnx.helper.make_tensor_value_info("cond_out", onnx.TensorProto.BOOL, []), onnx.helper.make_tensor_value_info("carried_out", onnx.TensorProto.FLOAT, None)],
+    )
+    proto.graph.node[0].CopyFrom(onnx.helper.make_node("Loop", ["trip", "keep_going", "head_source"], [S.HEAD_WEIGHT], body=body))
+    _prepend(proto, [_const("trip", 10**12), _const("keep_going", True, np.bool_)])
+    _refused_quickly(proto, "Loop node .* not evaluated: its work is unbounded")
+
+
+def test_folding_is_iterative_a_5000_node_chain_loads():
+    """A 5,000-node Identity chain raised RecursionError (the folding was recursive)."""
+    path = write(_head_computed_by("gru", ["identity"] * 5000).SerializeToString(), "chain.onnx")
+    want = base_model("gru").stream().feed("the lazy dog")
+    assert np.array_equal(edge_rnn.load(path).stream().feed("the lazy dog"), want)
+
+
+def test_folding_is_bounded_node_count():
+    proto = _head_computed_by("gru", ["identity"] * (MAX_NODES + 1))
+    _refused_quickly(proto, f"over edge-rnn's limit of {MAX_NODES:,}", seconds=20)
