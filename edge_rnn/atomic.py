@@ -17,14 +17,8 @@ def atomic_write(path: str | Path, write: Callable[[object], None], mode: str = 
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise EdgeRNNError(f"cannot write {path}: folder {folder} does not exist; create it first")
-    if path.is_dir():
-        raise EdgeRNNError(f"cannot write {path}: it is a folder; give a file name inside it")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise EdgeRNNError(f"cannot write in {folder} ({exc.strerror}); pick a folder you can write to") from None
+    fd, tmp = _temp_file(path, folder)
+    existed = path.exists()
     try:
         os.fchmod(fd, _mode_for(path))  # mkstemp makes 0600; a saved file keeps the usual (or the old) mode
         with os.fdopen(fd, mode) as f:
@@ -38,7 +32,8 @@ def atomic_write(path: str | Path, write: Callable[[object], None], mode: str = 
         except OSError:
             pass
         if isinstance(exc, OSError):  # disk full, quota, I/O error: the old file is still there
-            raise EdgeRNNError(f"cannot write {path} ({exc.strerror or exc}); the previous file is intact: free space and retry") from exc
+            kept = "the previous file is intact" if existed else "nothing was written"
+            raise EdgeRNNError(f"cannot write {path} ({exc.strerror or exc}); {kept}: free space and retry") from exc
         raise
     try:
         dir_fd = os.open(folder, os.O_RDONLY)
@@ -49,6 +44,27 @@ def atomic_write(path: str | Path, write: Callable[[object], None], mode: str = 
     except OSError:
         pass
     return path
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail now where atomic_write(path) would fail at the end (a missing or unwritable folder,
+    a folder as the target): a command checks its output before minutes of work."""
+    path = Path(path)
+    fd, tmp = _temp_file(path, path.parent if str(path.parent) else Path("."))
+    os.close(fd)
+    os.unlink(tmp)
+    return path
+
+
+def _temp_file(path: Path, folder: Path) -> tuple[int, str]:
+    if not folder.is_dir():
+        raise EdgeRNNError(f"cannot write {path}: folder {folder} does not exist; create it first")
+    if path.is_dir():
+        raise EdgeRNNError(f"cannot write {path}: it is a folder; give a file name inside it")
+    try:
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise EdgeRNNError(f"cannot write in {folder} ({exc.strerror}); pick a folder you can write to") from None
 
 
 def _mode_for(path: Path) -> int:

@@ -207,6 +207,7 @@ class Autocompleter:
         """Write the (adapted) model as a model file; its history records the adaptation."""
         self.learn_pending()
         if self._adapter is not None:
+            self.model.adaptation = list(self.model.file.adaptation)  # one record per session, not one per save
             return Path(self._adapter.save(path))
         return Path(self.model.save(path))
 

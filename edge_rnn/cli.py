@@ -90,9 +90,12 @@ def cmd_adapt(args) -> None:
     import time
 
     import edge_rnn
+    from edge_rnn.atomic import check_writable
     from edge_rnn.corpus import read_text_file
     from edge_rnn.runtime.evaluate import score_text
 
+    if args.out:
+        check_writable(args.out)  # before the work, not after it
     text = read_text_file(args.text)
     settings = {k: getattr(args, k) for k in ("k1", "k2", "rule", "lr", "decay", "clip", "trainable", "unknown_limit") if getattr(args, k) is not None}
     model = edge_rnn.load(args.model, backend=args.backend)

@@ -8,11 +8,13 @@ which keeps both halves in the same mix of styles and is deterministic.
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 
 from edge_rnn.errors import CorpusError
 
 TEXT_SUFFIXES = (".txt", ".md", ".text", ".rst")
+MAX_TEXT_BYTES = 1 << 28  # 256 MiB: one text file read whole (a /dev/zero used to run to MemoryError)
 
 _HEADER = re.compile(r"^#+\s*", re.MULTILINE)
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
@@ -48,15 +50,22 @@ def load_shakespeare() -> list[str]:
     return [strip_markdown(p.read_text(encoding="utf-8")) for p in shakespeare_paths()]
 
 
-def read_text_file(path: str | Path) -> str:
-    """A UTF-8 text file, or a CorpusError that says what is wrong with it."""
-    path = Path(path)
+def read_text_file(path: str | Path, limit: int | None = None) -> str:
+    """A UTF-8 text file of at most `limit` bytes (default MAX_TEXT_BYTES), or a CorpusError that says what is wrong with it.
+    Regular files only: a device (/dev/zero) would be read until memory runs out, a FIFO blocks forever."""
+    path, limit = Path(path), MAX_TEXT_BYTES if limit is None else limit
     if not path.exists():
         raise CorpusError(f"text file {path} does not exist; check the path")
     if path.is_dir():
         raise CorpusError(f"{path} is a folder; pass a text file (or use load_corpus for folders)")
-    data = path.read_bytes()
-    if b"\x00" in data[:65536]:
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise CorpusError(f"{path} is not a regular file (a device, FIFO or socket); save the text to a file and pass that")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)  # bounded even where the size the folder reports is wrong (/proc)
+    if len(data) > limit:
+        raise CorpusError(f"{path} is over the {limit:,}-byte limit for one text file; split it into smaller files "
+                          "(a folder of them trains as one corpus)")
+    if b"\x00" in data:
         raise CorpusError(f"{path} looks binary (it contains NUL bytes); pass a plain UTF-8 text file")
     try:
         text = data.decode("utf-8-sig")

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -181,6 +182,9 @@ class Handler(BaseHTTPRequestHandler):
                 raise MessageError("send text frames of JSON, not binary frames")
             try:
                 message = json.loads(data.decode("utf-8"))
+            except RecursionError:  # json's own depth guard: a hostile message, not a bug
+                log.info("refused a message: JSON nested too deeply")
+                raise MessageError("JSON nested too deeply; send one flat JSON object per message") from None
             except (UnicodeDecodeError, ValueError) as exc:
                 raise MessageError(f"not JSON ({type(exc).__name__}); send one JSON object per message") from None
             seq = message.get("seq") if isinstance(message, dict) else None
@@ -225,6 +229,15 @@ class AutocompleteServer(ThreadingHTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}/"
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away mid-request (a slowloris, a closed tab) is one debug line;
+        anything else is a bug and keeps its traceback in the log (socketserver prints it to stderr)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("client %s went away mid-request (%s)", client_address[0], type(exc).__name__)
+        else:
+            log.error("request from %s failed", client_address[0], exc_info=exc)
 
     def server_close(self) -> None:
         """Stop listening and end the open sessions (their threads see the socket close)."""

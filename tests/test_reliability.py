@@ -393,3 +393,102 @@ def test_long_run_memory_is_flat_and_finite(tmp_path):
     assert [s["tokens"] for s in result["samples"]] == [3000, 6000, 9000, 12000]
     assert result["finite"] and np.isfinite(result["online_bpc"])
     assert result["rss_growth_mb"] < 5, result["samples"]
+
+
+# --- issue 13: texts that are not regular files, writes checked first, servers that log one line -----
+@pytest.mark.parametrize("kind", ["device", "fifo", "big", "late_nul"])
+def test_text_files_regular_bounded_and_nul_free(tmp_path, kind, monkeypatch):
+    """/dev/zero read until MemoryError at 3.4 GB, a FIFO hung forever, a NUL after 64 KiB passed."""
+    from edge_rnn import corpus
+
+    path = tmp_path / "text.txt"
+    if kind == "device":
+        path = "/dev/zero"
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "big":
+        monkeypatch.setattr(corpus, "MAX_TEXT_BYTES", 1000)
+        path.write_text("a" * 1001)
+    else:
+        path.write_bytes(b"a" * 70_000 + b"\0" + b"b" * 10)
+    message = {"device": "not a regular file", "fifo": "not a regular file", "big": "over the 1,000-byte limit",
+               "late_nul": "NUL bytes"}[kind]
+    start = time.perf_counter()
+    code = main(["eval", "--text", str(path)])
+    assert code == 2 and time.perf_counter() - start < 30
+    with pytest.raises(EdgeRNNError, match=message):
+        corpus.read_text_file(path)
+
+
+def test_adapt_checks_its_output_before_the_work(tmp_path, capsys):
+    """A missing output folder used to be found after all the work (19 s lost)."""
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT * 20)
+    model = small_model_file(tmp_path, "gru")
+    start = time.perf_counter()
+    code = main(["adapt", str(model), "--text", str(text), "--out", str(tmp_path / "missing" / "x.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and "folder" in err and "does not exist" in err and "bpc" not in err
+    assert time.perf_counter() - start < 2, "the output is checked before adapting, not after"
+
+
+def test_a_failed_first_write_does_not_claim_a_previous_file(tmp_path):
+    def fails(f):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(EdgeRNNError, match=r"No space left on device\); nothing was written"):
+        atomic_write(tmp_path / "new.bin", fails)
+    assert not list(tmp_path.iterdir())
+
+
+def test_autocompleter_saves_one_adaptation_record_per_session(tmp_path):
+    ac = Autocompleter(edge_rnn.load(tiny_trained_model(tmp_path)), n=2)
+    for k in range(3):
+        ac.type(PANGRAM + " ")
+        saved = ac.save(tmp_path / "adapted.onnx")
+    history = edge_rnn.load(saved).adaptation
+    assert len(history) == 1, history  # three saves of one session: one record, the latest
+    assert history[0]["tokens"] == ac._adapter.stats()["tokens"]
+
+
+def _serving(tmp_path):
+    from edge_rnn.server import AutocompleteServer
+
+    srv = AutocompleteServer(tiny_trained_model(tmp_path), port=0)
+    thread = __import__("threading").Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    return srv
+
+
+def test_server_logs_one_line_for_deep_json_and_clients_gone_mid_headers(tmp_path, caplog, capfd):
+    """A 100,000-deep JSON logged a RecursionError traceback; each client that left mid-headers a
+    BrokenPipe/ConnectionReset traceback (201 from one slowloris run)."""
+    import logging
+    import socket
+    import struct
+
+    from edge_rnn.websocket import Client
+
+    srv = _serving(tmp_path)
+    host, port = srv.server_address[:2]
+    try:
+        with caplog.at_level(logging.DEBUG, logger="edge_rnn.server"):
+            client = Client(host, port)
+            client.receive()  # hello
+            client.send_frame(b"[" * 100_000 + b"]" * 100_000)
+            reply = client.receive()
+            assert reply["type"] == "error" and "nested too deeply" in reply["error"]
+            client.close()
+            for _ in range(20):  # slowloris: half the headers, then a reset
+                sock = socket.create_connection((host, port))
+                sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgr")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            time.sleep(0.5)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Traceback" not in caplog.text, err[-2000:]
+    assert all("\n" not in r.getMessage() and not r.exc_info for r in caplog.records)
+    assert any("nested too deeply" in r.getMessage() for r in caplog.records)
