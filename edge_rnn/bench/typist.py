@@ -143,8 +143,9 @@ def type_text(engine: Engine, source: str, n: int = 3) -> dict:
 
 
 class EdgeRNNEngine(Engine):
-    """edge-rnn's Autocompleter under the typist: exact case; accepts go through `Autocompleter.accept`
-    (what a user's tap does, committing the word for learning). `defer_learning`: learning runs in
+    """edge-rnn's Autocompleter under the typist: exact case; an accept is `Autocompleter.accept` (what
+    a user's tap does, committing the word for learning) when the suggestion is exactly the source's
+    text, else (a trailing space) the source's text is typed. `defer_learning`: learning runs in
     `idle`, after the suggestions are shown, as the live demo does."""
 
     def __init__(self, model, n: int = 3, learn: bool = False, adapt_settings: dict | None = None,
@@ -159,9 +160,10 @@ class EdgeRNNEngine(Engine):
         self.ac.type(chars)
 
     def accept(self, index: int, chars: str) -> None:
-        self.ac.accept(index)
-        if not self.ac.text.endswith(chars):  # cannot happen with exact matching; the final check would say where
-            raise EdgeRNNError(f"accepting suggestion {index} typed {self.ac.text[-len(chars):]!r}, not {chars!r}")
+        if self.ac.suggestions[index][0] == chars:
+            self.ac.accept(index)
+        else:
+            self.ac.type(chars)
 
     def idle(self) -> None:
         if self.ac.defer_learning:
