@@ -166,7 +166,7 @@ def _stem(path: Path) -> str:
 
 
 _DOC_NAME = re.compile(r"^(readme|faq|usage|intro|tutorial|howto|guide|manual|overview|.*\.(txt|md|rst|text))", re.I)
-_DOC_SKIP = re.compile(r"(changelog|copyright|news|authors|thanks|credits|todo|\.(py|c|h|sh|pl|conf|json|xml|html?)$)", re.I)
+_DOC_SKIP = re.compile(r"(changelog|copyright|licen[cs]e|copying|news|authors|thanks|credits|todo|\.(py|c|h|sh|pl|conf|json|xml|html?)$)", re.I)
 
 
 def doc_documents(src: Sources) -> Iterator[tuple[str, str]]:

@@ -27,10 +27,14 @@ def _doc_tree(root: Path) -> Sources:
     (root / "doc" / "other" / "FAQ").write_text("HELDOUT-BY-DPKG " + PROSE * 3)  # owned by a held-out package
     (root / "dpkg").mkdir()
     (root / "dpkg" / "dict-jargon.list").write_text(f"/usr/share/dict\n{root / 'doc' / 'other' / 'FAQ'}\n")
+    quoted = "The held-out licence says that this paragraph, and every word of it, must never be trained on by anyone."
+    (root / "licenses").mkdir()
+    (root / "licenses" / "GPL-3").write_text(quoted + "\n\n" + "Its second paragraph is about other things entirely, as licences go on for a while. " * 3)
+    (root / "doc" / "tool0" / "README").write_text((root / "doc" / "tool0" / "README").read_text() + "\n" + quoted + "\n")
     fortunes = root / "fortunes"
     fortunes.mkdir()
     (fortunes / "fortunes").write_text("%\n".join(f"Saying {i}: the wise are the ones who know that they know little, and say it.\n" for i in range(20)))
-    return Sources(doc=root / "doc", dpkg_info=root / "dpkg", fortunes=fortunes)
+    return Sources(doc=root / "doc", dpkg_info=root / "dpkg", fortunes=fortunes, licenses=root / "licenses")
 
 
 def _parts(*names):
@@ -59,14 +63,17 @@ def test_held_out_package_names():
 
 def test_build_lists_sources_excludes_held_out_and_splits_deterministically(tmp_path):
     src = _doc_tree(tmp_path / "src")
-    parts = _parts("doc", "fortunes")
+    parts = _parts("doc", "licenses", "fortunes")
     manifest = build(tmp_path / "a", parts, src)
     build(tmp_path / "b", parts, src)
     for name in ("train.txt", "val.txt", "MANIFEST.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     text = (tmp_path / "a" / "train.txt").read_text() + (tmp_path / "a" / "val.txt").read_text()
     assert "HELDOUT" not in text
-    assert set(manifest["parts"]) == {"doc", "fortunes"}
+    assert set(manifest["parts"]) == {"doc", "licenses", "fortunes"}
+    # a held-out document (the benchmarks' GPL-3) is kept whole apart, and its paragraphs leave every other document
+    assert "never be trained on" not in text and "never be trained on" in (tmp_path / "a" / "heldout" / "licenses.txt").read_text()
+    assert "Marker tool0 " in text
     doc = manifest["parts"]["doc"]
     assert doc["licence"] and doc["packages"] and doc["train_chars"] > 0
     on_disk = json.loads((tmp_path / "a" / "MANIFEST.json").read_text())
