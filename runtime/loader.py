@@ -7,7 +7,8 @@ reordering, Transpose, Unsqueeze ...) are constant-folded and shape computations
 (PyTorch's dynamo exporter: Shape -> Slice -> Mul -> Reshape) are recognised, both by
 runtime/folding.py within its bounds. Any other computing node is refused with an error
 naming it. Every input of a recurrent node is honoured or refused: an initial state must
-be a graph input or zeros (a trained constant h0 is refused, never ignored).
+be a graph input or zeros (a trained constant h0 is refused, never ignored). An Elman RNN
+the exporter unrolled over a fixed length is read by runtime/unrolled.py.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from edge_rnn import spec as S
 from edge_rnn.errors import ModelFileError
 from edge_rnn.runtime.folding import Folded
 from edge_rnn.runtime.onnx_ops import ATTRIBUTES
+from edge_rnn.runtime.unrolled import check_against_onnxruntime, unrolled_layers
 from edge_rnn.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -62,19 +64,20 @@ def read_weights(proto: onnx.ModelProto) -> LoadedWeights:
 
 def _read_weights(proto: onnx.ModelProto) -> LoadedWeights:
     graph = proto.graph
-    ops = {n.op_type for n in graph.node}
-    if not ops & set(_CELL_OF_OP) and ops & {"Tanh", "Sigmoid"}:
-        raise ModelFileError(
-            "the graph has no RNN/GRU/LSTM node but per-step Tanh/Sigmoid nodes: its recurrence is unrolled over the "
-            "length fixed at export (PyTorch's dynamo exporter does this to nn.RNN); edge-rnn reads one recurrent node "
-            "per layer: export with torch.onnx.export(..., dynamo=False)"
-        )
     consts = Folded(proto)
     _warn_fixed_length(graph, consts)
+    ops = {n.op_type for n in graph.node}
+    unrolled = {u.first: u for u in unrolled_layers(graph, consts)} if "Tanh" in ops and not ops & set(_CELL_OF_OP) else {}
+    consumed = set().union(*(u.nodes for u in unrolled.values()))
     embedding, layers, head_w, head_b, cell, lbr = None, [], None, None, None, 1
-    for node in graph.node:
+    for k, node in enumerate(graph.node):
         op = node.op_type
-        if op in _CELL_OF_OP:
+        if k in unrolled:  # the first node of an unrolled Elman layer (runtime/unrolled.py)
+            u, cell = unrolled[k], "rnn"
+            layers.append((u.W, u.R, u.B))
+        elif k in consumed:
+            continue
+        elif op in _CELL_OF_OP:
             this_cell = _CELL_OF_OP[op]
             if cell not in (None, this_cell):
                 raise _refuse(node, f"mixes {cell} and {this_cell} layers")
@@ -114,6 +117,8 @@ def _read_weights(proto: onnx.ModelProto) -> LoadedWeights:
     for name, value in weights.items():
         if not np.isfinite(value).all():
             raise ModelFileError(f"weight {name!r} contains NaN or Inf; the file is corrupt: restore or re-export it")
+    if unrolled:
+        check_against_onnxruntime(proto, spec, weights)
     return LoadedWeights(spec, weights, lbr)
 
 

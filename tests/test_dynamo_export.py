@@ -1,6 +1,7 @@
 """Models from both of PyTorch's ONNX exporters (dynamo=True, the default today, and the
 TorchScript one) load as foreign models and agree with torch and onnxruntime, or are refused
-with a message that says why: an RNN the dynamo exporter unrolled, a trained initial state.
+with a message that says why (a trained initial state). nn.RNN, which the dynamo exporter
+unrolls over the export length, is read back as RNN weights (runtime/unrolled.py).
 
 `python -m tests.test_dynamo_export` prints the whole matrix (cell x layers x batch_first
 x exporter) that docs/reliability.md quotes.
@@ -87,11 +88,7 @@ def compare(net, path, tmp_path) -> dict:
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
 def test_both_exporters_load_and_match_torch_and_onnxruntime(tmp_path, cell, layers, batch_first, dynamo):
     path = tmp_path / "foreign.onnx"
-    net = export(path, cell, layers, batch_first, dynamo)
-    if dynamo and cell == "rnn":  # torch decomposes nn.RNN into per-step MatMul/Tanh at a fixed T
-        with pytest.raises(ModelFileError, match="unrolled.*dynamo=False"):
-            edge_rnn.load(path, vocab=VOCAB)
-        return
+    net = export(path, cell, layers, batch_first, dynamo)  # dynamo unrolls nn.RNN into per-step MatMul/Tanh at a fixed T
     errors = compare(net, path, tmp_path)
     assert max(errors.values()) < 1e-5, errors
 
@@ -114,6 +111,29 @@ def test_a_trained_initial_state_is_refused_not_ignored(tmp_path, dynamo):
     export(path, "lstm", 1, True, dynamo, h0=True)
     with pytest.raises(ModelFileError, match="initial_h is .*trained initial state.*refusing rather than ignoring"):
         edge_rnn.load(path, vocab=VOCAB)
+
+
+@pytest.mark.slow
+def test_an_unrolled_rnn_that_is_not_an_elman_rnn_is_refused(tmp_path):
+    """The unrolled pattern is read, then checked against onnxruntime running the file."""
+    import onnx
+
+    path = tmp_path / "unrolled.onnx"
+    export(path, "rnn", 1, True, dynamo=True)
+    proto = onnx.load(str(path))
+    concat = next(n for n in proto.graph.node if n.op_type == "Concat" and len(n.input) == EXPORT_T)
+    concat.input[0], concat.input[1] = concat.input[1], concat.input[0]  # steps 0 and 1 swapped in Y
+    onnx.save(proto, str(tmp_path / "swapped.onnx"))
+    with pytest.raises(ModelFileError, match="does not compute one"):
+        edge_rnn.load(tmp_path / "swapped.onnx", vocab=VOCAB)
+    proto = onnx.load(str(path))
+    step = [n for n in proto.graph.node if n.op_type == "MatMul"][2]  # a recurrent step's W_hh.T
+    other = onnx.numpy_helper.to_array(next(t for t in proto.graph.initializer if t.name == step.input[1])) * 2
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(other, "other_whh"))
+    step.input[1] = "other_whh"
+    onnx.save(proto, str(tmp_path / "two-weights.onnx"))
+    with pytest.raises(ModelFileError, match="steps use different weights"):
+        edge_rnn.load(tmp_path / "two-weights.onnx", vocab=VOCAB)
 
 
 def matrix(folder) -> list[str]:
