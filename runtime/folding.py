@@ -40,7 +40,7 @@ _SHRINKING = {
     "Neg", "Abs", "Sqrt", "Exp", "Log", "Tanh", "Sigmoid", "Relu", "Reciprocal", "Floor", "Ceil", "Round", "Sign",
     "Not", "Shape", "Size", "Clip", "Erf", "Sin", "Cos", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin",
     "ReduceProd", "ArgMax", "ArgMin", "Softmax", "LogSoftmax", "CumSum", "GatherElements", "ScatterElements",
-    "ScatterND", "Trilu", "IsNaN", "IsInf", "NonZero",
+    "ScatterND", "Trilu", "IsNaN", "IsInf",
 }
 _SIZED = {"ConstantOfShape", "Expand", "Tile", "Range", "MatMul", "Gemm", "Gather", "Concat"}
 FOLDABLE = _BROADCAST | _SHRINKING | _SIZED
@@ -208,8 +208,10 @@ def _output_size(node: onnx.NodeProto, inputs: list) -> int:
         a, b = present[0], present[1]
         rows, cols = (a.shape[-2] if a.ndim > 1 else 1), (b.shape[-1] if b.ndim > 1 else 1)
         return math.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])) * rows * cols
-    if op == "Gather":
-        return present[1].size * max(present[0].size, 1)
+    if op == "Gather":  # data.shape[:axis] + indices.shape + data.shape[axis + 1:]
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        data, indices = present[0], present[1]
+        return data.size // max(data.shape[axis], 1) * indices.size
     if op in _BROADCAST:
         return math.prod(np.broadcast_shapes(*(v.shape for v in present)))
     return sum(v.size for v in present)  # _SHRINKING and Concat
