@@ -131,3 +131,19 @@ def keystrokes(path: str, texts: list[str], chars: int, n: int = 3) -> dict:
                     row[f"presage {'on' if learn else 'off'}"] = type_text(engine, text, n)
         out[name] = row
     return {"texts": out, "notes": notes, "n": n}
+
+
+if __name__ == "__main__":  # python -m edge_rnn.bench.learning [CHARS [PRIOR [MODEL]]]: the learning section alone
+    import sys
+
+    from edge_rnn.bench.report import learning_section
+    from edge_rnn.bench.table import section_text
+    from edge_rnn.bench.worker import call
+    from edge_rnn.modelfile import default_model_path
+
+    args = sys.argv[1:]
+    chars, prior = int(args[0]) if args else 5000, args[1] if len(args) > 1 else PRIOR
+    model = args[2] if len(args) > 2 else str(default_model_path())
+    b = call("learning_bpc", path=model, texts=list(TEXTS), chars=chars, prior=prior, prior_chars=None)
+    k = call("learning_keystrokes", path=model, texts=list(TEXTS), chars=chars, n=3)
+    print("\n".join(section_text("learning", learning_section(b, k))))

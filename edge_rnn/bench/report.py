@@ -176,7 +176,7 @@ def _autocomplete_section(k: dict) -> dict:
 LEARNING_ON, LEARNING_OFF = "edge-rnn, learning", "edge-rnn, learning off"
 
 
-def _learning_section(b: dict, k: dict) -> dict:
+def learning_section(b: dict, k: dict) -> dict:
     """Per text: online bpc vs the compressors (with the training text as prior, and without), keystrokes
     saved and keystroke latency vs Presage (learning off and on), from learning.bpc and learning.keystrokes."""
     rows, pct = [], lambda r: single(100 * r["savings"])  # noqa: E731
@@ -233,7 +233,7 @@ def assemble(raw: dict, meta: dict, machine: dict) -> dict:
     sections["adaptation_curve"] = _curve_section(raw["curve"], meta)
     sections["gpu"] = _gpu_section(raw.get("gpu"))
     sections["autocomplete"] = _autocomplete_section(raw["keystrokes"])
-    sections["learning"] = _learning_section(raw["learning_bpc"], raw["learning_keystrokes"])
+    sections["learning"] = learning_section(raw["learning_bpc"], raw["learning_keystrokes"])
     threads = raw["latency"].get("threads")
     return {"bench": meta, "machine": dict(machine, threads=threads), "sections": sections,
             "task_seconds": {k: round(v.get("seconds", 0), 2) for k, v in raw.items()}}
