@@ -95,8 +95,12 @@ def available(peers=PEERS) -> tuple[list[Compressor], list[str]]:
 
 
 def prior_size(peer: Compressor, prior: bytes, cache: Path | None = None) -> int:
-    """compressed(prior), cached in `cache` (default: cache_dir()) under the peer's command line and the prior's sha256."""
-    key = hashlib.sha256(json.dumps(peer.argv).encode() + hashlib.sha256(prior).digest()).hexdigest()[:24]
+    """compressed(prior), cached in `cache` (default: cache_dir()) under the peer's command line, its
+    executable's size and time (an upgraded tool measures again) and the prior's sha256."""
+    binary = Path(shutil.which(peer.tool) or peer.tool)
+    stat = binary.stat() if binary.exists() else None
+    tool = [str(binary.resolve()), stat.st_size, stat.st_mtime_ns] if stat else [peer.tool]
+    key = hashlib.sha256(json.dumps([peer.argv, tool]).encode() + hashlib.sha256(prior).digest()).hexdigest()[:24]
     path = (cache or cache_dir()) / f"prior-{peer.tool}-{key}.json"
     try:
         return int(json.loads(path.read_text())["bytes"])
