@@ -3,8 +3,8 @@ TorchScript one) load as foreign models and agree with torch and onnxruntime, or
 with a message that says why (a trained initial state). nn.RNN, which the dynamo exporter
 unrolls over the export length, is read back as RNN weights (runtime/unrolled.py).
 
-`python -m tests.test_dynamo_export` prints the whole matrix (cell x layers x batch_first
-x exporter) that docs/reliability.md quotes.
+`python -m tests.test_dynamo_export [--h0]` prints the whole matrix (cell x layers x
+batch_first x exporter; --h0: with a trained initial state) that docs/reliability.md quotes.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def test_an_unrolled_rnn_that_is_not_an_elman_rnn_is_refused(tmp_path):
         edge_rnn.load(tmp_path / "two-weights.onnx", vocab=VOCAB)
 
 
-def matrix(folder) -> list[str]:
+def matrix(folder, h0: bool = False) -> list[str]:
     """One line per export: cell, layers, batch_first, exporter, and loads (max errors) or the refusal."""
     lines = []
     for dynamo in (True, False):
@@ -144,7 +144,7 @@ def matrix(folder) -> list[str]:
             for layers in (1, 2):
                 for batch_first in (True, False):
                     path = folder / f"{cell}{layers}{batch_first}{dynamo}.onnx"
-                    net = export(path, cell, layers, batch_first, dynamo)
+                    net = export(path, cell, layers, batch_first, dynamo, h0=h0)
                     head = f"{cell} layers={layers} batch_first={batch_first} {'dynamo' if dynamo else 'torchscript'}:"
                     try:
                         errors = compare(net, path, folder)
@@ -156,9 +156,10 @@ def matrix(folder) -> list[str]:
 
 
 if __name__ == "__main__":
+    import sys
     import tempfile
     from pathlib import Path
 
     logging.basicConfig(level=logging.ERROR)
     with tempfile.TemporaryDirectory() as folder:
-        print("\n".join(matrix(Path(folder))))
+        print("\n".join(matrix(Path(folder), h0="--h0" in sys.argv)))
