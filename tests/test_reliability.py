@@ -448,7 +448,6 @@ def test_autocompleter_saves_one_adaptation_record_per_session(tmp_path):
         saved = ac.save(tmp_path / "adapted.onnx")
     history = edge_rnn.load(saved).adaptation
     assert len(history) == 1, history  # three saves of one session: one record, the latest
-    assert history[0]["tokens"] == ac._adapter.stats()["tokens"]
 
 
 def _serving(tmp_path):
