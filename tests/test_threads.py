@@ -67,7 +67,7 @@ def test_an_adapter_beside_streams_of_its_model_on_other_threads(tmp_path):
     same Model raises StateError instead of reading weights mid-update; the adapter's own
     scores are those of a run without the other thread; afterwards other threads step again."""
     path = small_model_file(tmp_path, "lstm", hidden=64)
-    text = _texts(1, 3000)[0]
+    text = _texts(1, 1200)[0]
     alone = edge_rnn.load(path).adapter(k1=8, k2=8, lr=1e-2).observe(text)["bpc"]
 
     model = edge_rnn.load(path)
