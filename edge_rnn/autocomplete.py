@@ -12,10 +12,14 @@ them the text is re-fed from the nearest kept point). The suggestions are a batc
 beam search of at most `max_chars` steps (see edge_rnn.beam for what a completion is).
 
 Learning: text is committed when a word boundary is typed or a suggestion accepted,
-and committed text goes to the model's online adapter (prequential: each character is
-scored before it is learned from, which gives the bits-per-character curve). The
-adapter changes the model's weights in place, so give each Autocompleter its own
-Model (`edge_rnn.load(path)` again) when sessions must not share what they learn.
+and committed text is learned by the online predictor (edge_rnn.runtime.online: count
+tables, word contexts and a match model mixed with the RNN), prequentially: each character
+is scored before it is learned from, which gives the bits-per-character curve. It learns
+from the RNN's predictions the stream made while the user typed, so no character runs
+through the RNN twice. The predictor's state is the user's own; the RNN's weights stay
+the model's, shared, unless `adapt_settings` gives the RNN a step size of its own
+(then the adapter changes the model's weights in place: give each such Autocompleter its
+own Model).
 Deleting committed text and typing again commits the new text (corrections are
 learned); what was learned before stays learned.
 """
@@ -26,14 +30,15 @@ import math
 from collections import deque
 from pathlib import Path
 
+import numpy as np
+
 from edge_rnn.beam import BeamConfig, WordClasses, complete_word, is_word_char
 from edge_rnn.errors import SettingsError
+from edge_rnn.runtime.online import online_predictor, save_with_state
 
-# A user types a few hundred characters in a session, so update every 8 committed characters
-# (about every word). The step is measured, not guessed (README, "Live autocomplete"): lr 1e-2
-# learnt a new word in 4 uses but cut keystrokes saved on GPL-3 from 14.7% to 11.5% and on
-# Shakespeare from 29.8% to 13.4%; 5e-4 gives 18.9% and 28.3% and learns a new word in 5 uses.
-ADAPT_DEFAULTS = {"rule": "dynamic", "k1": 8, "k2": 32, "lr": 5e-4}
+# The RNN's own learning while typing (TBPTT on committed text); lr 0 leaves its weights alone
+# and the online predictor does the learning. Measured, not guessed: README, "Live autocomplete".
+ADAPT_DEFAULTS = {"rule": "dynamic", "k1": 8, "k2": 32, "lr": 0.0}
 CURVE_POINTS = 2000  # commits remembered for the bpc curve
 SPARSE_POINTS = 64  # older snapshots kept for long backspaces (thinned to stay bounded)
 
@@ -47,11 +52,13 @@ class Autocompleter:
     word, like a phone keyboard); history: per-character snapshots kept for backspace;
     defer_learning: committed text waits for `learn_pending()`, which an interactive
     front end calls after showing the suggestions, so learning stays off the keystroke path.
+    mixture: the online predictor's settings (True: defaults with the model's prior; False:
+    the RNN alone, what the ONNX file computes).
     """
 
     def __init__(self, model, n: int = 3, learn: bool = True, adapt_settings: dict | None = None, *,
                  width: int = 8, max_chars: int = 20, run_on: bool = False, accept_suffix: str = " ",
-                 history: int = 64, defer_learning: bool = False):
+                 history: int = 64, defer_learning: bool = False, mixture=True):
         if not isinstance(history, int) or isinstance(history, bool) or history < 1:
             raise SettingsError(f"history must be a positive integer, got {history!r}")
         if not isinstance(accept_suffix, str):
@@ -66,6 +73,10 @@ class Autocompleter:
         self.curve: list[tuple[int, float]] = []  # (tokens learned, bits per char of that commit)
         self._primer = _primer_id(model.vocab)
         self._adapter = None
+        self._mixture = mixture
+        self.predictor = online_predictor(model, mixture)
+        self._ids = bytearray()  # token ids of the text, one per character
+        self._logps: deque = deque()  # the RNN's log-probs [V] for text[_learned:], while learning
         self._learning = False
         self._text = ""
         self._committed = 0  # text[:_committed] is committed (a boundary typed or a suggestion accepted)
@@ -126,7 +137,15 @@ class Autocompleter:
     def _append(self, text: str) -> None:
         if not text:
             return
-        self.stream.feed(text)  # one step per keystroke, one prefill per paste
+        ids = self.model.encode(text)
+        before = self.stream.log_probs
+        if self._learning and self.predictor is not None:  # keep what the RNN predicted at each position
+            after = self.stream.feed_log_probs(ids)  # (n, V): one step per keystroke, one prefill per paste
+            self._logps.append(before)
+            self._logps.extend(after[:-1])
+        else:
+            self.stream.feed(ids)
+        self._ids += bytes(ids.astype(np.uint8))
         self._text += text
         self._push(len(self._text))
         last = next((i for i in range(len(text) - 1, -1, -1) if not is_word_char(text[i])), None)
@@ -146,12 +165,15 @@ class Autocompleter:
         if self._suggestions is None:
             started = bool(self._text) and is_word_char(self._text[-1])
             self._suggestions = complete_word(self.model, self.stream.state, self.stream.log_probs,
-                                              word_started=started, classes=self.classes, config=self.config)
+                                              word_started=started, classes=self.classes, config=self.config,
+                                              predictor=self.predictor, tail=self._tail(len(self._ids)))
         return list(self._suggestions)
 
     def reset(self) -> None:
         """Start a new text; what was learned stays."""
         self._text, self._committed, self._learned = "", 0, 0
+        self._ids.clear()
+        self._logps.clear()
         if self._adapter is not None:
             self._adapter.reset_stream()
             self._adapter.observe([self._primer])
@@ -165,11 +187,12 @@ class Autocompleter:
     @learning.setter
     def learning(self, on: bool) -> None:
         """Turning learning on learns from text typed from now on, not from text typed while off."""
-        if on and self._adapter is None:
-            self._adapter = self.model.adapter(**self.adapt_settings)
+        if on and self._adapter is None and self.adapt_settings.get("lr", 0) > 0:  # the RNN learns too
+            self._adapter = self.model.adapter(mixture=False, **self.adapt_settings)
             self._adapter.observe([self._primer])  # context for the first character
         if on and not self._learning:
             self._committed = self._learned = len(self._text)
+            self._logps.clear()
         if not on:
             self.learn_pending()  # text committed while learning was on is still learned
         self._learning = bool(on)
@@ -181,20 +204,30 @@ class Autocompleter:
 
     @property
     def tokens_learned(self) -> int:
-        return self._adapter.stats()["tokens"] if self._adapter is not None else 0
+        return self._learner_stats()["tokens"]
+
+    def _learner_stats(self) -> dict:
+        """The learning figures: the predictor's (it scores every learned character) or the RNN adapter's."""
+        if self.predictor is not None:
+            return self.predictor.stats()
+        return self._adapter.stats() if self._adapter is not None else {"tokens": 0, "bpc": math.nan}
 
     def stats(self) -> dict:
-        """Adapter figures for a status line: tokens learned, online bpc, updates, rollbacks, learning, pending."""
-        stats = self._adapter.stats() if self._adapter is not None else {"tokens": 0, "bpc": math.nan, "updates": 0, "rollbacks": 0}
-        return {"tokens": stats["tokens"], "bpc": stats["bpc"], "updates": stats["updates"],
-                "rollbacks": stats["rollbacks"], "learning": self._learning, "pending": self.pending}
+        """Figures for a status line: tokens learned, online bpc, RNN updates, rollbacks, learning, pending."""
+        learned = self._learner_stats()
+        rnn = self._adapter.stats() if self._adapter is not None else {"updates": 0, "rollbacks": 0}
+        return {"tokens": learned["tokens"], "bpc": learned["bpc"], "updates": rnn["updates"],
+                "rollbacks": rnn["rollbacks"], "learning": self._learning, "pending": self.pending}
 
     def reset_learning(self) -> None:
         """Back to the base weights; the text stays and is re-read under them."""
         if self._adapter is not None:
             self._adapter.reset()
             self._adapter.observe([self._primer])
+        if self.predictor is not None:
+            self.predictor = online_predictor(self.model, self._mixture, resume=False)
         self.curve.clear()
+        self._logps.clear()
         self._committed = self._learned = len(self._text)
         text = self._text
         self._start_text()
@@ -206,10 +239,12 @@ class Autocompleter:
     def save(self, path: str | Path) -> Path:
         """Write the (adapted) model as a model file; its history records the adaptation."""
         self.learn_pending()
-        if self._adapter is not None:
-            self.model.adaptation = list(self.model.file.adaptation)  # one record per session, not one per save
-            return Path(self._adapter.save(path))
-        return Path(self.model.save(path))
+        learned = self.predictor is not None and self.predictor.tokens > 0
+        if self._adapter is None and not learned:
+            return Path(self.model.save(path))
+        self.model.adaptation = list(self.model.file.adaptation)  # one record per session, not one per save
+        record = self._adapter.record() if self._adapter is not None else {"settings": {"rnn": "not adapted"}}
+        return Path(save_with_state(self.model, path, record, self.predictor))
 
     def _commit(self, upto: int) -> None:
         if self._learning:
@@ -221,9 +256,16 @@ class Autocompleter:
         """Learn from the committed text not learned yet; returns how many characters that was."""
         if not self.pending:
             return 0
-        chunk, self._learned = self._text[self._learned : self._committed], self._committed
-        before = self._adapter.stats()
-        after = self._adapter.observe(chunk)
+        start, end = self._learned, self._committed
+        chunk, self._learned = self._text[start:end], end
+        before = self._learner_stats()
+        if self.predictor is not None:
+            self.predictor.tail = self._tail(start)
+            for y in self._ids[start:end]:
+                self.predictor.step(self._logps.popleft(), y)
+        if self._adapter is not None:
+            self._adapter.observe(chunk)
+        after = self._learner_stats()
         new = after["tokens"] - before["tokens"]
         if new:
             nats_before = before["bpc"] * before["tokens"] if before["tokens"] else 0.0
@@ -266,14 +308,23 @@ class Autocompleter:
                     self._keep_sparse((end, self.stream.snapshot()))
             self._push(target)
         self._text = self._text[:target]
+        del self._ids[target:]
         self._committed = min(self._committed, target)
         self._learned = min(self._learned, target)
+        while len(self._logps) > len(self._text) - self._learned:
+            self._logps.pop()
 
     def _keep_sparse(self, kept: tuple) -> None:
         self._sparse.append(kept)
         if len(self._sparse) > SPARSE_POINTS:
             older = self._sparse[1:]
             self._sparse = self._sparse[:1] + older[(len(older) - 1) % 2 :: 2]  # position 0, every other, the newest
+
+
+    def _tail(self, end: int) -> bytes:
+        """The ids before position `end` that the predictor's contexts read (the primer first)."""
+        need = self.predictor.hasher.tail_needed if self.predictor is not None else 0
+        return (bytes((self._primer,)) + bytes(self._ids[max(0, end - need) : end]))[-need:] if need else b""
 
 
 def _primer_id(vocab) -> int:

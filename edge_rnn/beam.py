@@ -21,6 +21,7 @@ import numpy as np
 
 from edge_rnn.errors import SettingsError
 from edge_rnn.runtime.backend import to_numpy
+from edge_rnn.vocab import is_word_char
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,6 @@ class BeamConfig:
                 raise SettingsError(f"{name} must be a positive integer, got {value!r}")
         if self.width < self.n:
             raise SettingsError(f"beam width ({self.width}) must be >= n ({self.n}) to find n completions; raise width")
-
-
-def is_word_char(char: str) -> bool:
-    """Characters that continue a word; everything else (space, punctuation, newline) ends it."""
-    return char.isalnum() or char in "_'"
 
 
 @dataclass(frozen=True)
@@ -80,12 +76,14 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
 
 
 def complete_word(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, classes: WordClasses,
-                  config: BeamConfig) -> list[tuple[str, float]]:
+                  config: BeamConfig, predictor=None, tail: bytes = b"") -> list[tuple[str, float]]:
     """The n most likely completions of the current word, best first, as (text, probability).
 
     state: the stream's state after the typed text, ([L, 1, H],...) on the model's backend;
-    log_probs: [V] next-character log-probabilities there; word_started: whether the text
-    ends inside a word (then a completion may be ended by a boundary right away).
+    log_probs: [V] the RNN's next-character log-probabilities there; word_started: whether
+    the text ends inside a word (then a completion may be ended by a boundary right away).
+    predictor: an OnlinePredictor whose mixture scores every beam (nothing learns), with
+    `tail` the ids of the text before (bytes); None scores with the RNN alone.
     """
     symbols = model.vocab.symbols
     xp = model.xp
@@ -94,7 +92,11 @@ def complete_word(model, state: tuple, log_probs: np.ndarray, *, word_started: b
     logp = np.zeros(1)  # (B,) log-probability of each beam's text
     started = np.array([word_started])  # (B,) the beam is inside a word
     crossed = np.zeros(1, dtype=int)  # (B,) boundaries crossed (run_on)
-    lp = np.asarray(log_probs, dtype=np.float64)[None]  # (B, V)
+    ids = [b""]  # (B,) each beam's characters as ids, for the predictor's contexts
+    lp = np.asarray(log_probs, dtype=np.float32)[None]  # (B, V)
+    if predictor is not None:
+        lp = predictor.predict_batch([tail], lp)
+    lp = lp.astype(np.float64)
     finished: dict[str, float] = {}
     for step in range(config.max_chars + 1):
         ending = started & (crossed == words_left - 1)
@@ -122,12 +124,16 @@ def complete_word(model, state: tuple, log_probs: np.ndarray, *, word_started: b
         is_word = classes.word[tokens]
         crossing = ~is_word & started[parents]
         texts = [texts[p] + symbols[t] for p, t in zip(parents, tokens)]
+        ids = [ids[p] + bytes((int(t),)) for p, t in zip(parents, tokens)]
         logp = flat[picked]
         started = is_word
         crossed = crossed[parents] + crossing
         index = xp.asarray(parents)
         state = tuple(s[:, index] for s in state)  # ([L, B, H],...)
         logits, state = model.forward(tokens[:, None].astype(np.int64), state)  # (B, 1, V)
-        lp = _log_softmax(to_numpy(logits)[:, 0].astype(np.float64))  # (B, V)
+        if predictor is not None:
+            lp = predictor.predict_batch([tail + i for i in ids], _log_softmax(to_numpy(logits)[:, 0])).astype(np.float64)
+        else:
+            lp = _log_softmax(to_numpy(logits)[:, 0].astype(np.float64))  # (B, V)
     best = sorted(finished.items(), key=lambda item: -item[1])[: config.n]
     return [(text, float(np.exp(score))) for text, score in best]

@@ -26,6 +26,11 @@ _FOLD = {
 }
 
 
+def is_word_char(char: str) -> bool:
+    """Characters that continue a word; everything else (space, punctuation, newline) ends it."""
+    return char.isalnum() or char in "_'"
+
+
 class Vocabulary:
     """Maps characters to token ids and back. `symbols[i]` is the character of id i."""
 

@@ -20,6 +20,7 @@ from edge_rnn import spec as S
 from edge_rnn.errors import SettingsError
 from edge_rnn.runtime import network
 from edge_rnn.runtime.backend import to_numpy
+from edge_rnn.runtime.online import save_with_state
 from edge_rnn.runtime.rules import RULES, Rule
 from edge_rnn.vocab import UNK_ID
 
@@ -120,8 +121,12 @@ def _loss_and_grads_from(xp, spec, weights, logits, cache, targets, lbr, trainab
 class Adapter:
     """Adapts a Model's weights in place while scoring a stream (see module doc)."""
 
-    def __init__(self, model, config: AdaptConfig):
+    def __init__(self, model, config: AdaptConfig, predictor=None):
+        """predictor: an OnlinePredictor mixing this RNN with online count and match models
+        (edge_rnn.runtime.online); its score is the adapter's `bpc`, the RNN's alone `rnn_bpc`.
+        None: the RNN alone (what the ONNX file computes)."""
         self.model, self.config, self.xp = model, config, model.xp
+        self.predictor = predictor
         self.names = trainable_names(model.spec, config.trainable)
         self.params = {k: model.weights[k] for k in self.names}
         self.base = {k: v.copy() for k, v in self.params.items()}
@@ -129,7 +134,7 @@ class Adapter:
         self.lr = config.lr
         self.uniform_loss = math.log(model.spec.vocab_size)  # nats/token of knowing nothing
         self.reset_stream()
-        self.tokens, self.nats, self.updates, self.rollbacks = 0, 0.0, 0, 0
+        self.tokens, self.nats, self.mix_nats, self.updates, self.rollbacks = 0, 0.0, 0.0, 0, 0
         self.spikes, self.skipped, self.unknown_skipped = 0, 0, 0
         self.loss_ema: float | None = None
         self._save_good()
@@ -171,6 +176,8 @@ class Adapter:
         ids = self.model.encode(text_or_ids)
         if self.last_token is None:
             self.last_token, ids = int(ids[0]), ids[1:]
+            if self.predictor is not None:
+                self.predictor.context_only([self.last_token])
         k1 = self.config.k1
         while len(ids):
             n = min(len(ids), k1 - self.since_update)
@@ -194,6 +201,9 @@ class Adapter:
         self.state = state
         logp = network.log_softmax(xp, logits[0])  # (n, V)
         self.nats -= float(logp[xp.arange(len(chunk)), xp.asarray(chunk)].sum())
+        if self.predictor is not None:  # the mixture scores each token, then learns it
+            step = self.predictor.step
+            self.mix_nats += sum(step(row, y) for row, y in zip(to_numpy(logp).astype(np.float32), chunk.tolist()))
         self.tokens += len(chunk)
         self.ring_in.extend(inputs.tolist())
         self.ring_out.extend(chunk.tolist())
@@ -265,8 +275,11 @@ class Adapter:
 
     # --- reporting --------------------------------------------------------------------------
     def stats(self) -> dict:
-        bpc = self.nats / self.tokens / LN2 if self.tokens else float("nan")
-        return {"tokens": self.tokens, "bpc": bpc, "updates": self.updates, "rollbacks": self.rollbacks, "skipped": self.skipped,
+        """bpc: the predictor's (the mixture's) online bits per character, or the RNN's without
+        one; rnn_bpc: the adapted RNN's alone, always."""
+        rnn_bpc = self.nats / self.tokens / LN2 if self.tokens else float("nan")
+        bpc = self.mix_nats / self.tokens / LN2 if self.tokens and self.predictor is not None else rnn_bpc
+        return {"tokens": self.tokens, "bpc": bpc, "rnn_bpc": rnn_bpc, "updates": self.updates, "rollbacks": self.rollbacks, "skipped": self.skipped,
                 "skipped_unknown": self.unknown_skipped, "lr": self.lr}
 
     def record(self) -> dict:
@@ -274,7 +287,8 @@ class Adapter:
         return {"settings": asdict(self.config), **self.stats()}
 
     def save(self, path) -> object:
-        return self.model.save(path, record=self.record())
+        """The adapted model file and, with a predictor, its mixture state beside it."""
+        return save_with_state(self.model, path, self.record(), self.predictor)
 
     def max_abs_delta(self) -> float:
         return max(float(to_numpy(abs(self.params[k] - self.base[k]).max())) for k in self.names)

@@ -159,10 +159,13 @@ class Model:
             raise SettingsError("nothing to feed: the text or id list is empty")
         return ids
 
-    def stream(self):
+    def stream(self, learn=False):
+        """A Stream on this model. learn: True (or mixture settings, see
+        edge_rnn.runtime.online.online_predictor) makes it learn online from what it is fed."""
+        from edge_rnn.runtime.online import online_predictor
         from edge_rnn.runtime.stream import Stream
 
-        return Stream(self)
+        return Stream(self, online_predictor(self, learn) if learn else None)
 
     def feed_many(self, streams, items) -> np.ndarray:
         """Step many streams of this model as one batch. items: one text or id list per stream,
@@ -171,16 +174,20 @@ class Model:
 
         return feed_many(self, streams, items)
 
-    def adapter(self, **settings):
-        """An online Adapter (prequential TBPTT) on this model's weights; see AdaptConfig for settings."""
+    def adapter(self, mixture=True, **settings):
+        """An online Adapter (prequential TBPTT) on this model's weights; see AdaptConfig for settings.
+        mixture: the online predictor beside the RNN (see edge_rnn.runtime.online.online_predictor);
+        False adapts and scores the RNN alone."""
         from edge_rnn.runtime.adapt import AdaptConfig, Adapter
+        from edge_rnn.runtime.online import online_predictor
 
         if self.backend == "onnxruntime":
             raise SettingsError("the onnxruntime backend runs inference only; load with backend='numpy' or 'cupy' to adapt")
         unknown = sorted(set(settings) - set(AdaptConfig.__dataclass_fields__))
         if unknown:
             raise SettingsError(f"unknown adaptation setting(s) {', '.join(unknown)}; use {', '.join(AdaptConfig.__dataclass_fields__)}")
-        return Adapter(self, AdaptConfig(**settings))
+        config = AdaptConfig(**settings)
+        return Adapter(self, config, online_predictor(self, mixture))
 
     # --- weights --------------------------------------------------------------------------
     def host_weights(self) -> dict[str, np.ndarray]:

@@ -25,6 +25,8 @@ class Snapshot:
     state: tuple
     log_probs: np.ndarray | None
     position: int
+    rnn_log_probs: np.ndarray | None = None  # a learning stream's: the RNN's own, beside the mixture's
+    tail: bytes = b""  # a learning stream's: the predictor's context
 
 
 class Stream:
@@ -32,12 +34,19 @@ class Stream:
 
     `feed(text_or_ids)` runs the whole input as one call (a prompt is one prefill, a
     keystroke one step) and returns next-token probabilities [V].
+
+    predictor: an OnlinePredictor (edge_rnn.runtime.online) makes the stream learn: every fed
+    token is scored by the mixture of the RNN and the predictor's online models, then
+    learned, and the probabilities returned are the mixture's. A snapshot restores the
+    state and the context, not what was learned.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, predictor=None):
         self.model = model
+        self.predictor = predictor
         self.state = model.initial_state(1)  # ([L, 1, H],...)
         self.log_probs: np.ndarray | None = None  # [V], for the next token
+        self.rnn_log_probs: np.ndarray | None = None  # [V], the RNN's alone (a learning stream)
         self.position = 0  # tokens fed so far
 
     @property
@@ -48,14 +57,43 @@ class Stream:
 
     def feed(self, text_or_ids) -> np.ndarray:
         ids = self.model.encode(text_or_ids)
+        if self.predictor is not None:
+            return self._feed_learning(ids)
         for start in range(0, len(ids), FEED_CHUNK):  # a long paste in bounded memory, state carried
             logits, self.state = self.model.forward(ids[None, start : start + FEED_CHUNK], self.state)  # (1, n, V)
         self.log_probs, probs = _log_probs_and_probs(to_numpy(logits[0, -1]))
         self.position += len(ids)
         return probs
 
+    def feed_log_probs(self, text_or_ids) -> np.ndarray:
+        """Feed like `feed` and return the RNN's log-probabilities after each token (n, V), float32."""
+        ids = self.model.encode(text_or_ids)
+        xp, out = self.model.xp, []
+        for start in range(0, len(ids), FEED_CHUNK):
+            logits, self.state = self.model.forward(ids[None, start : start + FEED_CHUNK], self.state)  # (1, n, V)
+            out.append(to_numpy(log_softmax(xp, logits[0])).astype(np.float32))
+        logps = np.concatenate(out)  # (n, V)
+        self.log_probs = logps[-1]
+        self.position += len(ids)
+        return logps
+
+    def _feed_learning(self, ids: np.ndarray) -> np.ndarray:
+        """Prequential: each token is scored by the mixture (from the RNN's prediction before it), then learned."""
+        predictor, previous = self.predictor, self.rnn_log_probs
+        rnn = self.feed_log_probs(ids)  # (n, V)
+        for j, y in enumerate(ids.tolist()):
+            before = previous if j == 0 else rnn[j - 1]
+            if before is None:
+                predictor.context_only([y])  # the stream's first token has nothing before it to score
+            else:
+                predictor.step(before, y)
+        self.rnn_log_probs = rnn[-1]
+        self.log_probs, probs = _log_probs_and_probs(predictor.predict(rnn[-1]))
+        return probs
+
     def snapshot(self) -> Snapshot:
-        return Snapshot(tuple(s.copy() for s in self.state), self.log_probs, self.position)
+        tail = self.predictor.tail if self.predictor is not None else b""
+        return Snapshot(tuple(s.copy() for s in self.state), self.log_probs, self.position, self.rnn_log_probs, tail)
 
     def restore(self, snapshot: Snapshot) -> None:
         if not isinstance(snapshot, Snapshot):
@@ -63,9 +101,14 @@ class Stream:
         self.model.check_state(snapshot.state, batch=1)
         self.state = tuple(s.copy() for s in snapshot.state)
         self.log_probs, self.position = snapshot.log_probs, snapshot.position
+        if self.predictor is not None:
+            self.rnn_log_probs, self.predictor.tail = snapshot.rnn_log_probs, snapshot.tail
 
     def reset(self) -> None:
-        self.state, self.log_probs, self.position = self.model.initial_state(1), None, 0
+        """A new text from the initial state; a learning stream keeps what it learned."""
+        self.state, self.log_probs, self.rnn_log_probs, self.position = self.model.initial_state(1), None, None, 0
+        if self.predictor is not None:
+            self.predictor.tail = b""
 
     # --- serialisation: bound to the model it came from -----------------------------------
     def to_bytes(self) -> bytes:

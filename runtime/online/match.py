@@ -1,0 +1,94 @@
+"""Match model: what followed the last occurrence of the current context.
+
+Why: a count table needs a context seen several times; a match is useful after one. A
+new word, a name or a repeated phrase is predicted the second time it starts. The index
+maps a hash of the last `min_len` symbols to the position after their latest occurrence;
+the match length is then checked by comparing the text before both places (bytes
+slices: cheap), and quantised into the bucket the mixer weights by.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_rnn.errors import StateError
+
+LENGTHS = (32, 24, 16, 12, 8)  # checked longest first; then min_len
+BUCKETS = len(LENGTHS) + 2  # 0 = no match, 1 = min_len .. 7 = 32+ symbols
+_P = 0x9E3779B97F4A7C15
+M64 = (1 << 64) - 1
+
+
+def key_hash(ids) -> int:
+    """Hash of a short run of ids (bytes or a list of ints)."""
+    h = 0x2545F4914F6CDD1D
+    for c in ids:
+        h = ((h ^ (c + 1)) * _P) & M64
+    return h ^ (h >> 29)
+
+
+class History:
+    """A text (bytes of ids) with a hash index of its `min_len`-symbol contexts.
+
+    capacity: symbols kept (the older half is dropped when full, so memory is fixed);
+    index_log2: index slots. A read-only History (the prior's training text) is built once.
+    """
+
+    def __init__(self, capacity: int, index_log2: int, min_len: int, text: bytes = b"", index: np.ndarray | None = None):
+        self.capacity, self.min_len = capacity, min_len
+        self.mask = (1 << index_log2) - 1
+        self.data = bytearray(text)
+        self.index = index if index is not None else np.full(1 << index_log2, -1, np.int32)
+        if self.index.shape != (1 << index_log2,) or self.index.dtype != np.int32:
+            raise StateError(f"match index has shape {self.index.shape}, expected ({1 << index_log2},) int32; the state is corrupt")
+
+    @property
+    def nbytes(self) -> int:
+        return self.capacity + self.index.nbytes
+
+    def find(self, tail: bytes) -> tuple[int, int]:
+        """(predicted id, length bucket) for the symbol after `tail`; (-1, 0) without a match."""
+        m = self.min_len
+        if len(tail) < m:
+            return -1, 0
+        at = int(self.index[key_hash(tail[-m:]) & self.mask])
+        if at < m or at >= len(self.data):
+            return -1, 0
+        data = self.data
+        if data[at - m : at] != tail[-m:]:
+            return -1, 0  # an index collision
+        for bucket, length in enumerate(LENGTHS):
+            if length <= len(tail) and length <= at and data[at - length : at] == tail[-length:]:
+                return data[at], BUCKETS - 1 - bucket
+        return data[at], 1
+
+    def append(self, symbol: int) -> None:
+        """Index the context before the new symbol, then store it."""
+        data, m = self.data, self.min_len
+        if len(data) >= self.capacity:
+            half = self.capacity // 2
+            del data[:half]
+            self.index -= half
+            self.index[self.index < 0] = -1
+        if len(data) >= m:
+            self.index[key_hash(data[-m:]) & self.mask] = len(data)
+        data.append(symbol)
+
+    @classmethod
+    def build(cls, ids: np.ndarray, index_log2: int, min_len: int) -> "History":
+        """A read-only history of a whole text, indexed at once (the prior's)."""
+        text = bytes(np.asarray(ids, np.uint8))
+        index = np.full(1 << index_log2, -1, np.int32)
+        mask = (1 << index_log2) - 1
+        ids = np.frombuffer(text, np.uint8).astype(np.uint64)
+        n = len(ids) - min_len
+        if n <= 0:
+            return cls(len(text), index_log2, min_len, text, index)
+        h = np.full(n, 0x2545F4914F6CDD1D, np.uint64)  # key_hash, vectorised over positions
+        with np.errstate(over="ignore"):
+            for j in range(min_len):
+                h = (h ^ (ids[j : j + n] + np.uint64(1))) * np.uint64(_P)
+        h ^= h >> np.uint64(29)
+        slots = (h & np.uint64(mask)).astype(np.int64)
+        np.maximum.at(index, slots, np.arange(min_len, len(text), dtype=np.int32))  # the latest occurrence wins
+        return cls(len(text), index_log2, min_len, text, index)

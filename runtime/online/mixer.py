@@ -1,0 +1,66 @@
+"""Logistic mixing of the experts' log-probabilities, as paq/cmix mix bits, over V symbols.
+
+Each expert i gives stretched scores S_i [V] (log-probabilities; a uniform expert is a
+constant and so neutral). A mixer predicts p = softmax(sum_i w_i S_i); its weight for input
+i is chosen by that input's confidence bucket b_i (a count table's total, a match's
+length, the RNN's top probability) and by a small selecting context, so it learns how far
+to trust each expert in each situation. The gradient of the log loss is
+S_i[y] - E_p[S_i]: one matrix-vector product. Several mixers with different selectors are
+combined by a final mixer of the same kind; each layer learns on its own log loss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_rnn.errors import StateError
+
+
+def log_softmax_rows(z: np.ndarray) -> np.ndarray:
+    """Max-shifted log-softmax over the last axis."""
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+class Mixer2:
+    """Mixers m = 0..M-1, selector sizes `selectors`, all in one weight table W
+    (sum(selectors), K, buckets), then a final mixer v (final_selectors, M).
+    `start` [K]: each input's initial weight (the RNN's 1, the others 0)."""
+
+    def __init__(self, selectors: tuple, final_selectors: int, inputs: int, buckets: int, start: np.ndarray, lr: float,
+                 lr_final: float, arrays: dict | None = None):
+        self.selectors, self.inputs, self.buckets = selectors, inputs, buckets
+        self.lr, self.lr_final = lr, lr_final
+        self.offsets = np.cumsum((0,) + tuple(selectors[:-1]))  # (M,)
+        self.k = np.arange(inputs)
+        M = len(selectors)
+        shape, final_shape = (sum(selectors), inputs, buckets), (final_selectors, M)
+        if arrays is None:
+            self.weights = np.ascontiguousarray(np.broadcast_to(start[None, :, None], shape), np.float32)
+            self.final = np.full(final_shape, 1.0 / M, np.float32)
+        else:
+            self.weights, self.final = arrays["weights"], arrays["final"]
+            if self.weights.shape != shape or self.final.shape != final_shape:
+                raise StateError(f"mixer weights {self.weights.shape}/{self.final.shape} do not fit this predictor "
+                                 f"({shape}/{final_shape}); the state is corrupt or from other settings")
+
+    @property
+    def nbytes(self) -> int:
+        return self.weights.nbytes + self.final.nbytes
+
+    def arrays(self) -> dict:
+        return {"weights": self.weights, "final": self.final}
+
+    def predict(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: np.ndarray):
+        """S (B, K, V) scores, b (B, K) buckets, sel (B, M) selector values, fsel (B,) the final
+        mixer's -> (log p (B, V), per-mixer log p (B, M, V), weights used (B, M, K))."""
+        w = self.weights[(sel + self.offsets)[:, :, None], self.k[None, None], b[:, None, :]]  # (B, M, K)
+        L = log_softmax_rows(np.matmul(w, S))  # (B, M, V)
+        v = self.final[fsel]  # (B, M)
+        return log_softmax_rows(np.matmul(v[:, None, :], L)[:, 0]), L
+
+    def learn(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: int, L: np.ndarray, logp: np.ndarray, y: int) -> None:
+        """One prediction's update: S (K, V), b (K,), sel (M,), L (M, V), logp (V,)."""
+        G = S[:, y][None] - np.exp(L) @ S.T  # (M, K): d log p_m(y) / d w_m
+        self.weights[(sel + self.offsets)[:, None], self.k[None], b[None]] += self.lr * G
+        self.final[fsel] += self.lr_final * (L[:, y] - L @ np.exp(logp))

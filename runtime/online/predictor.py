@@ -1,0 +1,166 @@
+"""The online predictor: the RNN as one expert, mixed with models that learn from the stream.
+
+Experts: the RNN's log-probabilities; hashed count tables keyed by character orders and
+word contexts, read from the prior (seeded from the model's training text, shared
+read-only) and from the user's own table beside it; a match model over the user's text
+and one over the prior text. A two-layer mixer (edge_rnn.runtime.online.mixer) combines
+them. Prequential: `step(rnn_logp, y)` scores y with the mixture, then every part learns
+from it. `predict_batch` scores many hypothetical tails at once (the autocomplete's beams)
+without learning. Memory is fixed at construction (`nbytes`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edge_rnn.runtime.online.config import MixtureConfig
+from edge_rnn.runtime.online.contexts import ContextHasher
+from edge_rnn.runtime.online.match import BUCKETS as MATCH_BUCKETS, History
+from edge_rnn.runtime.online.mixer import Mixer2
+from edge_rnn.runtime.online.tables import CountTable
+from edge_rnn.vocab import is_word_char
+
+COUNT_BUCKETS = 9  # by a context's total count: 0, 1, 2, 3-4, 5-8, ..., 65+; doubled by "one symbol seen"
+BUCKETS = 2 * COUNT_BUCKETS
+_TOTAL_BUCKET = np.minimum(np.ceil(np.log2(np.maximum(np.arange(1 << 16), 1))).astype(np.int64) + (np.arange(1 << 16) > 0), COUNT_BUCKETS - 1)
+FINAL_SELECTORS = 6 * 4  # the final mixer's weights by the last character's class and the partial word
+_CONFIDENCE = np.array([0.3, 0.5, 0.7, 0.85, 0.93, 0.97, 0.99])  # the RNN's top probability, bucketed
+
+
+def _char_classes(vocab) -> list[int]:
+    """0 lower, 1 upper, 2 digit, 3 space, 4 newline, 5 other: what the last character was."""
+    def cls(s):
+        if s.islower():
+            return 0
+        if s.isupper():
+            return 1
+        if s.isdigit():
+            return 2
+        return {" ": 3, "\n": 4}.get(s, 5)
+    return [cls(s) for s in vocab.symbols]
+
+
+class OnlinePredictor:
+    """One user's online predictor for one model (vocabulary) and prior.
+
+    prior: a Prior (edge_rnn.runtime.online.prior) or None; state: arrays from `arrays()`
+    to continue a saved session (see edge_rnn.runtime.online.state).
+    """
+
+    def __init__(self, vocab, config: MixtureConfig | None = None, prior=None, state: dict | None = None):
+        self.config = config = config or MixtureConfig()
+        self.vocab_size = V = len(vocab)
+        self.prior = prior
+        self.hasher = ContextHasher([is_word_char(s) for s in vocab.symbols], config.orders, config.words)
+        self.classes = _char_classes(vocab)
+        state = state or {}
+        self.user = CountTable(1 << config.user_rows_log2, V, config.count_limit,
+                               {k[5:]: state[k] for k in ("user_counts", "user_check", "user_total")} if state else None)
+        self.history = History(1 << config.history_log2, config.history_log2 - 2, config.match_min,
+                               bytes(state["history"]) if state else b"", state.get("history_index"))
+        self.prior_table = prior.table if prior is not None else CountTable(0, V)
+        self.prior_history = prior.history if prior is not None else History(1, 1, config.match_min)
+        kc = self.hasher.count
+        self.inputs = 2 * kc + 3  # user and prior rows per context, two matches, the RNN
+        start = np.zeros(self.inputs, np.float32)
+        start[-1] = 1.0  # the mixture starts as the RNN alone
+        selectors = (1, 6 * 4, MATCH_BUCKETS * MATCH_BUCKETS, len(_CONFIDENCE) + 1)
+        mixer_state = {k[6:]: v for k, v in state.items() if k.startswith("mixer.")}
+        if not mixer_state and prior is not None and prior.mixer is not None:
+            mixer_state = {k: v.copy() for k, v in prior.mixer.items()}
+        self.mixer = Mixer2(selectors, FINAL_SELECTORS, self.inputs, BUCKETS, start, config.lr, config.lr_final, mixer_state or None)
+        self.log_alpha = np.log(np.arange(256) + config.alpha).astype(np.float32)  # log(n + alpha) for byte counts
+        self.tail = bytes(state["tail"]) if state else b""
+        self.tokens = int(state["tokens"]) if state else 0
+        self.nats = float(state["nats"]) if state else 0.0
+        self._last = None
+
+    # --- prediction -------------------------------------------------------------------------
+    def _inputs(self, tails: list, rnn_logp: np.ndarray):
+        """Scores S (B, K, V), buckets b (B, K), selectors (B, 4) and, for learning, the
+        hashes (B, Kc) and user rows (B, Kc) of the contexts after each tail.
+
+        A count row's score is log(n + alpha): its normaliser log(N + alpha V) is the same for
+        every symbol, so it cancels in the mixer's softmax and in its gradient."""
+        hashed = [self.hasher.hashes(t) for t in tails]
+        H = np.array([h for h, _ in hashed], np.uint64)  # (B, Kc)
+        ru, rp = self.user.lookup(H), self.prior_table.lookup(H)
+        B, kc = len(tails), H.shape[1]
+        S = np.empty((B, self.inputs, self.vocab_size), np.float32)
+        b = np.empty((B, self.inputs), np.int64)
+        for table, rows, part in ((self.user, ru, slice(0, kc)), (self.prior_table, rp, slice(kc, 2 * kc))):
+            counts = table.counts[rows]  # (B, Kc, V) uint8
+            np.take(self.log_alpha, counts, out=S[:, part])
+            totals = table.total[rows]
+            b[:, part] = _TOTAL_BUCKET[totals] + COUNT_BUCKETS * (counts.max(axis=-1) == totals)
+        S[:, -3:-1] = 0.0
+        sel = np.zeros((B, 4), np.int64)
+        for i, tail in enumerate(tails):
+            sym_u, lb_u = self.history.find(tail)
+            sym_p, lb_p = self.prior_history.find(tail)
+            if sym_u >= 0:
+                S[i, -3, sym_u] = 1.0
+            if sym_p >= 0:
+                S[i, -2, sym_p] = 1.0
+            b[i, -3], b[i, -2] = lb_u, lb_p
+            sel[i, 1] = self.classes[tail[-1]] * 4 + hashed[i][1] if tail else 12
+            sel[i, 2] = lb_u * MATCH_BUCKETS + lb_p
+        S[:, -1] = rnn_logp
+        b[:, -1] = sel[:, 3] = np.searchsorted(_CONFIDENCE, np.exp(rnn_logp.max(axis=-1)))
+        return S, b, sel, H, ru
+
+    def predict_batch(self, tails: list, rnn_logp: np.ndarray) -> np.ndarray:
+        """Log-probabilities (B, V) of the next symbol after each tail (bytes of ids), given the
+        RNN's log-probabilities (B, V) there. Nothing learns."""
+        S, b, sel, _, _ = self._inputs(tails, np.asarray(rnn_logp, np.float32))
+        return self.mixer.predict(S, b, sel, sel[:, 1])[0]
+
+    def predict(self, rnn_logp: np.ndarray) -> np.ndarray:
+        """Log-probabilities [V] of the next symbol of the learned stream; `learn` uses them."""
+        S, b, sel, H, ru = self._inputs([self.tail], np.asarray(rnn_logp, np.float32)[None])
+        logp, L = self.mixer.predict(S, b, sel, sel[:, 1])
+        self._last = (S[0], b[0], sel[0], L[0], logp[0], H[0], ru[0])
+        return logp[0]
+
+    # --- learning ---------------------------------------------------------------------------
+    def learn(self, symbol: int) -> None:
+        """Every part learns that `symbol` followed (after `predict`, which scored it)."""
+        if self._last is None:
+            raise RuntimeError("learn() follows predict(): the mixture must score a symbol before learning it")
+        S, b, sel, L, logp, H, ru = self._last
+        self._last = None
+        self.tokens += 1
+        self.nats -= float(logp[symbol])
+        self.mixer.learn(S, b, sel, sel[1], L, logp, symbol)
+        self.user.learn(H, symbol, ru)
+        self.history.append(symbol)
+        self.tail = (self.tail + bytes((symbol,)))[-self.hasher.tail_needed :]
+
+    def step(self, rnn_logp: np.ndarray, symbol: int) -> float:
+        """Score `symbol` (nats), then learn from it."""
+        logp = self.predict(rnn_logp)
+        self.learn(symbol)
+        return -float(logp[symbol])
+
+    def context_only(self, symbols) -> None:
+        """Symbols the stream saw but does not learn from (a primer, text typed with learning off)."""
+        for s in symbols:
+            self.history.append(int(s))
+        self.tail = (self.tail + bytes(int(s) for s in symbols))[-self.hasher.tail_needed :]
+
+    # --- reporting and state ----------------------------------------------------------------
+    def stats(self) -> dict:
+        return {"tokens": self.tokens, "bpc": self.nats / self.tokens / math.log(2) if self.tokens else float("nan")}
+
+    @property
+    def nbytes(self) -> int:
+        """The user's own state (tables, match history, mixer); the prior is shared, not counted."""
+        return self.user.nbytes + self.history.nbytes + self.mixer.nbytes
+
+    def arrays(self) -> dict:
+        return {**{f"user_{k}": v for k, v in self.user.arrays().items()},
+                "history": np.frombuffer(bytes(self.history.data), np.uint8), "history_index": self.history.index,
+                **{f"mixer.{k}": v for k, v in self.mixer.arrays().items()},
+                "tail": np.frombuffer(self.tail, np.uint8), "tokens": np.array(self.tokens), "nats": np.array(self.nats)}

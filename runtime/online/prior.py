@@ -1,0 +1,200 @@
+"""The prior: count tables, a match text and mixer weights learned from a model's training text.
+
+Why: a user's own tables start empty, and a count model that knows nothing needs many
+characters before it helps. The prior holds what the training text says about each
+frequent context (its counts, scaled into bytes), the training text itself for the match
+model, and mixer weights pretrained on held-out text of the same corpus, so the mixture
+starts tuned. It is built once (`build_prior`), shipped beside the model file, bound to
+the model's fingerprint, loaded once per process and shared read-only by every user.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_rnn.atomic import atomic_write
+from edge_rnn.errors import StateError
+from edge_rnn.modelfile import shipped_models
+from edge_rnn.runtime.online.config import MixtureConfig
+from edge_rnn.runtime.online.contexts import ContextHasher
+from edge_rnn.runtime.online.match import History
+from edge_rnn.runtime.online.tables import CountTable
+from edge_rnn.vocab import is_word_char
+
+log = logging.getLogger(__name__)
+PRIOR_FORMAT = "edge-rnn-prior-1"
+SUFFIX = ".prior.npz"
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Shared, read-only. table: contexts of the training text; history: its text (match
+    model); mixer: initial mixer arrays (or None); orders/words/match_min: the settings its
+    contexts were hashed with (a predictor must use the same)."""
+
+    fingerprint: str
+    table: CountTable
+    history: History
+    mixer: dict | None
+    orders: tuple
+    words: bool
+    match_min: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.table.nbytes + self.history.nbytes + sum(v.nbytes for v in (self.mixer or {}).values())
+
+    def check_config(self, config: MixtureConfig) -> None:
+        if (tuple(config.orders), config.words, config.match_min) != (self.orders, self.words, self.match_min):
+            raise StateError(
+                f"the prior was built with orders={self.orders}, words={self.words}, match_min={self.match_min}, "
+                f"not the settings given ({config.orders}, {config.words}, {config.match_min}); use its settings or no prior"
+            )
+
+
+def context_hashes(hasher: ContextHasher, ids: np.ndarray) -> np.ndarray:
+    """(N - 1, Kc) uint64: the contexts before each symbol ids[1:], exactly as the predictor hashes them."""
+    text = bytes(np.asarray(ids, np.uint8))
+    T = hasher.tail_needed
+    out = np.empty((len(text) - 1, hasher.count), np.uint64)
+    for p in range(1, len(text)):
+        out[p - 1] = hasher.hashes(text[max(0, p - T) : p])[0]
+    return out
+
+
+def _assign_rows(unique: np.ndarray, freq: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows for the most frequent contexts, as CountTable places them: a context's pair of rows
+    (i, i ^ 1), the more frequent context first. Returns (row per unique context or -1, check)."""
+    order = np.argsort(-freq, kind="stable")
+    mask = np.uint64(rows - 1)
+    first = (unique & mask).astype(np.int64)
+    assigned = np.full(len(unique), -1, np.int64)
+    free = np.ones(rows, bool)
+    for slot in (first, first ^ 1):
+        pending = order[assigned[order] < 0]
+        pending = pending[free[slot[pending]]]
+        taken, where = np.unique(slot[pending], return_index=True)  # the first (most frequent) per slot
+        winners = pending[where]
+        assigned[winners] = taken
+        free[taken] = False
+    check = ((unique >> np.uint64(48)) | np.uint64(1)).astype(np.uint16)
+    return assigned, check
+
+
+def build_prior(model, train_text: str, *, rows_log2: int = 18, config: MixtureConfig | None = None,
+                mixer_text: str | None = None, history_chars: int = 8 << 20, index_log2: int = 22) -> Prior:
+    """Count tables and match text from `train_text`; mixer weights pretrained on `mixer_text`
+    (held-out text of the same corpus) with the model's own predictions, if given."""
+    config = config or MixtureConfig()
+    V = model.spec.vocab_size
+    if V > 255:
+        raise StateError(f"the online predictor stores symbols in bytes; this vocabulary has {V} symbols")
+    ids = model.encode(train_text)
+    hasher = ContextHasher([is_word_char(s) for s in model.vocab.symbols], config.orders, config.words)
+    H = context_hashes(hasher, ids)  # (N-1, Kc)
+    Y = np.repeat(ids[1:].astype(np.int64), H.shape[1])
+    unique, inverse, freq = np.unique(H.ravel(), return_inverse=True, return_counts=True)
+    freq[freq < 2] = 0  # a context seen once says little; leave its row to another
+    rows = 1 << rows_log2
+    assigned, check = _assign_rows(unique, freq.astype(np.int64), rows)
+    assigned[freq == 0] = -1
+    row_of = assigned[inverse]  # (N-1 * Kc,)
+    keep = row_of >= 0
+    counts = np.bincount(row_of[keep] * V + Y[keep], minlength=(rows + 1) * V).reshape(rows + 1, V)
+    top = counts.max(axis=1, keepdims=True)
+    scaled = np.where(top > 255, np.floor(counts * (255.0 / np.maximum(top, 1))), counts)
+    table_counts = np.maximum(scaled, counts > 0).astype(np.uint8)  # a seen symbol keeps a count
+    table_check = np.zeros(rows + 1, np.uint16)
+    table_check[assigned[assigned >= 0]] = check[assigned >= 0]
+    table = CountTable(rows, V, 255, {"counts": table_counts, "check": table_check,
+                                      "total": table_counts.sum(axis=1, dtype=np.uint16)})
+    history = History.build(ids[-history_chars:], index_log2, config.match_min)
+    prior = Prior(model.fingerprint, table, history, None, tuple(config.orders), config.words, config.match_min)
+    log.info("prior: %d contexts (of %d seen twice), %.1f MiB", int((assigned >= 0).sum()), int((freq > 0).sum()), prior.nbytes / 2**20)
+    if mixer_text:
+        prior = _pretrain_mixer(model, prior, mixer_text, config)
+    return prior
+
+
+def _pretrain_mixer(model, prior: Prior, text: str, config: MixtureConfig) -> Prior:
+    """Run a fresh predictor over held-out text; keep only what its mixer learned."""
+    from edge_rnn.runtime.online.predictor import OnlinePredictor
+    from edge_rnn.runtime.online.score import rnn_log_probs
+
+    ids = model.encode(text)
+    predictor = OnlinePredictor(model.vocab, config, prior)
+    predictor.context_only(ids[:1])
+    for logp, y in zip(rnn_log_probs(model, ids), ids[1:]):
+        predictor.step(logp, int(y))
+    log.info("prior mixer pretrained on %d characters: %.4f bpc", predictor.tokens, predictor.stats()["bpc"])
+    return Prior(prior.fingerprint, prior.table, prior.history, {k: v.copy() for k, v in predictor.mixer.arrays().items()},
+                 prior.orders, prior.words, prior.match_min)
+
+
+# --- files --------------------------------------------------------------------------------
+def save_prior(prior: Prior, path: str | Path) -> Path:
+    arrays = {"format": np.array(PRIOR_FORMAT), "fingerprint": np.array(prior.fingerprint),
+              "orders": np.array(prior.orders, np.int64), "words": np.array(prior.words), "match_min": np.array(prior.match_min),
+              "rows": np.array(prior.table.rows), "text": np.frombuffer(bytes(prior.history.data), np.uint8),
+              "index_log2": np.array(int(math.log2(len(prior.history.index)))),
+              **{f"table_{k}": v for k, v in prior.table.arrays().items()},
+              **{f"mixer_{k}": v for k, v in (prior.mixer or {}).items()}}
+    return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str, mtime_ns: int) -> Prior:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if str(f["format"]) != PRIOR_FORMAT:
+                raise StateError(f"{path} is not an edge-rnn prior (format {str(f['format'])!r})")
+            rows = int(f["rows"])
+            V = f["table_counts"].shape[1]
+            table = CountTable(rows, V, 255, {k: f[f"table_{k}"] for k in ("counts", "check", "total")})
+            mixer = {k[6:]: f[k] for k in f.files if k.startswith("mixer_")} or None
+            history = History.build(f["text"], int(f["index_log2"]), int(f["match_min"]))
+            prior = Prior(str(f["fingerprint"]), table, history, mixer, tuple(int(o) for o in f["orders"]),
+                          bool(f["words"]), int(f["match_min"]))
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise StateError(f"prior file {path} is corrupt or truncated ({type(exc).__name__}); rebuild it with `edge-rnn prior`") from None
+    for array in (table.counts, table.check, table.total, history.index):
+        array.flags.writeable = False  # shared by every user of the model
+    return prior
+
+
+def load_prior(path: str | Path) -> Prior:
+    """A prior file, loaded once per process (and again only if the file changes)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StateError(f"prior file {path} does not exist; build it with `edge-rnn prior` or run without a prior")
+    return _load_cached(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+def prior_path_for(model) -> Path | None:
+    """The prior shipped beside the model file, or beside the shipped base model it was adapted from."""
+    candidates = []
+    if model.file.path is not None:
+        path = Path(model.file.path)
+        candidates.append(path.with_name(path.name.removesuffix(".onnx") + SUFFIX))
+    candidates += [p.with_name(p.name.removesuffix(".onnx") + SUFFIX) for p in shipped_models().values()]
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                with np.load(candidate, allow_pickle=False) as f:
+                    if str(f["fingerprint"]) == model.fingerprint:
+                        return candidate
+            except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+                continue
+    return None
+
+
+def prior_for(model) -> Prior | None:
+    path = prior_path_for(model)
+    return load_prior(path) if path is not None else None

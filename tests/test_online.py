@@ -1,0 +1,263 @@
+"""The online predictor (edge_rnn.runtime.online): tables, contexts, match model, mixer,
+prequential scoring, bounded memory, persistence and its refusals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import edge_rnn
+from edge_rnn.errors import SettingsError, StateError
+from edge_rnn.runtime.online import (MixtureConfig, OnlinePredictor, build_prior, load_state, online_predictor,
+                                     save_prior, load_prior, save_state, state_path_for)
+from edge_rnn.runtime.online.contexts import ContextHasher
+from edge_rnn.runtime.online.match import History
+from edge_rnn.runtime.online.mixer import Mixer2, log_softmax_rows
+from edge_rnn.runtime.online.score import score_online
+from edge_rnn.runtime.online.tables import CountTable
+from edge_rnn.vocab import Vocabulary
+TEXT = "the quick brown fox jumps over the lazy dog. THE END!\n"  # the fixtures' model vocabulary (conftest)
+
+SMALL = dict(user_rows_log2=10, history_log2=12)
+STORY = ("the zorblax sat on the mat. a zorblax is a small animal. my zorblax likes fish. "
+         "we gave the zorblax a name. ") * 3
+
+
+def vocab():
+    return Vocabulary.from_text(TEXT + STORY)
+
+
+def ids_of(v, text: str) -> bytes:
+    return bytes(v.encode(text).astype(np.uint8))
+
+
+def uniform(V):
+    return np.full(V, -math.log(V), np.float32)
+
+
+# --- tables --------------------------------------------------------------------------------
+def test_table_checks_tell_colliding_contexts_apart_and_replace_the_less_known():
+    t = CountTable(8, 5)
+    a, b, c = (np.array([x], np.uint64) for x in (3 | (0x1234 << 48), 3 | (0x5678 << 48), 2 | (0x9ABC << 48)))
+    for _ in range(3):
+        t.learn(a, 1)
+    t.learn(b, 2)  # same row pair as a: takes the other row
+    assert t.counts[t.lookup(a)[0], 1] == 3 and t.counts[t.lookup(b)[0], 2] == 1
+    t.learn(c, 4)  # row pair (2, 3) is full: the context with the smaller total (b) goes
+    assert t.lookup(b)[0] == t.rows, "the less-known context was replaced"
+    assert t.counts[t.lookup(a)[0], 1] == 3 and t.counts[t.lookup(c)[0], 4] == 1
+    assert t.lookup(np.array([5 | (0x1111 << 48)], np.uint64))[0] == t.rows  # unknown: the zero sentinel row
+    assert not t.counts[t.rows].any()
+
+
+def test_table_halves_a_row_at_its_limit_and_never_grows():
+    t = CountTable(4, 3, limit=10)
+    h = np.array([1 | (7 << 48)], np.uint64)
+    before = t.nbytes
+    for _ in range(9):
+        t.learn(h, 0)
+    t.learn(h, 1)
+    row = t.lookup(h)[0]
+    assert t.counts[row].tolist() == [9, 1, 0]
+    t.learn(h, 0)  # reaches 10: halved
+    assert t.counts[row].tolist() == [5, 0, 0] and t.total[row] == 5
+    assert t.nbytes == before
+
+
+# --- contexts ------------------------------------------------------------------------------
+def test_context_hashes_depend_on_the_tail_they_need_only():
+    v = vocab()
+    hasher = ContextHasher([s.isalpha() for s in v.symbols], (0, 1, 2, 4), True)
+    ids = ids_of(v, "we gave the zorblax a name. the zorb")
+    short = ids[-hasher.tail_needed :]
+    assert hasher.hashes(ids) == hasher.hashes(short)
+    h1, partial = hasher.hashes(ids_of(v, "the zorb"))
+    h2, _ = hasher.hashes(ids_of(v, "a zorb"))
+    assert partial == 3
+    assert h1[-2] == h2[-2], "the partial word's context does not see the word before"
+    assert h1[-1] != h2[-1], "the (previous word, partial word) context does"
+    assert h1[:4] == h2[:4]  # orders 0-4 see "zorb" in both
+    h3, _ = hasher.hashes(ids_of(v, "a korb"))
+    assert h3[:3] == h1[:3] and h3[3] != h1[3]  # orders 0-2 see "rb", order 4 tells "korb" from "zorb"
+
+
+# --- match model ---------------------------------------------------------------------------
+def test_match_model_predicts_what_followed_the_last_occurrence():
+    v = vocab()
+    history = History(1 << 12, 10, 5)
+    for y in v.encode("a zorblax sat. "):
+        history.append(int(y))
+    symbol, bucket = history.find(ids_of(v, "my zorb"))
+    assert v.symbols[symbol] == "l" and bucket >= 1
+    assert history.find(ids_of(v, "qqqqq")) == (-1, 0)
+    built = History.build(v.encode("a zorblax sat. a zorbit"), 10, 5)
+    assert v.symbols[built.find(ids_of(v, " a zorb"))[0]] == "i", "the latest occurrence wins"
+
+
+def test_match_history_is_bounded():
+    history = History(64, 6, 3)
+    for i in range(1000):
+        history.append(i % 7)
+    assert len(history.data) <= 64 and history.index.max() < len(history.data)
+    assert history.find(bytes([0, 1, 2, 3, 4]))[0] == 5
+
+
+# --- mixer ---------------------------------------------------------------------------------
+def test_mixer_learns_to_trust_the_expert_that_is_right():
+    V, K, rng = 6, 3, np.random.default_rng(0)
+    mixer = Mixer2((1,), 1, K, 2, np.array([0.0, 0.0, 1.0], np.float32), lr=0.05, lr_final=0.01)
+    losses = []
+    for t in range(400):
+        y = int(rng.integers(V))
+        S = np.zeros((1, K, V), np.float32)
+        S[0, 0, y] = 1.0  # an oracle
+        S[0, 1] = rng.normal(size=V)  # noise
+        S[0, 2] = uniform(V)  # the "RNN": knows nothing
+        b, sel, fsel = np.zeros((1, K), np.int64), np.zeros((1, 1), np.int64), np.zeros(1, np.int64)
+        logp, L = mixer.predict(S, b, sel, fsel)
+        losses.append(-logp[0, y])
+        mixer.learn(S[0], b[0], sel[0], 0, L[0], logp[0], y)
+    assert math.isclose(losses[0], math.log(V), rel_tol=1e-5), "it starts as the RNN alone"
+    assert np.mean(losses[-50:]) < 0.5 * math.log(V)
+    assert mixer.weights[0, 0, 0] > 1.0 > abs(mixer.weights[0, 1, 0])
+
+
+def test_log_softmax_rows_is_shift_safe():
+    z = np.array([[1e4, 1e4 + 1, -1e4]], np.float32)
+    out = log_softmax_rows(z)
+    assert np.isfinite(out).all() and abs(np.exp(out).sum() - 1) < 1e-5
+
+
+# --- the predictor -------------------------------------------------------------------------
+def test_prequential_score_is_the_prediction_made_before_learning():
+    v = vocab()
+    p = OnlinePredictor(v, MixtureConfig(**SMALL))
+    ids = v.encode(STORY)
+    p.context_only(ids[:1])
+    for y in ids[1:200]:
+        predicted = p.predict(uniform(len(v)))
+        nats = -float(predicted[int(y)])
+        tokens, total = p.tokens, p.nats
+        p.learn(int(y))
+        assert p.tokens == tokens + 1 and math.isclose(p.nats, total + nats, rel_tol=1e-9, abs_tol=1e-9)
+    with pytest.raises(RuntimeError):
+        p.learn(1)  # learning a symbol that was not scored first
+
+
+def test_repeated_text_gets_cheap_and_beams_see_the_same_distribution():
+    v = vocab()
+    p = OnlinePredictor(v, MixtureConfig(**SMALL))
+    ids = v.encode(STORY)
+    p.context_only(ids[:1])
+    per_pass = len(ids) // 3
+    nats = [p.step(uniform(len(v)), int(y)) for y in ids[1:]]
+    first, last = np.mean(nats[: per_pass - 1]), np.mean(nats[-per_pass:])
+    assert first > 2.0 and last < 0.5 * first, (first, last)
+    single = p.predict(uniform(len(v)))
+    batch = p.predict_batch([p.tail, p.tail[:-3]], np.stack([uniform(len(v))] * 2))
+    np.testing.assert_allclose(batch[0], single, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(batch[1], single)
+
+
+def test_memory_is_fixed_and_within_budget_under_a_hostile_stream():
+    v = vocab()
+    p = OnlinePredictor(v)  # the defaults
+    assert p.nbytes <= 8 * 2**20, f"a user's state is {p.nbytes / 2**20:.2f} MiB"
+    before = p.nbytes
+    rng = np.random.default_rng(1)
+    junk = rng.integers(0, len(v), 20_000)
+    p.context_only(junk[:1])
+    for y in junk[1:]:
+        p.step(uniform(len(v)), int(y))
+    for _ in range(5000):
+        p.step(uniform(len(v)), 5)  # one symbol over and over
+    assert p.nbytes == before and len(p.history.data) <= p.history.capacity
+    assert np.isfinite(p.mixer.weights).all()
+
+
+def test_bad_settings_are_refused():
+    for bad in (dict(orders=()), dict(orders=(1, 1)), dict(orders=(99,)), dict(user_rows_log2=40), dict(alpha=0),
+                dict(lr=-1.0), dict(count_limit=300), dict(match_min=1)):
+        with pytest.raises(SettingsError):
+            MixtureConfig(**bad)
+    with pytest.raises(SettingsError):
+        MixtureConfig.from_dict({"table": 3})
+
+
+# --- prior ----------------------------------------------------------------------------------
+def test_prior_from_training_text_helps_on_text_like_it(tmp_path, model_file):
+    model = edge_rnn.load(model_file)
+    train = ("the quick brown fox jumps over the lazy dog. " * 40)
+    prior = build_prior(model, train, rows_log2=10, config=MixtureConfig(**SMALL), mixer_text=train[:300], index_log2=10)
+    save_prior(prior, tmp_path / "p.prior.npz")
+    loaded = load_prior(tmp_path / "p.prior.npz")
+    assert loaded.fingerprint == model.fingerprint and np.array_equal(loaded.table.counts, prior.table.counts)
+    assert not loaded.table.counts.flags.writeable, "a prior is shared read-only"
+    text = "the lazy dog jumps over the quick brown fox. "
+    with_prior = score_online(model, OnlinePredictor(model.vocab, MixtureConfig(**SMALL), loaded), text)
+    without = score_online(model, OnlinePredictor(model.vocab, MixtureConfig(**SMALL)), text)
+    assert with_prior["bpc"] < 0.8 * without["bpc"], (with_prior, without)
+    assert with_prior["rnn_bpc"] == without["rnn_bpc"]
+    with pytest.raises(StateError):
+        loaded.check_config(MixtureConfig(orders=(1, 2)))
+    (tmp_path / "bad.prior.npz").write_bytes(b"not a prior")
+    with pytest.raises(StateError):
+        load_prior(tmp_path / "bad.prior.npz")
+
+
+# --- state on disk --------------------------------------------------------------------------
+def test_saved_state_continues_exactly_and_refuses_what_is_not_its_own(tmp_path, model_file):
+    model = edge_rnn.load(model_file)
+    ids = model.encode(STORY)
+    logps = np.random.default_rng(2).normal(size=(len(ids), len(model.vocab))).astype(np.float32)
+    logps = log_softmax_rows(logps)
+    config = MixtureConfig(**SMALL)
+    whole = OnlinePredictor(model.vocab, config)
+    whole.context_only(ids[:1])
+    expected = [whole.step(logps[j], int(ids[j + 1])) for j in range(len(ids) - 1)]
+    half = OnlinePredictor(model.vocab, config)
+    half.context_only(ids[:1])
+    cut = 150
+    got = [half.step(logps[j], int(ids[j + 1])) for j in range(cut)]
+    path, sha = save_state(half, tmp_path / "s.mixture.npz", model.fingerprint)
+    resumed = load_state(path, model.vocab, model.fingerprint, sha256=sha)
+    got += [resumed.step(logps[j], int(ids[j + 1])) for j in range(cut, len(ids) - 1)]
+    assert got == expected, "a save/load round trip changed the prequential scores"
+    with pytest.raises(StateError, match="another base model"):
+        load_state(path, model.vocab, "0" * 64)
+    data = path.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(StateError):
+        load_state(tmp_path / "cut.npz", model.vocab, model.fingerprint)
+    with pytest.raises(StateError, match="sha256"):
+        load_state(path, model.vocab, model.fingerprint, sha256="f" * 64)
+
+
+def test_adapter_reports_mixture_and_rnn_and_saves_its_state(tmp_path, model_file):
+    model = edge_rnn.load(model_file)
+    adapter = model.adapter(k1=8, k2=8, lr=1e-3, mixture=SMALL)
+    stats = adapter.observe(STORY)
+    assert stats["bpc"] < stats["rnn_bpc"], "on repeated text the mixture beats the RNN alone"
+    out = adapter.save(tmp_path / "adapted.onnx")
+    assert state_path_for(out).is_file()
+    again = edge_rnn.load(out)
+    resumed = online_predictor(again)
+    assert resumed.tokens == stats["tokens"] and resumed.config == MixtureConfig(**SMALL)
+    plain = edge_rnn.load(model_file).adapter(k1=8, k2=8, lr=1e-3, mixture=False).observe(STORY)
+    assert plain["bpc"] == plain["rnn_bpc"]
+    state_path_for(out).write_bytes(state_path_for(out).read_bytes()[:-10])
+    with pytest.raises(StateError):
+        online_predictor(edge_rnn.load(out))
+
+
+def test_a_learning_stream_returns_the_mixture(model_file):
+    model = edge_rnn.load(model_file)
+    learning, plain = model.stream(learn=SMALL), model.stream()
+    for _ in range(6):
+        a = learning.feed("dog. ")
+        b = plain.feed("dog. ")
+    d = model.vocab.encode("d")[0]
+    assert a[d] > 2 * b[d], "the learning stream knows 'd' follows '. ' by now"
+    assert math.isclose(float(a.sum()), 1.0, rel_tol=1e-4)
