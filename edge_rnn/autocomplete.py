@@ -34,6 +34,7 @@ import numpy as np
 
 from edge_rnn.beam import BeamConfig, WordClasses, complete_word, is_word_char
 from edge_rnn.errors import SettingsError
+from edge_rnn.runtime.adapt import adapt_config
 from edge_rnn.runtime.online import online_predictor, save_with_state
 
 # The RNN's own learning while typing (TBPTT on committed text); lr 0 leaves its weights alone
@@ -64,12 +65,14 @@ class Autocompleter:
         if not isinstance(accept_suffix, str):
             raise SettingsError(f"accept_suffix must be text, e.g. ' ' or '', got {accept_suffix!r}")
         self.model = model
-        self.config = BeamConfig(n=n, width=width, max_chars=max_chars, run_on=run_on)
+        # without an automatic space a one-character completion saves nothing: offer two or more
+        self.config = BeamConfig(n=n, width=width, max_chars=max_chars, run_on=run_on, min_chars=1 if accept_suffix else 2)
         self.classes = WordClasses.of(model.vocab)
         self.accept_suffix = accept_suffix
         self.history = history
         self.defer_learning = bool(defer_learning)
         self.adapt_settings = {**ADAPT_DEFAULTS, **(adapt_settings or {})}
+        adapt_config(self.adapt_settings)  # impossible settings fail now, not when learning starts
         self.curve: list[tuple[int, float]] = []  # (tokens learned, bits per char of that commit)
         self._primer = _primer_id(model.vocab)
         self._adapter = None
@@ -243,7 +246,9 @@ class Autocompleter:
         if self._adapter is None and not learned:
             return Path(self.model.save(path))
         self.model.adaptation = list(self.model.file.adaptation)  # one record per session, not one per save
-        record = self._adapter.record() if self._adapter is not None else {"settings": {"rnn": "not adapted"}}
+        record = self._adapter.record() if self._adapter is not None else {"settings": self.adapt_settings}
+        if self.predictor is not None:
+            record.update(self.predictor.stats())  # the learned tokens and their online bpc are the mixture's
         return Path(save_with_state(self.model, path, record, self.predictor))
 
     def _commit(self, upto: int) -> None:

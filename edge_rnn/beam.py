@@ -27,15 +27,18 @@ from edge_rnn.vocab import is_word_char
 @dataclass(frozen=True)
 class BeamConfig:
     """n: suggestions wanted; width: beams kept per step (bounds the batch); max_chars:
-    longest completion (bounds the steps, so the latency); run_on: finish the next word too."""
+    longest completion (bounds the steps, so the latency); run_on: finish the next word too;
+    min_chars: shortest completion offered (a one-character completion saves a keystroke only
+    when accepting it also types a space)."""
 
     n: int = 3
     width: int = 8
     max_chars: int = 20
     run_on: bool = False
+    min_chars: int = 1
 
     def __post_init__(self):
-        for name in ("n", "width", "max_chars"):
+        for name in ("n", "width", "max_chars", "min_chars"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SettingsError(f"{name} must be a positive integer, got {value!r}")
@@ -103,7 +106,7 @@ def complete_word(model, state: tuple, log_probs: np.ndarray, *, word_started: b
         if ending.any():
             end = logp + _logsumexp(np.where(classes.boundary, lp, -np.inf))  # (B,)
             for b in np.flatnonzero(ending):
-                if texts[b] and end[b] > finished.get(texts[b], -np.inf):
+                if len(texts[b]) >= config.min_chars and end[b] > finished.get(texts[b], -np.inf):
                     finished[texts[b]] = float(end[b])
         if step == config.max_chars:
             break

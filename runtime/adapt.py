@@ -92,6 +92,14 @@ class AdaptConfig:
             bad(f"guard must be > 1 (a ratio to the running loss), got {self.guard!r}")
 
 
+def adapt_config(settings: dict) -> AdaptConfig:
+    """AdaptConfig from keyword settings, naming any unknown one instead of a TypeError."""
+    unknown = sorted(set(settings) - set(AdaptConfig.__dataclass_fields__))
+    if unknown:
+        raise SettingsError(f"unknown adaptation setting(s) {', '.join(unknown)}; use {', '.join(AdaptConfig.__dataclass_fields__)}")
+    return AdaptConfig(**settings)
+
+
 def trainable_names(spec, which: str) -> list[str]:
     head = [S.HEAD_WEIGHT, S.HEAD_BIAS]
     last = list(S.layer_weight_names(spec.layers - 1))

@@ -178,16 +178,12 @@ class Model:
         """An online Adapter (prequential TBPTT) on this model's weights; see AdaptConfig for settings.
         mixture: the online predictor beside the RNN (see edge_rnn.runtime.online.online_predictor);
         False adapts and scores the RNN alone."""
-        from edge_rnn.runtime.adapt import AdaptConfig, Adapter
+        from edge_rnn.runtime.adapt import Adapter, adapt_config
         from edge_rnn.runtime.online import online_predictor
 
         if self.backend == "onnxruntime":
             raise SettingsError("the onnxruntime backend runs inference only; load with backend='numpy' or 'cupy' to adapt")
-        unknown = sorted(set(settings) - set(AdaptConfig.__dataclass_fields__))
-        if unknown:
-            raise SettingsError(f"unknown adaptation setting(s) {', '.join(unknown)}; use {', '.join(AdaptConfig.__dataclass_fields__)}")
-        config = AdaptConfig(**settings)
-        return Adapter(self, config, online_predictor(self, mixture))
+        return Adapter(self, adapt_config(settings), online_predictor(self, mixture))
 
     # --- weights --------------------------------------------------------------------------
     def host_weights(self) -> dict[str, np.ndarray]:

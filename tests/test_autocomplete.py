@@ -279,5 +279,8 @@ def test_onnxruntime_backend_suggests_the_same_without_learning(tmp_path):
         assert np.allclose([p for _, p in got], [p for _, p in want], rtol=1e-3)
     ort_ac.backspace(3)
     assert ort_ac.text == "the quick brown fo"
-    with pytest.raises(SettingsError, match="inference only"):
-        Autocompleter(ort_ac.model, learn=True)
+    learner = Autocompleter(ort_ac.model, learn=True)  # the online predictor learns; the RNN's weights stay
+    learner.type("the fox. the fox. ")
+    assert learner.tokens_learned == len("the fox. the fox. ")
+    with pytest.raises(SettingsError, match="inference only"):  # an RNN step needs an editable backend
+        Autocompleter(ort_ac.model, learn=True, adapt_settings={"lr": 1e-3})

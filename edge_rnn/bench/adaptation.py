@@ -26,9 +26,11 @@ def idle(path: str, label: str = "") -> dict:
 
 def adapt(path: str, tokens: int, chunk: int, settings: dict) -> dict:
     """model.adapter(**settings).observe over `tokens` tokens of gpl-3 (cycled), timed per
-    chunk of `chunk` tokens (a multiple of k1, so every chunk holds the same updates)."""
+    chunk of `chunk` tokens (a multiple of k1, so every chunk holds the same updates).
+    The RNN alone unless settings say `mixture` (the online predictor beside it)."""
     import edge_rnn
 
+    settings = {"mixture": False, **settings}
     model = edge_rnn.load(path)
     ids = text_ids(model.vocab, tokens + 1)
     meter = PeakMeter().start()
@@ -41,7 +43,11 @@ def adapt(path: str, tokens: int, chunk: int, settings: dict) -> dict:
         adapter.observe(piece)
         rates.append(len(piece) / (time.perf_counter() - t0))
     stats = adapter.stats()
-    return {"tokens_per_s": summarize(rates), "peak_rss_mb": peak_rss_mb(), "rss_growth_mb": meter.growth_mb(), "bpc": stats["bpc"], "tokens": stats["tokens"],
+    mixture = adapter.predictor
+    return {"tokens_per_s": summarize(rates), "peak_rss_mb": peak_rss_mb(), "rss_growth_mb": meter.growth_mb(), "bpc": stats["bpc"],
+            "rnn_bpc": stats["rnn_bpc"], "mixture": mixture is not None,
+            "predictor_mib": mixture.nbytes / 2**20 if mixture is not None else 0.0,
+            "prior_mib": mixture.prior.nbytes / 2**20 if mixture is not None and mixture.prior is not None else 0.0, "tokens": stats["tokens"],
             "updates": stats["updates"], "rollbacks": stats["rollbacks"], "settings": adapter.record()["settings"]}
 
 
@@ -69,6 +75,6 @@ def curve(path: str, chars: int | None, chunk: int, save_to: str | None = None, 
     return {
         "text": text, "tokens": online["tokens"], "chunk": chunk, "position": scored,
         "static_bpc_curve": per_chunk(static_nats).tolist(), "online_bpc_curve": per_chunk(online_nats).tolist(),
-        "static_bpc": static["bpc"], "online_bpc": online["bpc"],
+        "static_bpc": static["bpc"], "online_bpc": online["bpc"], "online_rnn_bpc": online["rnn_bpc"],
         "updates": online["updates"], "rollbacks": online["rollbacks"], "settings": adapter.record()["settings"],
     }

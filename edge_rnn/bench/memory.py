@@ -23,7 +23,7 @@ def tbptt_memory(path: str, lengths: list[int], settings: dict, chunk: int = 409
     model = edge_rnn.load(path)
     ids = text_ids(model.vocab, 65536)  # cycled: the content does not change the memory
     meter = PeakMeter().start()
-    adapter = model.adapter(**settings)
+    adapter = model.adapter(**{"mixture": False, **settings})  # TBPTT's own memory; the predictor's is fixed (its row)
     adapter.observe(ids[:1])
     points, done, t0 = [], 0, time.perf_counter()
     for target in sorted(lengths):

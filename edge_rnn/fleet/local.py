@@ -106,7 +106,7 @@ def local_round(model, weights: dict, text: str, config: LocalConfig) -> tuple[d
     model.set_weights(weights)
     with one_thread():
         before = score_text(model, text)
-        online = model.adapter(**config.adapt_settings()).observe(text)
+        online = model.adapter(mixture=False, **config.adapt_settings()).observe(text)  # the fleet combines RNN weights
         after = score_text(model, text)
     adapted = model.host_weights()
     norm = math.sqrt(sum(float(np.sum((adapted[k] - weights[k]) ** 2)) for k in adapted))
@@ -127,6 +127,6 @@ def personalised(model, weights: dict, text: str, config: LocalConfig) -> dict:
     model.set_weights(weights)
     with one_thread():
         static = score_text(model, text)
-        online = model.adapter(**config.adapt_settings()).observe(text)
+        online = model.adapter(mixture=False, **config.adapt_settings()).observe(text)  # the fleet combines RNN weights
     model.set_weights(weights)
     return {"tokens": static["tokens"], "static": static["bpc"], "personalised": online["bpc"]}
