@@ -14,6 +14,7 @@ what the compressors get first. Both depend on the model: change them with it.
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,38 +22,45 @@ import edge_rnn
 from edge_rnn.bench import peers_compress, peers_presage
 from edge_rnn.bench.typist import edge_rnn_savings, type_text
 from edge_rnn.corpora import normalise, render_man
-from edge_rnn.corpus import load_split, other_style_text, read_text_file
+from edge_rnn.corpus import load_split, other_style_text
 from edge_rnn.errors import CorpusError
 from edge_rnn.runtime.evaluate import score_text
 
 PRIOR = "shakespeare"  # corpus of the shipped model: its training split is the compressors' prior
-MAN_PAGE = Path("/usr/share/man/man1/tmux.1.gz")
+MAN_PAGE = Path("/usr/share/man/man1/wget.1.gz")
+NOVEL_R = "library(janeaustenr); cat(persuasion, sep='\\n')"
 
 
-def _fortunes(name: str) -> str:
-    path = Path("/usr/share/games/fortunes") / name
-    if not path.exists():
-        raise CorpusError(f"{path} is missing; install it with: apt-get install fortunes-min")
-    return read_text_file(path).replace("\n%\n", "\n\n")
+def _gpl3() -> str:
+    return normalise(other_style_text("gpl-3"))
 
 
 def _man_page(path: Path = MAN_PAGE) -> str:
     if not path.exists():
-        raise CorpusError(f"{path} is missing; install it with: apt-get install tmux man-db")
+        raise CorpusError(f"{path} is missing; install it with: apt-get install wget man-db")
     text = normalise(render_man(path))
     if not text.strip():
         raise CorpusError(f"`man -l {path}` gave no text; install man-db and groff-base")
     return text
 
 
-def _gpl3() -> str:
-    return other_style_text("gpl-3")
+def _novel() -> str:
+    try:
+        done = subprocess.run(["Rscript", "-e", NOVEL_R], capture_output=True, timeout=120)
+    except FileNotFoundError:
+        raise CorpusError("the novel needs R: apt-get install r-base-core r-cran-janeaustenr") from None
+    if done.returncode != 0 or not done.stdout.strip():
+        raise CorpusError("Rscript could not read janeaustenr's Persuasion; apt-get install r-cran-janeaustenr")
+    return normalise(done.stdout.decode("utf-8", errors="replace"))
 
 
+# Held out of the broad corpus as well (corpus_build.HOLDOUT), so they stay other text when the
+# default model changes; none is from Debian's held-out packages. Text normalised the way people type
+# (corpora.normalise: hard-wrapped lines joined, typographic characters folded).
 TEXTS: dict[str, Callable[[], str]] = {
     "gpl-3": _gpl3,  # legal English (base-files)
-    "fortunes-literature": lambda: _fortunes("literature"),  # quotations from fiction and essays (fortunes-min)
-    "man-tmux": _man_page,  # a technical manual page, rendered and unwrapped (tmux, man-db)
+    "man-wget": _man_page,  # a technical manual page, rendered (wget, man-db)
+    "persuasion": _novel,  # a novel, Jane Austen's Persuasion (r-cran-janeaustenr)
 }
 
 
