@@ -149,9 +149,9 @@ class EdgeRNNEngine(Engine):
     `idle`, after the suggestions are shown, as the live demo does."""
 
     def __init__(self, model, n: int = 3, learn: bool = False, adapt_settings: dict | None = None,
-                 defer_learning: bool = False):
+                 defer_learning: bool = False, **options):
         self.ac = Autocompleter(model, n=n, learn=learn, adapt_settings=adapt_settings, accept_suffix="",
-                                defer_learning=defer_learning)
+                                defer_learning=defer_learning, **options)  # options: the Autocompleter's keywords
 
     def suggest(self, n: int) -> list[str]:
         return [completion for completion, _ in self.ac.suggestions[:n]]
@@ -174,6 +174,7 @@ class EdgeRNNEngine(Engine):
         return self.ac.text
 
 
-def edge_rnn_savings(model, source: str, n: int = 3, learn: bool = False, adapt_settings: dict | None = None) -> dict:
-    """type_text on a fresh Autocompleter over `model` (load a fresh Model per learning run: learning moves its weights)."""
-    return type_text(EdgeRNNEngine(model, n=n, learn=learn, adapt_settings=adapt_settings), source, n)
+def edge_rnn_savings(model, source: str, n: int = 3, learn: bool = False, adapt_settings: dict | None = None, **options) -> dict:
+    """type_text on a fresh Autocompleter over `model` (load a fresh Model per learning run: learning moves
+    its weights); `options`: more Autocompleter keywords (width, mixture, ...)."""
+    return type_text(EdgeRNNEngine(model, n=n, learn=learn, adapt_settings=adapt_settings, **options), source, n)
