@@ -56,12 +56,21 @@ def cmd_eval(args) -> None:
     from edge_rnn.corpus import read_text_file
     from edge_rnn.runtime.evaluate import score_text
 
+    from edge_rnn.runtime.online import online_predictor
+    from edge_rnn.runtime.online.score import score_online
+
     model = edge_rnn.load(args.model, backend=args.backend)
+    mixture = _mixture_setting(args)
     text = read_text_file(args.text)
     with _progress(len(text) - 1, "eval") as bar:
-        result = score_text(model, text, progress=lambda n, nats: bar.update(n))
-    result.update(model=str(model.file.path), backend=args.backend)
-    _emit(args, result, f"{result['bpc']:.4f} bits per character over {result['tokens']} characters")
+        if mixture is False:
+            result = score_text(model, text, progress=lambda n, nats: bar.update(n))
+            result["rnn_bpc"] = result["bpc"]
+        else:  # the RNN's weights fixed, the online predictor learning as it reads
+            result = score_online(model, online_predictor(model, mixture, resume=False), text, progress=lambda n, nats: bar.update(n))
+    result.update(model=str(model.file.path), backend=args.backend, mixture=mixture is not False)
+    _emit(args, result, f"{result['bpc']:.4f} bits per character over {result['tokens']} characters"
+          + ("" if mixture is False else f" (online predictor, prequential; the RNN alone: {result['rnn_bpc']:.4f})"))
 
 
 def cmd_complete(args) -> None:
@@ -99,7 +108,7 @@ def cmd_adapt(args) -> None:
     text = read_text_file(args.text)
     settings = {k: getattr(args, k) for k in ("k1", "k2", "rule", "lr", "decay", "clip", "trainable", "unknown_limit") if getattr(args, k) is not None}
     model = edge_rnn.load(args.model, backend=args.backend)
-    adapter = model.adapter(**settings)
+    adapter = model.adapter(mixture=_mixture_setting(args), **settings)
     ids = model.encode(text)
     if len(ids) < 2:
         raise EdgeRNNError(f"{args.text} has {len(ids)} character(s); adaptation needs at least 2")
@@ -114,7 +123,8 @@ def cmd_adapt(args) -> None:
     stats = adapter.stats()
     result = {
         "static_bpc": static["bpc"],
-        "online_bpc": stats["bpc"],
+        "online_bpc": stats["bpc"],  # the online predictor's (the RNN's alone with --rnn-only)
+        "online_rnn_bpc": stats["rnn_bpc"],  # the adapted RNN's alone, what the ONNX file computes
         "tokens": stats["tokens"],
         "tokens_per_s": stats["tokens"] / seconds,
         "peak_rss_mb": _peak_rss_mb(),
@@ -128,13 +138,39 @@ def cmd_adapt(args) -> None:
         result["out"] = str(adapter.save(args.out))
     _emit(args, result, (
         f"static {result['static_bpc']:.4f} bpc, online {result['online_bpc']:.4f} bpc "
-        f"({100 * (1 - result['online_bpc'] / result['static_bpc']):.1f}% lower), {result['tokens']} tokens, "
+        f"({100 * (1 - result['online_bpc'] / result['static_bpc']):.1f}% lower; the adapted RNN alone "
+        f"{result['online_rnn_bpc']:.4f}), {result['tokens']} tokens, "
         f"{result['tokens_per_s']:.0f} tokens/s, peak RSS {result['peak_rss_mb']:.0f} MB"
         + (f", wrote {result['out']}" if args.out else "")
     ))
 
 
 # --- helpers ---------------------------------------------------------------------------------
+def _mixture_setting(args):
+    """False with --rnn-only, else the online predictor's settings from --mixture KEY=VALUE."""
+    if args.rnn_only:
+        if args.mixture:
+            raise EdgeRNNError("--rnn-only and --mixture contradict each other; give one")
+        return False
+    values = {}
+    for item in args.mixture or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise EdgeRNNError(f"--mixture takes KEY=VALUE, got {item!r}; e.g. --mixture lr=0.01")
+        try:
+            values[key] = json.loads(value)
+        except ValueError:
+            raise EdgeRNNError(f"--mixture {key}: {value!r} is not a number, list or true/false") from None
+    return values or True
+
+
+def _add_mixture_options(p) -> None:
+    p.add_argument("--rnn-only", action="store_true", help="score with the RNN alone (what the ONNX file computes), no online predictor")
+    p.add_argument("--mixture", action="append", metavar="KEY=VALUE",
+                   help="an online predictor setting (edge_rnn.runtime.online.MixtureConfig), e.g. lr=0.01 or orders=[1,2,3]; repeatable")
+
+
+
 def _progress(total: int, desc: str):
     from tqdm import tqdm
 
@@ -175,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("model", nargs="?", help="model file (default: the shipped model)")
     v.add_argument("--text", required=True)
     v.add_argument("--backend", default="onnxruntime", choices=["numpy", "cupy", "onnxruntime"])
+    _add_mixture_options(v)
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_eval)
 
@@ -203,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--unknown-limit", type=float, help="skip learning from windows with more than this share of unknown characters")
     a.add_argument("--out", help="write the adapted model here")
     a.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    _add_mixture_options(a)
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_adapt)
 

@@ -21,7 +21,19 @@ def test_eval_json(capsys, tmp_path, model_file):
     text.write_text(TEXT * 3)
     code, out, _ = run(capsys, "eval", model_file, "--text", text, "--json")
     result = json.loads(out)
-    assert code == 0 and result["tokens"] == len(TEXT * 3) - 1 and result["bpc"] > 0
+    assert code == 0 and result["tokens"] == len(TEXT * 3) - 1 and 0 < result["bpc"] < result["rnn_bpc"]
+    code, out, _ = run(capsys, "eval", model_file, "--text", text, "--rnn-only", "--json")
+    assert code == 0 and abs(json.loads(out)["bpc"] - result["rnn_bpc"]) < 1e-5
+
+
+def test_impossible_mixture_settings_exit_2(capsys, tmp_path, model_file):
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT * 3)
+    for bad in (["--mixture", "orders=[99]"], ["--mixture", "user_rows_log2=40"], ["--mixture", "nonsense=1"],
+                ["--mixture", "lr"], ["--mixture", "alpha=0", "--rnn-only"]):
+        for command in ("eval", "adapt"):
+            code, out, err = run(capsys, command, model_file, "--text", text, *bad)
+            assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (bad, err)
 
 
 def test_adapt_json_and_zero_lr(capsys, tmp_path, model_file):
@@ -29,8 +41,11 @@ def test_adapt_json_and_zero_lr(capsys, tmp_path, model_file):
     text.write_text(TEXT * 10)
     code, out, _ = run(capsys, "adapt", model_file, "--text", text, "--lr", "0", "--json")
     result = json.loads(out)
-    assert code == 0 and abs(result["online_bpc"] - result["static_bpc"]) < 1e-5
+    assert code == 0 and abs(result["online_rnn_bpc"] - result["static_bpc"]) < 1e-5  # lr 0: the RNN is static
+    assert result["online_bpc"] < 0.5 * result["static_bpc"], "the online predictor learns the repeated text"
     assert {"tokens", "tokens_per_s", "peak_rss_mb"} <= set(result)
+    code, out, _ = run(capsys, "adapt", model_file, "--text", text, "--lr", "0", "--rnn-only", "--json")
+    assert code == 0 and abs(json.loads(out)["online_bpc"] - result["static_bpc"]) < 1e-5
     code, out, _ = run(capsys, "adapt", model_file, "--text", text, "--rule", "adam", "--lr", "0.01", "--k1", "16", "--k2", "32", "--out", tmp_path / "a.onnx", "--json")
     result = json.loads(out)
     assert code == 0 and result["online_bpc"] < result["static_bpc"] and (tmp_path / "a.onnx").exists()
