@@ -106,8 +106,9 @@ def bpc(path: str, texts: list[str], chars: int, prior: str | None = PRIOR, prio
         ids = model.encode("\n" + text)  # a boundary as context, so every character of the text is scored
         static = score_text(model, ids)["bpc"]  # before the adapter: it moves the model's weights in place
         adapter = model.adapter()
-        adapter.observe(ids)
-        row = {"characters": len(text), "start": text[:40], "static": static, "online": adapter.stats()["bpc"], "compressors": {}}
+        stats = adapter.observe(ids)
+        row = {"characters": len(text), "start": text[:40], "static": static, "online": stats["bpc"],
+               "online_rnn": stats.get("rnn_bpc"), "compressors": {}}  # rnn_bpc: the adapting RNN alone, beside a mixture
         for peer in peers:
             row["compressors"][peer.name] = {"prior": peers_compress.bpc(peer, text, prior_text),
                                              "none": peers_compress.bpc(peer, text)}

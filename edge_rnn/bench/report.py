@@ -173,7 +173,7 @@ def _autocomplete_section(k: dict) -> dict:
             "notes": [f"latency p95 {k['latency_ms']['p95']:.3g} ms (onnxruntime {k['ort_latency_ms']['p95']:.3g} ms)"]}
 
 
-LEARNING_ON, LEARNING_OFF = "edge-rnn, learning", "edge-rnn, learning off"
+LEARNING_ON, LEARNING_OFF, RNN_ALONE = "edge-rnn, learning", "edge-rnn, learning off", "edge-rnn RNN alone, learning"
 
 
 def learning_section(b: dict, k: dict) -> dict:
@@ -184,8 +184,9 @@ def learning_section(b: dict, k: dict) -> dict:
         if name in b["texts"]:
             t = b["texts"][name]
             online = named(LEARNING_ON, single(t["online"]))
+            rnn = [named(RNN_ALONE, single(t["online_rnn"]))] if t.get("online_rnn") is not None else []
             rows.append(row(f"{name}: bpc, peers given the training text", "bpc", online,
-                            [named(LEARNING_OFF, single(t["static"]))] + [named(p, single(v["prior"])) for p, v in t["compressors"].items()],
+                            rnn + [named(LEARNING_OFF, single(t["static"]))] + [named(p, single(v["prior"])) for p, v in t["compressors"].items()],
                             characters=t["characters"]))
             rows.append(row(f"{name}: bpc, peers from nothing", "bpc", online, [named(p, single(v["none"])) for p, v in t["compressors"].items()],
                             characters=t["characters"]))
@@ -200,6 +201,7 @@ def learning_section(b: dict, k: dict) -> dict:
     a, prior = b["adapter"], b["prior"]
     how = {LEARNING_ON: f"bpc: model.adapter() (defaults: {a['rule']}, k1={a['k1']}, k2={a['k2']}, lr={a['lr']}), prequential over the text; "
                         "keystrokes: Autocompleter(model, n=3, learn=True, accept_suffix=''), a fresh model per text",
+           RNN_ALONE: "the same adapter's RNN-only figure (rnn_bpc), what the ONNX file alone computes while adapting",
            LEARNING_OFF: "bpc: runtime.evaluate.score_text with the weights as shipped; keystrokes: Autocompleter(learn=False)",
            **{p: f"`{cmd}` on temporary files; bpc = 8 x (bytes(prior + text) - bytes(prior)) / characters (no prior: an empty one)"
               for p, cmd in b["commands"].items()},

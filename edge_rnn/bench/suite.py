@@ -47,7 +47,7 @@ class Settings:
 
 QUICK = Settings(rounds=3, block=30, prefill_len=256, prefill_repeats=5, hidden=256, adapt_tokens=1024, adapt_chunk=256,
                  adapt_models="lstm", memory_hidden=128, memory_lengths=(10**3, 10**4), full_bptt_lengths=(10**3,),
-                 curve_chars=2048, curve_chunk=256, passage_chars=120, learning_chars=2000, prior_chars=300_000)
+                 curve_chars=2048, curve_chunk=256, passage_chars=120, learning_chars=1500, prior_chars=300_000)
 FULL = Settings(rounds=20, block=100, prefill_len=256, prefill_repeats=30, hidden=256, adapt_tokens=8192, adapt_chunk=1024,
                 adapt_models="all", memory_hidden=128, memory_lengths=(10**3, 10**4, 10**5, 10**6),
                 full_bptt_lengths=(10**3, 10**4), curve_chars=None, curve_chunk=1024, passage_chars=1500,
