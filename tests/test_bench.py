@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,6 +68,12 @@ def test_quick_report_names_the_machine_and_the_peers(quick):
         assert same_work and all(abs(r["peers"][0]["ratio"] - 1) < 0.01 for r in same_work)
     curve = result["sections"]["adaptation_curve"]
     assert curve["rows"][0]["reduction_pct"] == pytest.approx(100 * (1 - curve["rows"][0]["peers"][0]["ratio"]))
+    learning = {p["peer"] for r in result["sections"]["learning"]["rows"] for p in r["peers"]}
+    assert report.LEARNING_OFF in learning
+    if shutil.which("zpaq"):
+        assert "zpaq -m5" in learning
+    if Path("/usr/include/presage.h").exists() and shutil.which("g++"):
+        assert {"presage, learning off", "presage, learning on"} <= learning
     text = table.to_text(result)
     assert all(sec["title"] in text for sec in result["sections"].values())
 
