@@ -213,6 +213,9 @@ def learning_section(b: dict, k: dict) -> dict:
              "2+ letters or apostrophes; 1 keystroke per accept or typed character; Presage's lowercase suggestions match lower, "
              "Capitalised and ALL CAPS words); savings = 1 - keystrokes / characters; latency: keystroke until the suggestions "
              "are there (p95 in the JSON)"]
+    engines = ("edge-rnn off", "edge-rnn on", "presage off", "presage on")
+    notes += [f"{name}: keystroke latency p95 " + ", ".join(f"{key} {t[key]['latency_ms']['p95']:.3g} ms" for key in engines if key in t)
+              for name, t in k["texts"].items()]
     notes += sorted(set(b["notes"] + k["notes"]))
     return {"title": "Learning: online bpc vs adaptive compressors, keystrokes saved vs Presage, on texts of other styles",
             "better": "lower bpc and ms, higher %", "rows": rows, "how": how, "notes": notes}
