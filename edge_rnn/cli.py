@@ -145,6 +145,25 @@ def cmd_adapt(args) -> None:
     ))
 
 
+def cmd_prior(args) -> None:
+    import time
+
+    import edge_rnn
+    from edge_rnn.corpus import read_text_file
+    from edge_rnn.runtime.online.prior import build_prior, sample_text, save_prior
+
+    model = edge_rnn.load(args.model)
+    t0 = time.perf_counter()
+    train = sample_text(read_text_file(args.train), args.chars)
+    held_out = read_text_file(args.held_out)[: args.mixer_chars] if args.held_out else None
+    prior = build_prior(model, train, rows_log2=args.rows_log2, mixer_text=held_out)
+    out = save_prior(prior, args.out)
+    result = {"out": str(out), "bytes": out.stat().st_size, "shared_mib": prior.nbytes / 2**20, "train_chars": len(train),
+              "seconds": time.perf_counter() - t0}
+    _emit(args, result, f"wrote {out} ({result['bytes'] / 1e6:.1f} MB on disk, {result['shared_mib']:.1f} MiB shared in memory) "
+          f"from {len(train)} characters in {result['seconds']:.0f} s")
+
+
 # --- helpers ---------------------------------------------------------------------------------
 def _mixture_setting(args):
     """False with --rnn-only, else the online predictor's settings from --mixture KEY=VALUE."""
@@ -243,6 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mixture_options(a)
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_adapt)
+
+    r = sub.add_parser("prior", help="build the online predictor's prior from a model's training text")
+    r.add_argument("model", nargs="?", help="model file or shipped name (default: the shipped model)")
+    r.add_argument("--train", required=True, help="the model's training text (a file)")
+    r.add_argument("--held-out", help="held-out text of the same corpus: pretrains the mixer's weights")
+    r.add_argument("--out", required=True, help="the prior file; ship it as MODEL.prior.npz beside the model")
+    r.add_argument("--chars", type=int, default=8_000_000, help="training characters used, in evenly spaced blocks (default 8,000,000)")
+    r.add_argument("--mixer-chars", type=int, default=150_000, help="held-out characters the mixer learns from (default 150,000)")
+    r.add_argument("--rows-log2", type=int, default=18, help="log2 of the prior table's rows (default 18: 2^18 contexts)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_prior)
 
     for extra in _extra_commands():
         extra(sub)

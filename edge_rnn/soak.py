@@ -19,6 +19,7 @@ if __name__ == "__main__":
         os.environ.setdefault(_var, "1")
 
 import argparse
+import copy
 import json
 import math
 import subprocess
@@ -32,6 +33,7 @@ import numpy as np
 import edge_rnn
 from edge_rnn.errors import EdgeRNNError
 from edge_rnn.runtime.evaluate import score_text
+from edge_rnn.runtime.online.score import score_online
 
 CHUNK = 4096  # tokens per observe() call
 
@@ -87,14 +89,21 @@ def hostile(model, heldout: str, in_domain: str, random_tokens: int = 100_000, r
               "in_domain": in_domain}
     t0 = time.perf_counter()
     result = {"base_heldout_bpc": base_bpc, "settings": adapter.record()["settings"], "phases": {}}
+    predictor = adapter.predictor
+    memory = predictor.nbytes if predictor is not None else 0
     for name, text in phases.items():
         phase = _observe(adapter, text)
         phase.update(finite=finite_weights(model), heldout_bpc=score_text(model, heldout)["bpc"],
                      rollbacks=adapter.rollbacks, lr=adapter.lr, max_abs_delta=adapter.max_abs_delta())
+        if predictor is not None:  # what the user gets next: the mixture, as it is now, reading the held-out text
+            phase.update(heldout_online_bpc=score_online(model, copy.deepcopy(predictor), heldout)["bpc"],
+                         predictor_bytes=predictor.nbytes, predictor_bounded=predictor.nbytes == memory)
         result["phases"][name] = phase
         if progress:
             progress({name: phase})
     after = result["phases"]["in_domain"]["heldout_bpc"]
+    if predictor is not None:
+        result["online_ratio"] = result["phases"]["in_domain"]["heldout_online_bpc"] / base_bpc
     result.update(heldout_bpc_after=after, ratio=after / base_bpc, finite=all(p["finite"] for p in result["phases"].values()),
                   updates=adapter.updates, rollbacks=adapter.rollbacks, seconds=time.perf_counter() - t0)
     return result

@@ -210,17 +210,23 @@ def test_learning_moves_suggestions_toward_the_users_words(tmp_path):
     assert math.isfinite(learner.stats()["bpc"])
 
 
-def test_shipped_model_learns_a_new_word_in_a_few_uses_with_the_defaults():
-    """The defaults are tuned on the shipped model (it took 5 uses when they were chosen)."""
-    ac = Autocompleter(edge_rnn.load())
-    ac.type("Thus spake the king: ")
-    for uses in range(1, 9):
-        ac.type("zorblax ")
-        top = ac.type("zo")[0][0]
-        ac.backspace(2)
-        if top == "rblax":
-            break
-    assert top == "rblax", "8 uses of a new word did not make it the top completion"
+NEW_WORD_SENTENCES = [
+    "Yesterday I met a zorblax at the market. ", "The zorblax was small and green. ",
+    "Everyone wants a zorblax now. ", "My sister named her zorblax Pip. ", "Have you ever fed a zorblax? ",
+]
+
+
+@pytest.mark.parametrize("name", ["default", "shakespeare"])
+def test_a_new_word_is_the_top_completion_after_two_letters_from_its_second_use(name):
+    """The shipped models with the defaults: one use of a word, in a sentence, and the next time
+    its first two letters are typed it is the first suggestion."""
+    ac = Autocompleter(edge_rnn.load(name))
+    ac.type(NEW_WORD_SENTENCES[0])
+    for sentence in NEW_WORD_SENTENCES[1:]:
+        before, after = sentence.split("zorblax")
+        ac.type(before + "zo")
+        assert ac.suggestions[0][0] == "rblax", (sentence, ac.suggestions)
+        ac.type("rblax" + after)
 
 
 def test_learning_off_reset_and_save(tmp_path):
@@ -284,3 +290,22 @@ def test_onnxruntime_backend_suggests_the_same_without_learning(tmp_path):
     assert learner.tokens_learned == len("the fox. the fox. ")
     with pytest.raises(SettingsError, match="inference only"):  # an RNN step needs an editable backend
         Autocompleter(ort_ac.model, learn=True, adapt_settings={"lr": 1e-3})
+
+
+def test_what_the_user_taught_survives_a_save_and_a_reload(tmp_path):
+    path = small_model_file(tmp_path, "gru", hidden=32)
+    ac = Autocompleter(edge_rnn.load(path))
+    ac.type("the zorblax sat. the zorblax ran. ")
+    learned = ac.tokens_learned
+    out = ac.save(tmp_path / "mine.onnx")
+    ac.save(tmp_path / "mine.onnx")  # saving again keeps one record of this session
+    reloaded = edge_rnn.load(out)
+    assert len(reloaded.adaptation) == 1 and reloaded.adaptation[-1]["tokens"] == learned
+    again = Autocompleter(reloaded)
+    assert again.tokens_learned == learned, "the saved mixture state was not picked up"
+    fresh = Autocompleter(edge_rnn.load(path))
+    ac.reset()  # a new text on the original, as the reloaded one starts
+    got = [a.type("a zorb") for a in (ac, again, fresh)]
+    assert got[1] == got[0], "the reloaded state suggests what the original does"
+    assert got[2] != got[0], "a fresh predictor does not know the word"
+    assert Autocompleter(edge_rnn.load(path), mixture=False).predictor is None

@@ -96,6 +96,19 @@ def test_match_model_predicts_what_followed_the_last_occurrence():
     assert v.symbols[built.find(ids_of(v, " a zorb"))[0]] == "i", "the latest occurrence wins"
 
 
+def test_word_index_offers_a_word_used_once_after_two_letters():
+    v = vocab()
+    history = History(1 << 12, 10, 5, is_word=[s.isalpha() for s in v.symbols])
+    for y in v.encode("we met a zorblax. "):
+        history.append(int(y))
+    assert history.find(ids_of(v, "the zo")) == (-1, 0), "five symbols of context are not there yet"
+    symbol, bucket = history.find_word(ids_of(v, "the zo"))
+    assert v.symbols[symbol] == "r" and bucket == 2  # two letters typed
+    assert v.symbols[history.find_word(ids_of(v, "the zorbl"))[0]] == "a"
+    assert history.find_word(ids_of(v, "the z")) == (-1, 0), "one letter is not enough"
+    assert history.find_word(ids_of(v, "the orb")) == (-1, 0), "the middle of a word is not its beginning"
+
+
 def test_match_history_is_bounded():
     history = History(64, 6, 3)
     for i in range(1000):
@@ -107,7 +120,7 @@ def test_match_history_is_bounded():
 # --- mixer ---------------------------------------------------------------------------------
 def test_mixer_learns_to_trust_the_expert_that_is_right():
     V, K, rng = 6, 3, np.random.default_rng(0)
-    mixer = Mixer2((1,), 1, K, 2, np.array([0.0, 0.0, 1.0], np.float32), lr=0.05, lr_final=0.01)
+    mixer = Mixer2((1,), 1, K, 2, np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]], np.float32), lr=0.05, lr_final=0.01)
     losses = []
     for t in range(400):
         y = int(rng.integers(V))

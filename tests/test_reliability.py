@@ -378,13 +378,18 @@ HOSTILE_SETTINGS = {"rule": "dynamic", "decay": 1e-2, "lr": 5e-4}  # what the de
 
 def test_hostile_stream_keeps_weights_finite_and_decays_back(tiny):
     """Random bytes, then one character 1000 times, then in-domain text: the weights stay finite and
-    the held-out bits per character end within 5% of the base model's (dynamic rule, decay > 0)."""
+    the held-out bits per character end within 5% of the base model's (dynamic rule, decay > 0), for
+    the adapted RNN and for the online predictor's mixture."""
     model = edge_rnn.load(tiny)
     result = soak.hostile(model, heldout=PANGRAM * 4, in_domain=PANGRAM * 100, random_tokens=4000, repeat_tokens=1000,
                           settings=HOSTILE_SETTINGS)
     assert result["finite"] and all(p["finite"] for p in result["phases"].values()), result
     assert result["ratio"] <= 1.05, result
     assert result["phases"]["in_domain"]["lr"] >= 0.5 * result["settings"]["lr"], "the guard must not switch learning off"
+    # the online predictor beside it: its tables stay the same size, and the mixture it leaves reads
+    # in-domain text within 5% of the base model too
+    assert all(p["predictor_bounded"] for p in result["phases"].values()), result
+    assert result["online_ratio"] <= 1.05, result
 
 
 def test_long_run_memory_is_flat_and_finite(tmp_path):

@@ -15,6 +15,7 @@ from edge_rnn.errors import StateError
 
 LENGTHS = (32, 24, 16, 12, 8)  # checked longest first; then min_len
 BUCKETS = len(LENGTHS) + 2  # 0 = no match, 1 = min_len .. 7 = 32+ symbols
+_WORD_SPAN = 24  # longest word beginning the word index keys
 _P = 0x9E3779B97F4A7C15
 M64 = (1 << 64) - 1
 
@@ -32,19 +33,49 @@ class History:
 
     capacity: symbols kept (the older half is dropped when full, so memory is fixed);
     index_log2: index slots. A read-only History (the prior's training text) is built once.
+    is_word: [V] booleans; given, a second index maps each word's beginnings (2+ letters) to
+    where they last continued, so a word used once is offered after its first two letters.
     """
 
-    def __init__(self, capacity: int, index_log2: int, min_len: int, text: bytes = b"", index: np.ndarray | None = None):
+    def __init__(self, capacity: int, index_log2: int, min_len: int, text: bytes = b"", index: np.ndarray | None = None,
+                 is_word=None, word_index: np.ndarray | None = None):
         self.capacity, self.min_len = capacity, min_len
         self.mask = (1 << index_log2) - 1
         self.data = bytearray(text)
         self.index = index if index is not None else np.full(1 << index_log2, -1, np.int32)
-        if self.index.shape != (1 << index_log2,) or self.index.dtype != np.int32:
-            raise StateError(f"match index has shape {self.index.shape}, expected ({1 << index_log2},) int32; the state is corrupt")
+        self.is_word = None if is_word is None else [bool(w) for w in is_word]
+        self.word_index = word_index if word_index is not None or is_word is None else np.full(1 << index_log2, -1, np.int32)
+        for name, array in (("match index", self.index), ("word index", self.word_index)):
+            if array is not None and (array.shape != (1 << index_log2,) or array.dtype != np.int32):
+                raise StateError(f"{name} has shape {array.shape}, expected ({1 << index_log2},) int32; the state is corrupt")
 
     @property
     def nbytes(self) -> int:
-        return self.capacity + self.index.nbytes
+        return self.capacity + self.index.nbytes + (self.word_index.nbytes if self.word_index is not None else 0)
+
+    def _word_start(self, text, end: int) -> int:
+        """Where the word ending at `end` starts (at most _WORD_SPAN back)."""
+        is_word, i = self.is_word, end
+        while i > 0 and is_word[text[i - 1]] and end - i < _WORD_SPAN:
+            i -= 1
+        return i
+
+    def find_word(self, tail: bytes) -> tuple[int, int]:
+        """(predicted id, length of the typed part) for the next letter of a word begun like the
+        one at the end of `tail`, as it went on last time; (-1, 0) without one."""
+        if self.word_index is None:
+            return -1, 0
+        start = self._word_start(tail, len(tail))
+        typed = tail[start:]
+        if len(typed) < 2 or (start == 0 and len(tail) >= _WORD_SPAN):
+            return -1, 0
+        at = int(self.word_index[key_hash(b"\x00" + typed) & self.mask])
+        data = self.data
+        if at < len(typed) or at >= len(data) or data[at - len(typed) : at] != typed:
+            return -1, 0
+        if at > len(typed) and self.is_word[data[at - len(typed) - 1]]:
+            return -1, 0  # the index slot was taken by the middle of another word
+        return data[at], len(typed)
 
     def find(self, tail: bytes) -> tuple[int, int]:
         """(predicted id, length bucket) for the symbol after `tail`; (-1, 0) without a match."""
@@ -68,10 +99,16 @@ class History:
         if len(data) >= self.capacity:
             half = self.capacity // 2
             del data[:half]
-            self.index -= half
-            self.index[self.index < 0] = -1
+            for index in (self.index, self.word_index):
+                if index is not None:
+                    index -= half
+                    index[index < 0] = -1
         if len(data) >= m:
             self.index[key_hash(data[-m:]) & self.mask] = len(data)
+        if self.word_index is not None and len(data) >= 2:
+            start = self._word_start(data, len(data))
+            if len(data) - start >= 2 and (start > 0 or len(data) < _WORD_SPAN):
+                self.word_index[key_hash(b"\x00" + bytes(data[start:])) & self.mask] = len(data)
         data.append(symbol)
 
     @classmethod

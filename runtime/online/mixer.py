@@ -25,7 +25,7 @@ def log_softmax_rows(z: np.ndarray) -> np.ndarray:
 class Mixer2:
     """Mixers m = 0..M-1, selector sizes `selectors`, all in one weight table W
     (sum(selectors), K, buckets), then a final mixer v (final_selectors, M).
-    `start` [K]: each input's initial weight (the RNN's 1, the others 0)."""
+    `start` (K, buckets): each input's initial weight by bucket (the RNN's 1, most others 0)."""
 
     def __init__(self, selectors: tuple, final_selectors: int, inputs: int, buckets: int, start: np.ndarray, lr: float,
                  lr_final: float, arrays: dict | None = None):
@@ -36,7 +36,7 @@ class Mixer2:
         M = len(selectors)
         shape, final_shape = (sum(selectors), inputs, buckets), (final_selectors, M)
         if arrays is None:
-            self.weights = np.ascontiguousarray(np.broadcast_to(start[None, :, None], shape), np.float32)
+            self.weights = np.array(np.broadcast_to(start[None], shape), np.float32)  # a writable copy
             self.final = np.full(final_shape, 1.0 / M, np.float32)
         else:
             self.weights, self.final = arrays["weights"], arrays["final"]

@@ -26,6 +26,9 @@ COUNT_BUCKETS = 9  # by a context's total count: 0, 1, 2, 3-4, 5-8, ..., 65+; do
 BUCKETS = 2 * COUNT_BUCKETS
 _TOTAL_BUCKET = np.minimum(np.ceil(np.log2(np.maximum(np.arange(1 << 16), 1))).astype(np.int64) + (np.arange(1 << 16) > 0), COUNT_BUCKETS - 1)
 FINAL_SELECTORS = 6 * 4  # the final mixer's weights by the last character's class and the partial word
+WORD_MATCH = -4  # the word match's input (then the two matches, then the RNN)
+MATCH_SCORE = 2.0  # a match's score for the symbol it predicts (log(1 + alpha) - log(alpha) ~ 2.4 for a count of 1)
+_DOUBT = np.log([0.005, 0.05, 0.3]).astype(np.float32)  # the RNN's probability of a match's symbol, bucketed
 _CONFIDENCE = np.array([0.3, 0.5, 0.7, 0.85, 0.93, 0.97, 0.99])  # the RNN's top probability, bucketed
 
 
@@ -58,15 +61,22 @@ class OnlinePredictor:
         state = state or {}
         self.user = CountTable(1 << config.user_rows_log2, V, config.count_limit,
                                {k[5:]: state[k] for k in ("user_counts", "user_check", "user_total")} if state else None)
+        is_word = [is_word_char(s) for s in vocab.symbols]
         self.history = History(1 << config.history_log2, config.history_log2 - 2, config.match_min,
-                               bytes(state["history"]) if state else b"", state.get("history_index"))
+                               bytes(state["history"]) if state else b"", state.get("history_index"),
+                               is_word, state.get("history_word_index"))
         self.prior_table = prior.table if prior is not None else CountTable(0, V)
         self.prior_history = prior.history if prior is not None else History(1, 1, config.match_min)
         kc = self.hasher.count
-        self.inputs = 2 * kc + 3  # user and prior rows per context, two matches, the RNN
-        start = np.zeros(self.inputs, np.float32)
-        start[-1] = 1.0  # the mixture starts as the RNN alone
-        selectors = (1, 6 * 4, MATCH_BUCKETS * MATCH_BUCKETS, len(_CONFIDENCE) + 1)
+        self.inputs = 2 * kc + 4  # user and prior rows per context, the word match, two matches, the RNN
+        start = np.zeros((self.inputs, BUCKETS), np.float32)
+        start[-1] = 1.0  # the mixture starts as the RNN alone, except that
+        for typed, weight in enumerate((1.5, 2.0, 2.5)):  # a word begun like one the user wrote goes on like it:
+            start[WORD_MATCH, 1 + 4 * typed : 5 + 4 * typed] = weight  # the more letters agree, the surer
+        # selectors: none; last character's class x partial word; the two match lengths; the RNN's
+        # confidence; which orders the user's table knows (the "order hit" context of paq)
+        self.hit_orders = [i for i, o in enumerate(self.hasher.orders) if o >= 1][:6]
+        selectors = (1, 6 * 4, MATCH_BUCKETS * MATCH_BUCKETS, len(_CONFIDENCE) + 1, 1 << len(self.hit_orders))
         mixer_state = {k[6:]: v for k, v in state.items() if k.startswith("mixer.")}
         if not mixer_state and prior is not None and prior.mixer is not None:
             mixer_state = {k: v.copy() for k, v in prior.mixer.items()}
@@ -95,15 +105,24 @@ class OnlinePredictor:
             np.take(self.log_alpha, counts, out=S[:, part])
             totals = table.total[rows]
             b[:, part] = _TOTAL_BUCKET[totals] + COUNT_BUCKETS * (counts.max(axis=-1) == totals)
-        S[:, -3:-1] = 0.0
-        sel = np.zeros((B, 4), np.int64)
+            if table is self.user:
+                known = totals[:, self.hit_orders] > 0  # (B, <=6)
+        S[:, WORD_MATCH:-1] = 0.0
+        sel = np.zeros((B, 5), np.int64)
+        sel[:, 4] = known @ (1 << np.arange(known.shape[1]))
         for i, tail in enumerate(tails):
             sym_u, lb_u = self.history.find(tail)
             sym_p, lb_p = self.prior_history.find(tail)
+            sym_w, typed = self.history.find_word(tail)
+            if sym_w >= 0:  # a word begun like this one, as it went on last time: by how much the RNN doubts that
+                S[i, WORD_MATCH, sym_w] = MATCH_SCORE
+                b[i, WORD_MATCH] = 1 + 4 * (min(typed, 4) - 2) + int(np.searchsorted(_DOUBT, rnn_logp[i, sym_w]))
+            else:
+                b[i, WORD_MATCH] = 0
             if sym_u >= 0:
-                S[i, -3, sym_u] = 1.0
+                S[i, -3, sym_u] = MATCH_SCORE
             if sym_p >= 0:
-                S[i, -2, sym_p] = 1.0
+                S[i, -2, sym_p] = MATCH_SCORE
             b[i, -3], b[i, -2] = lb_u, lb_p
             sel[i, 1] = self.classes[tail[-1]] * 4 + hashed[i][1] if tail else 12
             sel[i, 2] = lb_u * MATCH_BUCKETS + lb_p
@@ -162,5 +181,6 @@ class OnlinePredictor:
     def arrays(self) -> dict:
         return {**{f"user_{k}": v for k, v in self.user.arrays().items()},
                 "history": np.frombuffer(bytes(self.history.data), np.uint8), "history_index": self.history.index,
+                "history_word_index": self.history.word_index,
                 **{f"mixer.{k}": v for k, v in self.mixer.arrays().items()},
                 "tail": np.frombuffer(self.tail, np.uint8), "tokens": np.array(self.tokens), "nats": np.array(self.nats)}

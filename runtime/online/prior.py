@@ -88,6 +88,16 @@ def _assign_rows(unique: np.ndarray, freq: np.ndarray, rows: int) -> tuple[np.nd
     return assigned, check
 
 
+def sample_text(text: str, chars: int, block: int = 1 << 16) -> str:
+    """At most `chars` characters of `text` in evenly spaced blocks: every part of a corpus made
+    of concatenated sources is represented, and the result is deterministic."""
+    if len(text) <= chars:
+        return text
+    blocks = max(1, chars // block)
+    step = (len(text) - block) / max(1, blocks - 1)
+    return "".join(text[round(i * step) : round(i * step) + block] for i in range(blocks))
+
+
 def build_prior(model, train_text: str, *, rows_log2: int = 18, config: MixtureConfig | None = None,
                 mixer_text: str | None = None, history_chars: int = 8 << 20, index_log2: int = 22) -> Prior:
     """Count tables and match text from `train_text`; mixer weights pretrained on `mixer_text`
@@ -125,7 +135,7 @@ def build_prior(model, train_text: str, *, rows_log2: int = 18, config: MixtureC
 
 def _pretrain_mixer(model, prior: Prior, text: str, config: MixtureConfig) -> Prior:
     """Run a fresh predictor over held-out text; keep only what its mixer learned."""
-    from edge_rnn.runtime.online.predictor import OnlinePredictor
+    from edge_rnn.runtime.online.predictor import WORD_MATCH, OnlinePredictor
     from edge_rnn.runtime.online.score import rnn_log_probs
 
     ids = model.encode(text)
@@ -134,6 +144,10 @@ def _pretrain_mixer(model, prior: Prior, text: str, config: MixtureConfig) -> Pr
     for logp, y in zip(rnn_log_probs(model, ids), ids[1:]):
         predictor.step(logp, int(y))
     log.info("prior mixer pretrained on %d characters: %.4f bpc", predictor.tokens, predictor.stats()["bpc"])
+    # in text like the training text the RNN knows every word, so what this text teaches about a word
+    # used once is wrong for a new word: the word match keeps its starting weights, the user's text tunes them
+    fresh = OnlinePredictor(model.vocab, config, prior)
+    predictor.mixer.weights[:, WORD_MATCH] = fresh.mixer.weights[:, WORD_MATCH]
     return Prior(prior.fingerprint, prior.table, prior.history, {k: v.copy() for k, v in predictor.mixer.arrays().items()},
                  prior.orders, prior.words, prior.match_min)
 

@@ -64,10 +64,10 @@ def load_state(path: str | Path, vocab, fingerprint: str, prior=None, sha256: st
     for name in ("mixer.weights", "mixer.final"):
         if name not in arrays or not np.isfinite(arrays[name]).all():
             raise StateError(f"mixture state {path}: {name} is missing or not finite; the file is corrupt")
-    for name in ("user_counts", "user_check", "user_total", "history", "history_index", "tail", "tokens", "nats"):
+    for name in ("user_counts", "user_check", "user_total", "history", "history_index", "history_word_index", "tail", "tokens", "nats"):
         if name not in arrays:
             raise StateError(f"mixture state {path} lacks {name}; the file is truncated or corrupt")
-    if arrays["history_index"].max(initial=-1) >= len(arrays["history"]) + 1:
+    if max(arrays["history_index"].max(initial=-1), arrays["history_word_index"].max(initial=-1)) >= len(arrays["history"]) + 1:
         raise StateError(f"mixture state {path}: the match index points past its history; the file is corrupt")
     if prior is not None:
         prior.check_config(config)
