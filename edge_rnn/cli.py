@@ -150,18 +150,23 @@ def cmd_prior(args) -> None:
 
     import edge_rnn
     from edge_rnn.corpus import read_text_file
-    from edge_rnn.runtime.online.prior import build_prior, sample_text, save_prior
+    from edge_rnn.runtime.online.prior import build_prior, load_prior, rebind_prior, sample_text, save_prior
 
+    if bool(args.train) == bool(args.rebind):
+        raise EdgeRNNError("give --train TEXT (build the tables) or --rebind PRIOR (reuse another model's tables), one of them")
     model = edge_rnn.load(args.model)
     t0 = time.perf_counter()
-    train = sample_text(read_text_file(args.train), args.chars)
-    held_out = read_text_file(args.held_out)[: args.mixer_chars] if args.held_out else None
-    prior = build_prior(model, train, rows_log2=args.rows_log2, mixer_text=held_out)
+    held_out = sample_text(read_text_file(args.held_out), args.mixer_chars) if args.held_out else None
+    if args.rebind:
+        prior, train_chars = rebind_prior(load_prior(args.rebind), model, held_out), 0
+    else:
+        train = sample_text(read_text_file(args.train), args.chars)
+        prior, train_chars = build_prior(model, train, rows_log2=args.rows_log2, mixer_text=held_out), len(train)
     out = save_prior(prior, args.out)
-    result = {"out": str(out), "bytes": out.stat().st_size, "shared_mib": prior.nbytes / 2**20, "train_chars": len(train),
+    result = {"out": str(out), "bytes": out.stat().st_size, "shared_mib": prior.nbytes / 2**20, "train_chars": train_chars,
               "seconds": time.perf_counter() - t0}
     _emit(args, result, f"wrote {out} ({result['bytes'] / 1e6:.1f} MB on disk, {result['shared_mib']:.1f} MiB shared in memory) "
-          f"from {len(train)} characters in {result['seconds']:.0f} s")
+          f"from {train_chars or 'the given prior'} characters in {result['seconds']:.0f} s")
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -265,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("prior", help="build the online predictor's prior from a model's training text")
     r.add_argument("model", nargs="?", help="model file or shipped name (default: the shipped model)")
-    r.add_argument("--train", required=True, help="the model's training text (a file)")
+    r.add_argument("--train", help="the model's training text (a file): the tables are counted from it")
+    r.add_argument("--rebind", metavar="PRIOR", help="reuse this prior's tables (same vocabulary, e.g. a retrained model); only the mixer is pretrained again")
     r.add_argument("--held-out", help="held-out text of the same corpus: pretrains the mixer's weights")
     r.add_argument("--out", required=True, help="the prior file; ship it as MODEL.prior.npz beside the model")
     r.add_argument("--chars", type=int, default=8_000_000, help="training characters used, in evenly spaced blocks (default 8,000,000)")

@@ -34,3 +34,11 @@ def model_file(tmp_path, cell):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def make_model_file(tmp_path):
+    """small_model_file(...) in a folder of its own: make_model_file(cell="gru", seed=3)."""
+    folder = tmp_path / "made"
+    folder.mkdir(exist_ok=True)
+    return lambda **options: small_model_file(folder, **options)

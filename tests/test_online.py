@@ -3,6 +3,7 @@ prequential scoring, bounded memory, persistence and its refusals."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,8 +11,8 @@ import pytest
 
 import edge_rnn
 from edge_rnn.errors import SettingsError, StateError
-from edge_rnn.runtime.online import (MixtureConfig, OnlinePredictor, build_prior, load_state, online_predictor,
-                                     save_prior, load_prior, save_state, state_path_for)
+from edge_rnn.runtime.online import (MixtureConfig, OnlinePredictor, build_prior, load_prior, load_state, online_predictor,
+                                     rebind_prior, save_prior, save_state, state_path_for)
 from edge_rnn.runtime.online.contexts import ContextHasher
 from edge_rnn.runtime.online.match import History
 from edge_rnn.runtime.online.mixer import Mixer2, log_softmax_rows
@@ -200,7 +201,7 @@ def test_bad_settings_are_refused():
 
 
 # --- prior ----------------------------------------------------------------------------------
-def test_prior_from_training_text_helps_on_text_like_it(tmp_path, model_file):
+def test_prior_from_training_text_helps_on_text_like_it(tmp_path, model_file, make_model_file):
     model = edge_rnn.load(model_file)
     train = ("the quick brown fox jumps over the lazy dog. " * 40)
     prior = build_prior(model, train, rows_log2=10, config=MixtureConfig(**SMALL), mixer_text=train[:300], index_log2=10)
@@ -215,6 +216,11 @@ def test_prior_from_training_text_helps_on_text_like_it(tmp_path, model_file):
     assert with_prior["rnn_bpc"] == without["rnn_bpc"]
     with pytest.raises(StateError):
         loaded.check_config(MixtureConfig(orders=(1, 2)))
+    other = edge_rnn.load(make_model_file(cell="gru", seed=3))  # another RNN, the same vocabulary
+    rebound = rebind_prior(loaded, other, train[:300])
+    assert rebound.fingerprint == other.fingerprint and rebound.table is loaded.table and rebound.mixer is not None
+    with pytest.raises(StateError, match="vocabulary"):
+        rebind_prior(dataclasses.replace(loaded, vocab=("x",) * len(loaded.vocab)), other, None)
     (tmp_path / "bad.prior.npz").write_bytes(b"not a prior")
     with pytest.raises(StateError):
         load_prior(tmp_path / "bad.prior.npz")

@@ -12,10 +12,10 @@ from pathlib import Path
 from edge_rnn.errors import SettingsError
 from edge_rnn.runtime.online.config import MixtureConfig
 from edge_rnn.runtime.online.predictor import OnlinePredictor
-from edge_rnn.runtime.online.prior import Prior, build_prior, load_prior, prior_for, save_prior
+from edge_rnn.runtime.online.prior import Prior, build_prior, load_prior, prior_for, rebind_prior, save_prior
 from edge_rnn.runtime.online.state import load_state, save_state
 
-__all__ = ["MixtureConfig", "OnlinePredictor", "Prior", "build_prior", "load_prior", "online_predictor", "prior_for",
+__all__ = ["MixtureConfig", "OnlinePredictor", "Prior", "build_prior", "load_prior", "online_predictor", "prior_for", "rebind_prior",
            "save_prior", "load_state", "save_state", "save_with_state", "saved_state_of", "state_path_for"]
 
 

@@ -71,8 +71,9 @@ class OnlinePredictor:
         self.inputs = 2 * kc + 4  # user and prior rows per context, the word match, two matches, the RNN
         start = np.zeros((self.inputs, BUCKETS), np.float32)
         start[-1] = 1.0  # the mixture starts as the RNN alone, except that
-        for typed, weight in enumerate((1.5, 2.0, 2.5)):  # a word begun like one the user wrote goes on like it:
-            start[WORD_MATCH, 1 + 4 * typed : 5 + 4 * typed] = weight  # the more letters agree, the surer
+        # a word begun like one the user wrote goes on like it: the surer, the more letters agree and
+        # the more the RNN doubts that letter (a new word); by letters typed (2, 3, 4+) x doubt (see _DOUBT)
+        start[WORD_MATCH, 1:13] = [1.5, 1.0, 0.3, 0.0, 2.0, 1.5, 0.6, 0.2, 2.5, 2.0, 1.2, 0.5]
         # selectors: none; last character's class x partial word; the two match lengths; the RNN's
         # confidence; which orders the user's table knows (the "order hit" context of paq)
         self.hit_orders = [i for i, o in enumerate(self.hasher.orders) if o >= 1][:6]

@@ -10,7 +10,9 @@ the model's fingerprint, loaded once per process and shared read-only by every u
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import logging
 import math
 import zipfile
@@ -40,6 +42,7 @@ class Prior:
     contexts were hashed with (a predictor must use the same)."""
 
     fingerprint: str
+    vocab: tuple  # the symbols its ids stand for
     table: CountTable
     history: History
     mixer: dict | None
@@ -126,7 +129,8 @@ def build_prior(model, train_text: str, *, rows_log2: int = 18, config: MixtureC
     table = CountTable(rows, V, 255, {"counts": table_counts, "check": table_check,
                                       "total": table_counts.sum(axis=1, dtype=np.uint16)})
     history = History.build(ids[-history_chars:], index_log2, config.match_min)
-    prior = Prior(model.fingerprint, table, history, None, tuple(config.orders), config.words, config.match_min)
+    prior = Prior(model.fingerprint, tuple(model.vocab.symbols), table, history, None, tuple(config.orders), config.words,
+                  config.match_min)
     log.info("prior: %d contexts (of %d seen twice), %.1f MiB", int((assigned >= 0).sum()), int((freq > 0).sum()), prior.nbytes / 2**20)
     if mixer_text:
         prior = _pretrain_mixer(model, prior, mixer_text, config)
@@ -148,13 +152,24 @@ def _pretrain_mixer(model, prior: Prior, text: str, config: MixtureConfig) -> Pr
     # used once is wrong for a new word: the word match keeps its starting weights, the user's text tunes them
     fresh = OnlinePredictor(model.vocab, config, prior)
     predictor.mixer.weights[:, WORD_MATCH] = fresh.mixer.weights[:, WORD_MATCH]
-    return Prior(prior.fingerprint, prior.table, prior.history, {k: v.copy() for k, v in predictor.mixer.arrays().items()},
-                 prior.orders, prior.words, prior.match_min)
+    return dataclasses.replace(prior, mixer={k: v.copy() for k, v in predictor.mixer.arrays().items()})
+
+
+def rebind_prior(prior: Prior, model, mixer_text: str | None, config: MixtureConfig | None = None) -> Prior:
+    """The same tables for another model of the same vocabulary (a retrained or adapted RNN):
+    bound to its fingerprint, the mixer pretrained again on its predictions. The tables come
+    from the text, not the RNN, so only this last, quick part depends on the model."""
+    if tuple(model.vocab.symbols) != prior.vocab:
+        raise StateError(f"the prior's vocabulary ({len(prior.vocab)} symbols) is not this model's ({len(model.vocab)}); "
+                         "build a new prior from the model's training text")
+    config = config or MixtureConfig(orders=prior.orders, words=prior.words, match_min=prior.match_min)
+    prior = dataclasses.replace(prior, fingerprint=model.fingerprint, mixer=None)
+    return _pretrain_mixer(model, prior, mixer_text, config) if mixer_text else prior
 
 
 # --- files --------------------------------------------------------------------------------
 def save_prior(prior: Prior, path: str | Path) -> Path:
-    arrays = {"format": np.array(PRIOR_FORMAT), "fingerprint": np.array(prior.fingerprint),
+    arrays = {"format": np.array(PRIOR_FORMAT), "fingerprint": np.array(prior.fingerprint), "vocab": np.array(json.dumps(prior.vocab)),
               "orders": np.array(prior.orders, np.int64), "words": np.array(prior.words), "match_min": np.array(prior.match_min),
               "rows": np.array(prior.table.rows), "text": np.frombuffer(bytes(prior.history.data), np.uint8),
               "index_log2": np.array(int(math.log2(len(prior.history.index)))),
@@ -174,7 +189,10 @@ def _load_cached(path: str, mtime_ns: int) -> Prior:
             table = CountTable(rows, V, 255, {k: f[f"table_{k}"] for k in ("counts", "check", "total")})
             mixer = {k[6:]: f[k] for k in f.files if k.startswith("mixer_")} or None
             history = History.build(f["text"], int(f["index_log2"]), int(f["match_min"]))
-            prior = Prior(str(f["fingerprint"]), table, history, mixer, tuple(int(o) for o in f["orders"]),
+            vocab = tuple(json.loads(str(f["vocab"])))
+            if len(vocab) != V:
+                raise ValueError("vocabulary and tables disagree")
+            prior = Prior(str(f["fingerprint"]), vocab, table, history, mixer, tuple(int(o) for o in f["orders"]),
                           bool(f["words"]), int(f["match_min"]))
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise StateError(f"prior file {path} is corrupt or truncated ({type(exc).__name__}); rebuild it with `edge-rnn prior`") from None
