@@ -176,9 +176,10 @@ def test_repeated_text_gets_cheap_and_beams_see_the_same_distribution():
 
 
 def test_memory_is_fixed_and_within_budget_under_a_hostile_stream():
+    wide = Vocabulary(["\ufffd"] + [chr(c) for c in range(32, 127)] + ["\n", "\u2014"])  # the default model's size (98)
+    assert OnlinePredictor(wide).nbytes <= 8 * 2**20, f"a user's state is {OnlinePredictor(wide).nbytes / 2**20:.2f} MiB"
     v = vocab()
     p = OnlinePredictor(v)  # the defaults
-    assert p.nbytes <= 8 * 2**20, f"a user's state is {p.nbytes / 2**20:.2f} MiB"
     before = p.nbytes
     rng = np.random.default_rng(1)
     junk = rng.integers(0, len(v), 20_000)

@@ -62,7 +62,7 @@ class OnlinePredictor:
         self.user = CountTable(1 << config.user_rows_log2, V, config.count_limit,
                                {k[5:]: state[k] for k in ("user_counts", "user_check", "user_total")} if state else None)
         is_word = [is_word_char(s) for s in vocab.symbols]
-        self.history = History(1 << config.history_log2, config.history_log2 - 2, config.match_min,
+        self.history = History(1 << config.history_log2, config.history_log2 - 3, config.match_min,
                                bytes(state["history"]) if state else b"", state.get("history_index"),
                                is_word, state.get("history_word_index"))
         self.prior_table = prior.table if prior is not None else CountTable(0, V)
