@@ -41,28 +41,28 @@ def uniform(V):
 # --- tables --------------------------------------------------------------------------------
 def test_table_checks_tell_colliding_contexts_apart_and_replace_the_less_known():
     t = CountTable(8, 5)
-    a, b, c = (np.array([x], np.uint64) for x in (3 | (0x1234 << 48), 3 | (0x5678 << 48), 2 | (0x9ABC << 48)))
+    a, b, c = (CountTable.keys(np.array([x], np.uint64)) for x in (3 | (0x1234 << 48), 3 | (0x5678 << 48), 2 | (0x9ABC << 48)))
     for _ in range(3):
-        t.learn(a, 1)
-    t.learn(b, 2)  # same row pair as a: takes the other row
-    assert t.counts[t.lookup(a)[0], 1] == 3 and t.counts[t.lookup(b)[0], 2] == 1
-    t.learn(c, 4)  # row pair (2, 3) is full: the context with the smaller total (b) goes
-    assert t.lookup(b)[0] == t.rows, "the less-known context was replaced"
-    assert t.counts[t.lookup(a)[0], 1] == 3 and t.counts[t.lookup(c)[0], 4] == 1
-    assert t.lookup(np.array([5 | (0x1111 << 48)], np.uint64))[0] == t.rows  # unknown: the zero sentinel row
+        t.learn(*a, 1)
+    t.learn(*b, 2)  # same row pair as a: takes the other row
+    assert t.counts[t.lookup(*a)[0], 1] == 3 and t.counts[t.lookup(*b)[0], 2] == 1
+    t.learn(*c, 4)  # row pair (2, 3) is full: the context with the smaller total (b) goes
+    assert t.lookup(*b)[0] == t.rows, "the less-known context was replaced"
+    assert t.counts[t.lookup(*a)[0], 1] == 3 and t.counts[t.lookup(*c)[0], 4] == 1
+    assert t.lookup(*CountTable.keys(np.array([5 | (0x1111 << 48)], np.uint64)))[0] == t.rows  # unknown: the zero sentinel row
     assert not t.counts[t.rows].any()
 
 
 def test_table_halves_a_row_at_its_limit_and_never_grows():
     t = CountTable(4, 3, limit=10)
-    h = np.array([1 | (7 << 48)], np.uint64)
+    h = CountTable.keys(np.array([1 | (7 << 48)], np.uint64))
     before = t.nbytes
     for _ in range(9):
-        t.learn(h, 0)
-    t.learn(h, 1)
-    row = t.lookup(h)[0]
+        t.learn(*h, 0)
+    t.learn(*h, 1)
+    row = t.lookup(*h)[0]
     assert t.counts[row].tolist() == [9, 1, 0]
-    t.learn(h, 0)  # reaches 10: halved
+    t.learn(*h, 0)  # reaches 10: halved
     assert t.counts[row].tolist() == [5, 0, 0] and t.total[row] == 5
     assert t.nbytes == before
 

@@ -98,6 +98,18 @@ def _adaptation_section(raw: dict) -> dict:
         settings = rt["settings"]
         if rt["rollbacks"]:
             notes.append(f"{model}: the runtime's guard rolled back {rt['rollbacks']} time(s), so its updates differ from PyTorch's")
+    for key in [k for k in raw if k.startswith("adapt_mixture/")]:
+        model, mix = key.split("/", 1)[1], raw[key]
+        alone = raw.get(f"adapt_runtime/{model}")
+        rows.append(row(f"{model} + online predictor: throughput", "tokens/s", named(RUNTIME, mix["tokens_per_s"]),
+                        [named("the RNN alone", alone["tokens_per_s"])] if alone else []))
+        if alone:
+            cost = 1e6 / mix["tokens_per_s"]["median"] - 1e6 / alone["tokens_per_s"]["median"]
+            rows.append(row(f"{model}: online predictor's cost per character (target <= 100)", "us", named(RUNTIME, single(cost)), []))
+        rows.append(row(f"{model} + online predictor: prequential bpc", "bpc", named(RUNTIME, single(mix["bpc"])),
+                        [named("the adapted RNN alone", single(mix["rnn_bpc"]))]))
+        rows.append(row(f"{model}: a user's predictor state / the shared prior", "MiB", named(RUNTIME, single(mix["predictor_mib"])),
+                        [named("prior, shared per process", single(mix["prior_mib"]))]))
     rows.append(row(f"idle process: imports + {raw['idle_runtime']['model']} loaded", "MiB", named(RUNTIME, single(idle_rt)),
                     [] if idle_pt is None else [named(TORCH_TBPTT, single(idle_pt))]))
     if "idle_torch" not in raw:

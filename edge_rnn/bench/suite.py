@@ -91,6 +91,9 @@ def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_
         steps.append((f"adapt_floor/{label}", "adapt_floor", dict(path=path, k=tbptt["k1"])))
         if torch:
             steps.append((f"adapt_torch/{label}", "adapt_torch", run))
+    given_label = next(iter(models))  # the online predictor beside the given model's RNN: same work plus the mixture
+    steps.append((f"adapt_mixture/{given_label}", "adapt_runtime",
+                  dict(path=given, tokens=s.adapt_tokens, chunk=s.adapt_chunk, settings={**tbptt, "mixture": True})))
     steps.append(("memory_runtime", "memory_runtime", dict(path=memory_model, lengths=list(s.memory_lengths), settings=tbptt)))
     if torch:
         steps += [(f"memory_torch/{n}", "memory_torch", dict(path=memory_model, tokens=n)) for n in s.full_bptt_lengths]

@@ -30,6 +30,7 @@ WORD_MATCH = -4  # the word match's input (then the two matches, then the RNN)
 MATCH_SCORE = 2.0  # a match's score for the symbol it predicts (log(1 + alpha) - log(alpha) ~ 2.4 for a count of 1)
 _DOUBT = np.log([0.005, 0.05, 0.3]).astype(np.float32)  # the RNN's probability of a match's symbol, bucketed
 _CONFIDENCE = np.array([0.3, 0.5, 0.7, 0.85, 0.93, 0.97, 0.99])  # the RNN's top probability, bucketed
+_LOG_CONFIDENCE = np.log(_CONFIDENCE).astype(np.float32)
 
 
 def _char_classes(vocab) -> list[int]:
@@ -90,15 +91,15 @@ class OnlinePredictor:
 
     # --- prediction -------------------------------------------------------------------------
     def _inputs(self, tails: list, rnn_logp: np.ndarray):
-        """Scores S (B, K, V), buckets b (B, K), selectors (B, 4) and, for learning, the
-        hashes (B, Kc) and user rows (B, Kc) of the contexts after each tail.
+        """Scores S (B, K, V), buckets b (B, K), selectors (B, 5) and, for learning, the
+        context keys (CountTable.keys, (B, Kc) each) and user rows (B, Kc) after each tail.
 
         A count row's score is log(n + alpha): its normaliser log(N + alpha V) is the same for
         every symbol, so it cancels in the mixer's softmax and in its gradient."""
         hashed = [self.hasher.hashes(t) for t in tails]
-        H = np.array([h for h, _ in hashed], np.uint64)  # (B, Kc)
-        ru, rp = self.user.lookup(H), self.prior_table.lookup(H)
-        B, kc = len(tails), H.shape[1]
+        keys = CountTable.keys(np.array([h for h, _ in hashed], np.uint64))  # (B, Kc) twice
+        ru, rp = self.user.lookup(*keys), self.prior_table.lookup(*keys)
+        B, kc = len(tails), ru.shape[1]
         S = np.empty((B, self.inputs, self.vocab_size), np.float32)
         b = np.empty((B, self.inputs), np.int64)
         for table, rows, part in ((self.user, ru, slice(0, kc)), (self.prior_table, rp, slice(kc, 2 * kc))):
@@ -128,8 +129,8 @@ class OnlinePredictor:
             sel[i, 1] = self.classes[tail[-1]] * 4 + hashed[i][1] if tail else 12
             sel[i, 2] = lb_u * MATCH_BUCKETS + lb_p
         S[:, -1] = rnn_logp
-        b[:, -1] = sel[:, 3] = np.searchsorted(_CONFIDENCE, np.exp(rnn_logp.max(axis=-1)))
-        return S, b, sel, H, ru
+        b[:, -1] = sel[:, 3] = np.searchsorted(_LOG_CONFIDENCE, rnn_logp.max(axis=-1))
+        return S, b, sel, keys, ru
 
     def predict_batch(self, tails: list, rnn_logp: np.ndarray) -> np.ndarray:
         """Log-probabilities (B, V) of the next symbol after each tail (bytes of ids), given the
@@ -139,9 +140,9 @@ class OnlinePredictor:
 
     def predict(self, rnn_logp: np.ndarray) -> np.ndarray:
         """Log-probabilities [V] of the next symbol of the learned stream; `learn` uses them."""
-        S, b, sel, H, ru = self._inputs([self.tail], np.asarray(rnn_logp, np.float32)[None])
+        S, b, sel, (low, check), ru = self._inputs([self.tail], np.asarray(rnn_logp, np.float32)[None])
         logp, L = self.mixer.predict(S, b, sel, sel[:, 1])
-        self._last = (S[0], b[0], sel[0], L[0], logp[0], H[0], ru[0])
+        self._last = (S[0], b[0], sel[0], L[0], logp[0], low[0], check[0], ru[0])
         return logp[0]
 
     # --- learning ---------------------------------------------------------------------------
@@ -149,12 +150,12 @@ class OnlinePredictor:
         """Every part learns that `symbol` followed (after `predict`, which scored it)."""
         if self._last is None:
             raise RuntimeError("learn() follows predict(): the mixture must score a symbol before learning it")
-        S, b, sel, L, logp, H, ru = self._last
+        S, b, sel, L, logp, low, check, ru = self._last
         self._last = None
         self.tokens += 1
         self.nats -= float(logp[symbol])
         self.mixer.learn(S, b, sel, sel[1], L, logp, symbol)
-        self.user.learn(H, symbol, ru)
+        self.user.learn(low, check, symbol, ru)
         self.history.append(symbol)
         self.tail = (self.tail + bytes((symbol,)))[-self.hasher.tail_needed :]
 

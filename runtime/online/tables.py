@@ -42,30 +42,32 @@ class CountTable:
     def arrays(self) -> dict:
         return {"counts": self.counts, "check": self.check, "total": self.total}
 
-    def _slots(self, hashes: np.ndarray):
-        """(row i, row i ^ 1, 16-bit check) of each hash; shapes follow `hashes`."""
-        first = (hashes & np.uint64(self.mask)).astype(np.intp)
-        check = ((hashes >> np.uint64(48)) | np.uint64(1)).astype(np.uint16)
-        return first, first ^ 1, check
+    @staticmethod
+    def keys(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(low bits as intp, 16-bit check) of uint64 context hashes: what every table's lookup
+        takes, so one set of hashes is split once for the user's table and the prior's."""
+        return (hashes & np.uint64(0xFFFFFFFF)).astype(np.intp), ((hashes >> np.uint64(48)) | np.uint64(1)).astype(np.uint16)
 
-    def lookup(self, hashes: np.ndarray) -> np.ndarray:
-        """Row of each context hash (any shape), the sentinel row where it is not held."""
+    def lookup(self, low: np.ndarray, check: np.ndarray) -> np.ndarray:
+        """Row of each context (keys(hashes); any shape), the sentinel row where it is not held."""
         if not self.rows:
-            return np.full(hashes.shape, 0, np.intp)
-        first, second, check = self._slots(hashes)
+            return np.zeros(low.shape, np.intp)
+        first = low & self.mask
+        second = first ^ 1
         return np.where(self.check[first] == check, first, np.where(self.check[second] == check, second, self.rows))
 
-    def learn(self, hashes: np.ndarray, symbol: int, rows: np.ndarray | None = None) -> None:
-        """Count `symbol` in each context of `hashes` [K], taking a row for contexts not held.
-        rows: what `lookup(hashes)` gave, if the caller has it (saves the search)."""
-        rows = self.lookup(hashes) if rows is None else rows.copy()
+    def learn(self, low: np.ndarray, check: np.ndarray, symbol: int, rows: np.ndarray | None = None) -> None:
+        """Count `symbol` in each context [K], taking a row for contexts not held.
+        rows: what `lookup(low, check)` gave, if the caller has it (saves the search)."""
+        rows = self.lookup(low, check) if rows is None else rows.copy()
         new = rows == self.rows
         if new.any():
-            first, second, check = self._slots(hashes[new])
+            first = low[new] & self.mask
+            second = first ^ 1
             victim = np.where(self.total[first] <= self.total[second], first, second)
             self.counts[victim] = 0
             self.total[victim] = 0
-            self.check[victim] = check
+            self.check[victim] = check[new]
             rows[new] = victim
         self.counts[rows, symbol] += 1
         self.total[rows] += 1
