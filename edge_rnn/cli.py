@@ -29,24 +29,32 @@ def _split_model(values: list[str], what: str) -> tuple[str | None, str]:
     raise EdgeRNNError(f"expected [MODEL] {what}, got {len(values)} arguments; quote the {what} if it has spaces")
 
 
+def _require(module: str, extra: str, what: str) -> None:
+    """One line naming the extra to install when an optional dependency is missing (exit 2, no traceback)."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise EdgeRNNError(f"{what} needs {module}: pip install 'edge-rnn[{extra}]'") from None
+
+
 # --- subcommands ---------------------------------------------------------------------------
 def cmd_train(args) -> None:
-    try:
-        from edge_rnn.train import TrainConfig, Trainer
-    except ImportError:
-        raise EdgeRNNError("training needs PyTorch: pip install 'edge-rnn[train]'") from None
+    _require("torch", "train", "training")
+    from edge_rnn.train import TrainConfig, Trainer
+
     fields = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
     trainer = Trainer(TrainConfig(**fields), args.checkpoint, resume=not args.no_resume)
-    summary = trainer.run(progress=not args.quiet)
+    summary = trainer.run(progress=_shows_progress(args))
     _emit(args, summary, f"validation {summary['val_loss_nats']:.4f} nats/char ({summary['val_bpc']:.3f} bpc), "
           f"{summary['parameters']} parameters, checkpoint {args.checkpoint}")
 
 
 def cmd_export(args) -> None:
-    try:
-        from edge_rnn.export import export_checkpoint
-    except ImportError:
-        raise EdgeRNNError("export needs PyTorch: pip install 'edge-rnn[train]'") from None
+    _require("torch", "train", "export")
+    from edge_rnn.export import export_checkpoint
+
     out = export_checkpoint(args.checkpoint, args.out, int8=args.int8)
     _emit(args, {"out": str(out), "bytes": out.stat().st_size}, f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
 
@@ -62,7 +70,7 @@ def cmd_eval(args) -> None:
     model = edge_rnn.load(args.model, backend=args.backend)
     mixture = _mixture_setting(args)
     text = read_text_file(args.text)
-    with _progress(len(text) - 1, "eval") as bar:
+    with _progress(args, len(text) - 1, "eval") as bar:
         if mixture is False:
             result = score_text(model, text, progress=lambda n, nats: bar.update(n))
             result["rnn_bpc"] = result["bpc"]
@@ -82,7 +90,8 @@ def cmd_complete(args) -> None:
         raise EdgeRNNError("the prefix is empty; give some text to continue, e.g. edge-rnn complete \"To be\"")
     model = edge_rnn.load(path, backend=args.backend)
     options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                   top_p=args.top_p, seed=args.seed, stop=tuple(args.stop or ()))
+                   top_p=args.top_p, seed=args.seed, stop=tuple(unescape(s) for s in args.stop or ()),
+                   no_repeat_ngram_size=args.no_repeat_ngram)
     pieces = []
     for char in generate(model.stream(), prefix, **options):
         pieces.append(char)
@@ -91,7 +100,7 @@ def cmd_complete(args) -> None:
             sys.stdout.flush()
     if args.json:
         print(json.dumps({"prefix": prefix, "completion": "".join(pieces)}))
-    else:
+    elif not "".join(pieces).endswith("\n"):  # a --stop "\n" already ended the line
         sys.stdout.write("\n")
 
 
@@ -101,12 +110,17 @@ def cmd_adapt(args) -> None:
     import edge_rnn
     from edge_rnn.atomic import check_writable
     from edge_rnn.corpus import read_text_file
+    from edge_rnn.modelfile import read_model
     from edge_rnn.runtime.evaluate import score_text
 
     if args.out:
         check_writable(args.out)  # before the work, not after it
     text = read_text_file(args.text)
     settings = {k: getattr(args, k) for k in ("k1", "k2", "rule", "lr", "decay", "clip", "trainable", "unknown_limit") if getattr(args, k) is not None}
+    quantization = read_model(args.model).quantization
+    if quantization:  # before the runtime's loader, which would only say it cannot place a quantized node
+        raise EdgeRNNError(f"{args.model} is {quantization} quantized: int8 files run on onnxruntime (edge-rnn eval/complete "
+                           "--backend onnxruntime); adapt the float model it was exported from, then quantize the result")
     model = edge_rnn.load(args.model, backend=args.backend)
     adapter = model.adapter(mixture=_mixture_setting(args), **settings)
     ids = model.encode(text)
@@ -114,7 +128,7 @@ def cmd_adapt(args) -> None:
         raise EdgeRNNError(f"{args.text} has {len(ids)} character(s); adaptation needs at least 2")
     static = score_text(model, ids)
     t0 = time.perf_counter()
-    with _progress(len(ids) - 1, "adapt") as bar:
+    with _progress(args, len(ids) - 1, "adapt") as bar:
         for start in range(0, len(ids), 4096):
             stats = adapter.observe(ids[start : start + 4096])
             bar.update(stats["tokens"] - bar.n)
@@ -170,6 +184,16 @@ def cmd_prior(args) -> None:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """`\\n`, `\\t`, `\\r`, `\\\\` as typed in a shell (--stop "\\n") to the characters; any other backslash stays."""
+    import re
+
+    return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], text)
+
+
 def _mixture_setting(args):
     """False with --rnn-only, else the online predictor's settings from --mixture KEY=VALUE."""
     if args.rnn_only:
@@ -195,10 +219,73 @@ def _add_mixture_options(p) -> None:
 
 
 
-def _progress(total: int, desc: str):
+def _shows_progress(args) -> bool:
+    """A progress bar on stderr only for a person at a terminal: never under --json or --quiet."""
+    return not getattr(args, "quiet", False) and not getattr(args, "json", False) and sys.stderr.isatty()
+
+
+def _progress(args, total: int, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="tok", unit_scale=True, file=sys.stderr, disable=None, leave=False)
+    return tqdm(total=total, desc=desc, unit="tok", unit_scale=True, file=sys.stderr, disable=not _shows_progress(args), leave=False)
+
+
+def add_output_options(p, bar: bool = True) -> None:
+    """--json (and --quiet where there is a progress bar), the same words on every command."""
+    if bar:
+        p.add_argument("--quiet", action="store_true", help="no progress bar (one shows on stderr only when it is a terminal)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object (no progress bar)")
+
+
+def add_model_argument(p, what: str = "model file or shipped model name") -> None:
+    """MODEL, positional and optional, as on every command (`--model` kept as a deprecated alias)."""
+    p.add_argument("model", nargs="?", help=f"{what} (default: the shipped model)")
+    p.add_argument("--model", dest="model_option", metavar="MODEL", help="deprecated: give MODEL positionally")
+
+
+def model_argument(args) -> str | None:
+    """The MODEL of add_model_argument, from either spelling."""
+    if args.model and args.model_option and args.model != args.model_option:
+        raise EdgeRNNError(f"two models given ({args.model} and --model {args.model_option}); give MODEL once, positionally")
+    return args.model or args.model_option
+
+
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Shows each option's default: argparse's own, or (for options left None so the library
+    decides) the library dataclass's, looked up only when --help is printed."""
+
+    library_defaults = staticmethod(lambda: {})
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" in text or not action.option_strings or action.default is argparse.SUPPRESS:
+            return text
+        if action.default is not None and action.default is not False:
+            return f"{text} (default: %(default)s)"
+        if action.default is None and action.dest in (found := self.library_defaults()):
+            return f"{text} (default: {found[action.dest]})"
+        return text
+
+
+def _formatter(loader):
+    return type("DefaultsHelp", (_DefaultsHelp,), {"library_defaults": staticmethod(loader)})
+
+
+def _train_defaults() -> dict:
+    try:
+        from edge_rnn.train import TrainConfig  # optional: needs torch (the train extra)
+    except ImportError:
+        return {}
+    return {k: getattr(TrainConfig, k) for k in TrainConfig.__dataclass_fields__}
+
+
+def _adapt_defaults() -> dict:
+    from edge_rnn.runtime.adapt import AdaptConfig
+
+    return {k: getattr(AdaptConfig, k) for k in AdaptConfig.__dataclass_fields__}
+
+
+
 
 
 def _peak_rss_mb() -> float:
@@ -208,76 +295,94 @@ def _peak_rss_mb() -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-rnn", description=__doc__.splitlines()[0])
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("edge-rnn")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        installed = "unknown (not installed)"
+    p = argparse.ArgumentParser(prog="edge-rnn", description=__doc__.splitlines()[0], formatter_class=_DefaultsHelp)
+    p.add_argument("--version", action="version", version=f"edge-rnn {installed}")
     p.add_argument("-v", "--verbose", action="store_true", help="log diagnostics")
     sub = p.add_subparsers(dest="command", required=True)
+    plain = dict(formatter_class=_DefaultsHelp)
 
-    t = sub.add_parser("train", help="train a character model (needs the train extra)")
-    t.add_argument("--checkpoint", default="runs/model.pt", help="resumable checkpoint path (default runs/model.pt)")
-    t.add_argument("--corpus", help="'shakespeare' (default), a text file or a folder of text files")
-    for name, typ in (("cell", str), ("embed_size", int), ("hidden_size", int), ("layers", int), ("batch_size", int),
-                      ("window", int), ("steps", int), ("lr", float), ("clip", float), ("seed", int), ("threads", int),
-                      ("eval_every", int), ("val_fraction", float), ("stop_after", int)):
-        t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ)
+    t = sub.add_parser("train", help="train a character model (needs the train extra)", formatter_class=_formatter(_train_defaults))
+    t.add_argument("--checkpoint", default="runs/model.pt", help="resumable checkpoint path")
+    t.add_argument("--corpus", help="'shakespeare', a text file or a folder of text files")
+    for name, typ, text in (
+        ("cell", str, "recurrent cell: rnn, gru or lstm"), ("embed_size", int, "character embedding width"),
+        ("hidden_size", int, "units per recurrent layer"), ("layers", int, "recurrent layers"),
+        ("batch_size", int, "windows per step"), ("window", int, "TBPTT window, in characters"),
+        ("steps", int, "optimiser steps (the learning-rate schedule's length)"), ("lr", float, "Adam's peak learning rate"),
+        ("clip", float, "gradient-norm clip"), ("seed", int, "random seed"), ("threads", int, "torch threads (0: torch's default)"),
+        ("eval_every", int, "steps between validation estimates"), ("val_fraction", float, "share of the corpus held out"),
+        ("stop_after", int, "stop at this step (0: at --steps) without changing the schedule"),
+    ):
+        t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, help=text)
     t.add_argument("--no-resume", action="store_true", help="start over even if the checkpoint exists")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--json", action="store_true")
+    add_output_options(t)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("export", help="export a checkpoint to an ONNX model file (needs the train extra)")
-    e.add_argument("checkpoint")
+    e = sub.add_parser("export", help="export a checkpoint to an ONNX model file (needs the train extra)", **plain)
+    e.add_argument("checkpoint", help="a checkpoint written by edge-rnn train")
     e.add_argument("--out", required=True, help="output .onnx path")
-    e.add_argument("--int8", action="store_true", help="onnxruntime dynamic int8 quantization")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--int8", action="store_true", help="onnxruntime dynamic int8 quantization (the file then runs on onnxruntime only)")
+    add_output_options(e, bar=False)
     e.set_defaults(func=cmd_export)
 
-    v = sub.add_parser("eval", help="bits per character of a model over a text")
-    v.add_argument("model", nargs="?", help="model file (default: the shipped model)")
-    v.add_argument("--text", required=True)
-    v.add_argument("--backend", default="onnxruntime", choices=["numpy", "cupy", "onnxruntime"])
+    v = sub.add_parser("eval", help="bits per character of a model over a text", **plain)
+    v.add_argument("model", nargs="?", help="model file or shipped model name (default: the shipped model)")
+    v.add_argument("--text", required=True, help="the text file to score")
+    v.add_argument("--backend", default="onnxruntime", choices=["numpy", "cupy", "onnxruntime"], help="where the RNN runs")
     _add_mixture_options(v)
-    v.add_argument("--json", action="store_true")
+    add_output_options(v)
     v.set_defaults(func=cmd_eval)
 
-    c = sub.add_parser("complete", help="continue a prefix: edge-rnn complete [MODEL] PREFIX")
-    c.add_argument("args", nargs="+", metavar="[MODEL] PREFIX")
-    c.add_argument("--max-new-tokens", type=int, default=120)
-    c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    c.add_argument("--top-k", type=int, default=0)
-    c.add_argument("--top-p", type=float, default=1.0)
-    c.add_argument("--seed", type=int)
-    c.add_argument("--stop", action="append", help="stop string (repeatable)")
-    c.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "onnxruntime"])
-    c.add_argument("--json", action="store_true")
+    c = sub.add_parser("complete", help="continue a prefix: edge-rnn complete [MODEL] PREFIX", **plain,
+                       description="Continue PREFIX with the model; only the continuation is printed, not the prefix. "
+                                   "Decoding is greedy by default (the likeliest character each step, so the same "
+                                   "output every run); --temperature above 0 samples.")
+    c.add_argument("args", nargs="+", metavar="[MODEL] PREFIX", help="the text to continue, after an optional model file or name")
+    c.add_argument("--max-new-tokens", type=int, default=120, help="characters to generate at most")
+    c.add_argument("--temperature", type=float, default=0.0, help="0: greedy; above 0: sample, flatter as it grows")
+    c.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest characters only (0: all)")
+    c.add_argument("--top-p", type=float, default=1.0, help="sample among the likeliest characters reaching this probability (1: all)")
+    c.add_argument("--seed", type=int, help="random seed for sampling (default: a fresh one each run)")
+    c.add_argument("--no-repeat-ngram", type=int, default=8, metavar="N",
+                   help="never repeat N characters in a row (the prefix included), which stops greedy loops; 0: off")
+    c.add_argument("--stop", action="append", help="stop after this string (escapes \\n \\t \\r \\\\ understood; repeatable)")
+    c.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "onnxruntime"], help="where the RNN runs")
+    add_output_options(c, bar=False)
     c.set_defaults(func=cmd_complete)
 
-    a = sub.add_parser("adapt", help="adapt a model online to a text (prequential TBPTT)")
-    a.add_argument("model", nargs="?", help="model file (default: the shipped model)")
-    a.add_argument("--text", required=True)
-    a.add_argument("--k1", type=int)
-    a.add_argument("--k2", type=int)
-    a.add_argument("--rule", choices=["sgd", "adam", "dynamic"])
-    a.add_argument("--lr", type=float)
-    a.add_argument("--decay", type=float)
-    a.add_argument("--clip", type=float)
-    a.add_argument("--trainable", choices=["all", "head", "last", "recurrent"])
+    a = sub.add_parser("adapt", help="adapt a model online to a text (prequential TBPTT)", formatter_class=_formatter(_adapt_defaults))
+    a.add_argument("model", nargs="?", help="model file or shipped model name (default: the shipped model)")
+    a.add_argument("--text", required=True, help="the text to learn from (scored before each update)")
+    a.add_argument("--k1", type=int, help="update every k1 characters")
+    a.add_argument("--k2", type=int, help="backpropagate through the last k2 characters (a multiple of k1)")
+    a.add_argument("--rule", choices=["sgd", "adam", "dynamic"], help="update rule (dynamic: dynamic evaluation)")
+    a.add_argument("--lr", type=float, help="step size")
+    a.add_argument("--decay", type=float, help="dynamic evaluation's pull toward the base weights per update")
+    a.add_argument("--clip", type=float, help="global gradient-norm clip (0: off)")
+    a.add_argument("--trainable", choices=["all", "head", "last", "recurrent"], help="which weights learn")
     a.add_argument("--unknown-limit", type=float, help="skip learning from windows with more than this share of unknown characters")
-    a.add_argument("--out", help="write the adapted model here")
-    a.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    a.add_argument("--out", help="write the adapted model here (default: not written)")
+    a.add_argument("--backend", default="numpy", choices=["numpy", "cupy"], help="where the RNN runs and learns")
     _add_mixture_options(a)
-    a.add_argument("--json", action="store_true")
+    add_output_options(a)
     a.set_defaults(func=cmd_adapt)
 
-    r = sub.add_parser("prior", help="build the online predictor's prior from a model's training text")
+    r = sub.add_parser("prior", help="build the online predictor's prior from a model's training text", **plain)
     r.add_argument("model", nargs="?", help="model file or shipped name (default: the shipped model)")
     r.add_argument("--train", help="the model's training text (a file): the tables are counted from it")
     r.add_argument("--rebind", metavar="PRIOR", help="reuse this prior's tables (same vocabulary, e.g. a retrained model); only the mixer is pretrained again")
-    r.add_argument("--held-out", help="held-out text of the same corpus: pretrains the mixer's weights")
+    r.add_argument("--held-out", help="held-out text of the same corpus: pretrains the mixer's weights (default: none)")
     r.add_argument("--out", required=True, help="the prior file; ship it as MODEL.prior.npz beside the model")
-    r.add_argument("--chars", type=int, default=8_000_000, help="training characters used, in evenly spaced blocks (default 8,000,000)")
-    r.add_argument("--mixer-chars", type=int, default=150_000, help="held-out characters the mixer learns from (default 150,000)")
-    r.add_argument("--rows-log2", type=int, default=18, help="log2 of the prior table's rows (default 18: 2^18 contexts)")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--chars", type=int, default=8_000_000, help="training characters used, in evenly spaced blocks")
+    r.add_argument("--mixer-chars", type=int, default=150_000, help="held-out characters the mixer learns from")
+    r.add_argument("--rows-log2", type=int, default=18, help="log2 of the prior table's rows (2^N contexts)")
+    add_output_options(r, bar=False)
     r.set_defaults(func=cmd_prior)
 
     for extra in _extra_commands():

@@ -5,16 +5,26 @@
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import edge_rnn
 from edge_rnn.corpus import read_text_file
 from edge_rnn.runtime.evaluate import score_text
 
-text = read_text_file(sys.argv[1])
-model = edge_rnn.load()
-static = score_text(model, text)["bpc"]
-adapter = model.adapter()  # the tuned defaults: dynamic evaluation, k1 = k2 = 32
-stats = adapter.observe(text)
-print(f"static {static:.3f} bpc -> online {stats['bpc']:.3f} bpc over {stats['tokens']} characters")
-adapter.save(sys.argv[2])
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("text", help="your text file (UTF-8)")
+    p.add_argument("out", help="where the adapted model file goes (.onnx)")
+    args = p.parse_args()  # no arguments: the usage, exit 2
+    text = read_text_file(args.text)
+    model = edge_rnn.load()
+    static = score_text(model, text)["bpc"]
+    adapter = model.adapter()  # the tuned defaults: dynamic evaluation, k1 = k2 = 32
+    stats = adapter.observe(text)
+    print(f"static {static:.3f} bpc -> online {stats['bpc']:.3f} bpc over {stats['tokens']} characters")
+    adapter.save(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ averages what they learned, held-out devices report bits per character every rou
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import edge_rnn
 from edge_rnn.fleet import format_report
@@ -19,17 +19,24 @@ from edge_rnn.fleet.simulate import simulate
 from edge_rnn.fleet.strategy import StrategyConfig
 from edge_rnn.generate import generate
 
-devices = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-plan = Plan(
-    fleet=FleetSpec(devices=devices, holdout=4),  # one play or Debian text per device; 4 never train
-    rounds=rounds,
-    strategy=StrategyConfig("fedavg"),  # or StrategyConfig("fedadam", server_lr=1e-3), dp_noise=..., dp_clip=...
-    local=LocalConfig(chars=3000, rule="sgd", lr=0.1),  # each device learns from 3000 of its characters a round
-    out="fleet-out",
-)
-result = simulate(plan, workers=2)
-print(format_report(result))
 
-model = edge_rnn.load(result["rounds"][-1]["model"])  # the new global model file: same ONNX contract
-print("The " + "".join(generate(model.stream(), "The ", max_new_tokens=80)))
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("devices", type=int, nargs="?", default=20, help="devices in the fleet, 4 of them held out (default 20)")
+    p.add_argument("rounds", type=int, nargs="?", default=3, help="federated rounds (default 3)")
+    args = p.parse_args()
+    plan = Plan(
+        fleet=FleetSpec(devices=args.devices, holdout=4),  # one play or Debian text per device; 4 never train
+        rounds=args.rounds,
+        strategy=StrategyConfig("fedavg"),  # or StrategyConfig("fedadam", server_lr=1e-3), dp_noise=..., dp_clip=...
+        local=LocalConfig(chars=3000, rule="sgd", lr=0.1),  # each device learns from 3000 of its characters a round
+        out="fleet-out",
+    )
+    result = simulate(plan, workers=2)
+    print(format_report(result))
+    model = edge_rnn.load(result["rounds"][-1]["model"])  # the new global model file: same ONNX contract
+    print("The " + "".join(generate(model.stream(), "The ", max_new_tokens=80)))
+
+
+if __name__ == "__main__":
+    main()

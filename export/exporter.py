@@ -42,12 +42,17 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
     backend; the numpy runtime reads float models. Metadata is carried over.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src_proto = onnx.load(str(src))
     with tempfile.TemporaryDirectory() as tmp:
-        tmp_out = Path(tmp) / "q.onnx"
+        pre, tmp_out = Path(tmp) / "pre.onnx", Path(tmp) / "q.onnx"
         try:
-            quantize_dynamic(str(src), str(tmp_out), weight_type=QuantType.QInt8)
+            # onnxruntime's recommended pre-processing (shape inference, graph optimisation);
+            # without it quantize_dynamic warns on every export. Symbolic shape inference
+            # is for transformers and adds nothing to an RNN graph.
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            quantize_dynamic(str(pre), str(tmp_out), weight_type=QuantType.QInt8)
         except Exception as exc:
             raise ModelFileError(f"int8 quantization of {src} failed ({exc}); export without --int8") from None
         proto = onnx.load(str(tmp_out))

@@ -37,14 +37,19 @@ def run_bench(quick: bool = False, model: str | None = None, out: str | Path | N
 
 
 def cmd_bench(args) -> None:
-    report, text = run_bench(quick=args.quick, model=args.model, out=args.out, prior=args.prior)
+    from edge_rnn.cli import model_argument
+
+    report, text = run_bench(quick=args.quick, model=model_argument(args), out=args.out, prior=args.prior)
     print(json.dumps(report) if args.json else text, end="" if not args.json else "\n")
 
 
 def register(subparsers) -> None:
-    b = subparsers.add_parser("bench", help="measure latency, adaptation and memory against onnxruntime and PyTorch")
+    from edge_rnn.cli import _DefaultsHelp, add_model_argument
+
+    b = subparsers.add_parser("bench", help="measure latency, adaptation and memory against onnxruntime and PyTorch",
+                              formatter_class=_DefaultsHelp)
+    add_model_argument(b, "model file or shipped model name to measure")
     b.add_argument("--quick", action="store_true", help="small sizes, few repeats (under a minute; what the tests run)")
-    b.add_argument("--model", help="model file to measure (default: the shipped model)")
     b.add_argument("--prior", help="corpus (as for edge-rnn train: 'shakespeare', a file, a folder) whose training text "
                                    "the compressors get as prior in the learning section (default: shakespeare)")
     b.add_argument("--out", help="folder for bench.json and the plots (PNG, needs matplotlib)")

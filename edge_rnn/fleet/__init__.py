@@ -46,6 +46,7 @@ def cmd_simulate(args) -> None:
     from tqdm import tqdm
 
     _require_flower()
+    from edge_rnn.cli import _shows_progress, model_argument
     from edge_rnn.fleet.data import FleetSpec
     from edge_rnn.fleet.local import LocalConfig
     from edge_rnn.fleet.server import Plan
@@ -56,9 +57,9 @@ def cmd_simulate(args) -> None:
                            if getattr(args, k) is not None})
     strategy = StrategyConfig(name=args.strategy, server_lr=args.server_lr, dp_noise=args.dp_noise,
                               dp_clip=args.dp_clip, dp_side=args.dp_side)
-    plan = Plan(model=args.model, fleet=FleetSpec(args.devices, args.holdout), rounds=args.rounds, strategy=strategy,
+    plan = Plan(model=model_argument(args), fleet=FleetSpec(args.devices, args.holdout), rounds=args.rounds, strategy=strategy,
                 local=local, eval_chars=args.eval_chars, evaluate_devices=args.evaluate_devices, out=args.out)
-    with tqdm(total=args.rounds, desc="rounds", file=sys.stderr, disable=None, leave=False) as bar:
+    with tqdm(total=args.rounds, desc="rounds", file=sys.stderr, disable=not _shows_progress(args), leave=False) as bar:
         if args.secagg:
             from edge_rnn.fleet.secagg import simulate_secagg
 
@@ -91,32 +92,44 @@ def format_report(result: dict) -> str:
 
 
 def register(subparsers) -> None:
+    from edge_rnn.cli import _formatter, add_model_argument, add_output_options
+
     f = subparsers.add_parser("fleet", help="fleet learning with Flower (needs the fleet extra)")
     sub = f.add_subparsers(dest="fleet_command", required=True)
-    s = sub.add_parser("simulate", help="simulate a fleet of devices on this machine (Flower + Ray)",
+    s = sub.add_parser("simulate", help="simulate a fleet of devices on this machine (Flower + Ray)", formatter_class=_formatter(_local_defaults),
                        description="Devices adapt the model to their own text; Flower aggregates; held-out devices "
                                    "report bits per character each round (static and with their own adaptation).")
-    s.add_argument("--model", help="base model file (default: the shipped model)")
-    s.add_argument("--devices", type=int, default=20, help="participating devices (default 20)")
-    s.add_argument("--holdout", type=int, default=4, help="held-out devices that never train (default 4)")
-    s.add_argument("--rounds", type=int, default=3)
-    s.add_argument("--strategy", choices=["fedavg", "fedadam"], default="fedavg")
-    s.add_argument("--server-lr", type=float, default=3e-3, help="FedAdam's server step (default 3e-3)")
+    add_model_argument(s, "base model file or shipped model name")
+    s.add_argument("--devices", type=int, default=20, help="participating devices")
+    s.add_argument("--holdout", type=int, default=4, help="held-out devices that never train")
+    s.add_argument("--rounds", type=int, default=3, help="federated rounds")
+    s.add_argument("--strategy", choices=["fedavg", "fedadam"], default="fedavg", help="how the server combines the devices' weights")
+    s.add_argument("--server-lr", type=float, default=3e-3, help="FedAdam's server step")
     s.add_argument("--dp-noise", type=float, help="central DP: noise multiplier (0 = clipping only; default: no DP)")
-    s.add_argument("--dp-clip", type=float, default=1.0, help="central DP: L2 clip of each device's update (default 1)")
+    s.add_argument("--dp-clip", type=float, default=1.0, help="central DP: L2 clip of each device's update")
     s.add_argument("--dp-side", choices=["server", "client"], default="server", help="where updates are clipped")
     s.add_argument("--secagg", action="store_true", help="SecAgg+ secure aggregation (FedAvg only)")
-    s.add_argument("--chars", type=int, help="characters each device learns from per round (default 3000)")
-    s.add_argument("--rule", choices=["sgd", "adam", "dynamic"], help="local update rule (default sgd)")
-    s.add_argument("--lr", type=float, help="local step size (default 0.1)")
-    for name in ("k1", "k2"):
-        s.add_argument(f"--{name}", type=int)
-    s.add_argument("--clip", type=float, help="local gradient-norm clip (default 1)")
-    s.add_argument("--trainable", choices=["all", "head", "last", "recurrent"])
-    s.add_argument("--eval-chars", type=int, default=2000, help="characters of each held-out device scored (default 2000)")
+    s.add_argument("--chars", type=int, help="characters each device learns from per round")
+    s.add_argument("--rule", choices=["sgd", "adam", "dynamic"], help="local update rule")
+    s.add_argument("--lr", type=float, help="local step size")
+    s.add_argument("--k1", type=int, help="local update every k1 characters")
+    s.add_argument("--k2", type=int, help="local backpropagation through the last k2 characters")
+    s.add_argument("--clip", type=float, help="local gradient-norm clip")
+    s.add_argument("--trainable", choices=["all", "head", "last", "recurrent"], help="which weights learn on the devices")
+    s.add_argument("--eval-chars", type=int, default=2000, help="characters of each held-out device scored")
     s.add_argument("--evaluate-devices", type=int, default=0,
-                   help="participants that also score each new global model on unseen text (default 0)")
-    s.add_argument("--workers", type=int, default=2, help="devices computed at once (Ray CPUs, default 2)")
-    s.add_argument("--out", default="fleet-out", help="folder for global.onnx and round-NNN.onnx (default fleet-out)")
-    s.add_argument("--json", action="store_true")
+                   help="participants that also score each new global model on unseen text")
+    s.add_argument("--workers", type=int, default=2, help="devices computed at once (Ray CPUs)")
+    s.add_argument("--out", default="fleet-out", help="folder for global.onnx and round-NNN.onnx")
+    add_output_options(s)
     s.set_defaults(func=cmd_simulate)
+
+
+
+def _local_defaults() -> dict:
+    """LocalConfig's defaults, shown by --help for the options left None (no Flower imported)."""
+    from dataclasses import fields
+
+    from edge_rnn.fleet.local import LocalConfig
+
+    return {f.name: f.default for f in fields(LocalConfig)}
