@@ -387,7 +387,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     for extra in _extra_commands():
         extra(sub)
+    _show_defaults(p)
     return p
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every subcommand's --help shows the defaults, also those registered by other modules."""
+    if parser.formatter_class is argparse.HelpFormatter:
+        parser.formatter_class = _DefaultsHelp
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _show_defaults(child)
 
 
 def _extra_commands():

@@ -196,10 +196,10 @@ def register(sub) -> None:
     c = sub.add_parser("corpus", help="build the broad English training corpus from installed packages")
     csub = c.add_subparsers(dest="corpus_command", required=True)
     b = csub.add_parser("build", help="assemble, deduplicate, cap and split the corpus into a folder")
-    b.add_argument("--out", default="corpora/english", help="output folder (default corpora/english)")
+    b.add_argument("--out", default="corpora/english", help="output folder")
     b.add_argument("--parts", help="comma-separated parts (default: all)")
     b.add_argument("--limit", type=int, default=0, help="documents per part at most (0 = all)")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--json", action="store_true", help="print the result as one JSON object")
     b.set_defaults(func=cmd_build)
 
 

@@ -219,9 +219,9 @@ def cmd_demo(args) -> None:
 def register(subparsers) -> None:
     d = subparsers.add_parser("demo", help="live autocomplete in the terminal that learns as you type")
     d.add_argument("model", nargs="?", help="model file (default: the shipped model)")
-    d.add_argument("-n", type=int, default=3, help="suggestions shown (default 3)")
+    d.add_argument("-n", type=int, default=3, help="suggestions shown")
     d.add_argument("--no-learn", action="store_true", help="do not adapt to what you type")
     d.add_argument("--run-on", action="store_true", help="suggestions also finish the next word")
     d.add_argument("--save", metavar="PATH", help="write the adapted model here on exit")
-    d.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    d.add_argument("--backend", default="numpy", choices=["numpy", "cupy"], help="where the model runs and learns")
     d.set_defaults(func=cmd_demo)

@@ -48,5 +48,5 @@ def cmd_models(args) -> None:
 
 def register(sub) -> None:
     m = sub.add_parser("models", help="list the shipped models (names usable wherever a MODEL is taken)")
-    m.add_argument("--json", action="store_true")
+    m.add_argument("--json", action="store_true", help="print the result as one JSON object")
     m.set_defaults(func=cmd_models)

@@ -267,9 +267,9 @@ def cmd_serve(args) -> None:
 def register(subparsers) -> None:
     s = subparsers.add_parser("serve", help="web page with live autocomplete that learns as you type")
     s.add_argument("model", nargs="?", help="model file (default: the shipped model)")
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
-    s.add_argument("--port", type=int, default=8765)
-    s.add_argument("-n", type=int, default=3, help="suggestions shown (default 3)")
-    s.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8765, help="TCP port to listen on")
+    s.add_argument("-n", type=int, default=3, help="suggestions shown")
+    s.add_argument("--backend", default="numpy", choices=["numpy", "cupy"], help="where the model runs and learns")
     s.add_argument("--max-sessions", type=int, help=f"open tabs at once, each with its own model copy (default {MAX_SESSIONS})")
     s.set_defaults(func=cmd_serve)

@@ -8,7 +8,7 @@ import pytest
 
 import edge_rnn
 from edge_rnn.errors import SettingsError
-from edge_rnn.generate import SamplingConfig, generate, pick
+from edge_rnn.generate import SamplingConfig, banned_next, generate, pick
 from tests.conftest import small_model_file
 
 
@@ -75,6 +75,28 @@ def test_zero_tokens_and_bad_settings(model):
     assert list(generate(model.stream(), "the", max_new_tokens=0)) == []
     with pytest.raises(SettingsError, match="empty prompt"):
         next(generate(model.stream(), "", max_new_tokens=3))
-    for bad in ({"temperature": -1}, {"top_k": -2}, {"top_p": 0}, {"top_p": 1.5}, {"max_new_tokens": -1}, {"stop": ("",)}):
+    for bad in ({"temperature": -1}, {"top_k": -2}, {"top_p": 0}, {"top_p": 1.5}, {"max_new_tokens": -1}, {"stop": ("",)},
+                {"no_repeat_ngram_size": -1}, {"no_repeat_ngram_size": 2.5}):
         with pytest.raises(SettingsError):
             SamplingConfig(**bad)
+
+
+def test_banned_next_is_what_would_repeat_an_ngram():
+    ids = [1, 2, 3, 1, 2, 4, 1, 2]
+    assert banned_next(ids, 3) == [3, 4]  # "1 2" was followed by 3 and by 4
+    assert banned_next(ids, 4) == []  # "4 1 2" occurred only at the end
+    assert banned_next(ids, 1) == [1, 2, 3, 4] and banned_next(ids, 0) == [] and banned_next([1, 2], 3) == []
+
+
+def _ngrams_twice(text: str, n: int) -> list[str]:
+    grams = [text[i : i + n] for i in range(len(text) - n + 1)]
+    return sorted({g for g in grams if grams.count(g) > 1})
+
+
+@pytest.mark.parametrize("n", [4, 6])
+def test_no_repeat_ngram_guard(model, n):
+    free = "the " + "".join(generate(model.stream(), "the ", max_new_tokens=80))
+    assert _ngrams_twice(free, n), "a small random model loops greedily (else the guard is untested)"
+    for options in ({}, {"temperature": 1.0, "seed": 3}):
+        guarded = "the " + "".join(generate(model.stream(), "the ", max_new_tokens=80, no_repeat_ngram_size=n, **options))
+        assert len(guarded) == 84 and not _ngrams_twice(guarded, n), guarded
