@@ -100,8 +100,8 @@ def _adaptation_section(raw: dict) -> dict:
             notes.append(f"{model}: the runtime's guard rolled back {rt['rollbacks']} time(s), so its updates differ from PyTorch's")
     for key in [k for k in raw if k.startswith("adapt_mixture/")]:
         model, mix = key.split("/", 1)[1], raw[key]
-        alone = raw.get(f"adapt_runtime/{model}")
-        rows.append(row(f"{model} + online predictor: throughput", "tokens/s", named(RUNTIME, mix["tokens_per_s"]),
+        alone = raw.get(f"adapt_runtime/{model}") or raw.get(f"adapt_alone/{model}")
+        rows.append(row(f"{model}: throughput with the online predictor", "tokens/s", named(RUNTIME, mix["tokens_per_s"]),
                         [named("the RNN alone", alone["tokens_per_s"])] if alone else []))
         if alone:
             cost = 1e6 / mix["tokens_per_s"]["median"] - 1e6 / alone["tokens_per_s"]["median"]
