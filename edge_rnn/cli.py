@@ -72,10 +72,10 @@ def cmd_eval(args) -> None:
     text = read_text_file(args.text)
     with _progress(args, len(text) - 1, "eval") as bar:
         if mixture is False:
-            result = score_text(model, text, progress=lambda n, nats: bar.update(n))
+            result = score_text(model, text, progress=_advance(bar))
             result["rnn_bpc"] = result["bpc"]
         else:  # the RNN's weights fixed, the online predictor learning as it reads
-            result = score_online(model, online_predictor(model, mixture, resume=False), text, progress=lambda n, nats: bar.update(n))
+            result = score_online(model, online_predictor(model, mixture, resume=False), text, progress=_advance(bar))
     result.update(model=str(model.file.path), backend=args.backend, mixture=mixture is not False)
     _emit(args, result, f"{result['bpc']:.4f} bits per character over {result['tokens']} characters"
           + ("" if mixture is False else f" (online predictor, prequential; the RNN alone: {result['rnn_bpc']:.4f})"))
@@ -228,6 +228,17 @@ def _progress(args, total: int, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="tok", unit_scale=True, file=sys.stderr, disable=not _shows_progress(args), leave=False)
+
+
+def _advance(bar):
+    """A scoring progress callback (tokens scored, nats so far) moving the bar, with the live bits per character."""
+    import math
+
+    def advance(tokens: int, nats: float) -> None:
+        bar.set_postfix(bpc=f"{nats / max(bar.n + tokens, 1) / math.log(2):.3f}", refresh=False)  # shown by the update
+        bar.update(tokens)
+
+    return advance
 
 
 def add_output_options(p, bar: bool = True) -> None:

@@ -132,7 +132,7 @@ def test_progress_bar_only_for_a_person(capsys, monkeypatch, tmp_path, command):
     text.write_text(TEXT * 20)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # stderr as a terminal: the bar shows
     code, _, err = run(capsys, command, model, "--text", text)
-    assert code == 0 and f"{command}:" in err and "tok" in err, err
+    assert code == 0 and f"{command}:" in err and "tok/s" in err and "bpc=" in err, err  # the live figure
     for quiet in ("--quiet", "--json"):
         code, _, err = run(capsys, command, model, "--text", text, quiet)
         assert code == 0 and err == "", (quiet, err)
