@@ -157,3 +157,18 @@ def test_every_option_has_help_with_its_default():
             assert action.help and action.help.strip(), f"{name} {action.option_strings or action.dest} has no help"
             if action.option_strings and all(action.default is not x for x in (None, False, argparse.SUPPRESS)):
                 assert f"default: {action.default}" in text, f"{name} {action.option_strings[0]}: its default is not shown"
+
+
+@pytest.mark.slow
+def test_train_bar_only_for_a_person(capsys, monkeypatch, tmp_path):
+    pytest.importorskip("torch", reason="training needs the train extra")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT * 60)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    tiny = ["--corpus", corpus, "--cell", "gru", "--embed-size", "8", "--hidden-size", "8", "--batch-size", "2",
+            "--window", "8", "--steps", "3", "--eval-every", "3", "--no-resume"]
+    code, _, err = run(capsys, "train", "--checkpoint", tmp_path / "a.pt", *tiny)
+    assert code == 0 and "step" in err, err
+    for quiet in ("--quiet", "--json"):
+        code, _, err = run(capsys, "train", "--checkpoint", tmp_path / f"{quiet}.pt", *tiny, quiet)
+        assert code == 0 and "step" not in err and "%|" not in err, (quiet, err)
