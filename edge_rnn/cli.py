@@ -245,7 +245,7 @@ def add_output_options(p, bar: bool = True) -> None:
     """--json (and --quiet where there is a progress bar), the same words on every command."""
     if bar:
         p.add_argument("--quiet", action="store_true", help="no progress bar (one shows on stderr only when it is a terminal)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object (no progress bar)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object" + (" (no progress bar)" if bar else ""))
 
 
 def add_model_argument(p, what: str = "model file or shipped model name") -> None:
