@@ -96,9 +96,10 @@ def test_complete_default_does_not_loop(capsys):
 
 
 def test_complete_stop_accepts_escapes_and_help_says_the_decoding(capsys):
-    code, free, _ = run(capsys, "complete", "To be", "--max-new-tokens", "200")
+    # the Shakespeare model's completion of "To be" runs over a line end (a speaker's next line)
+    code, free, _ = run(capsys, "complete", "shakespeare", "To be", "--max-new-tokens", "200")
     assert "\n" in free.rstrip("\n")
-    code, out, _ = run(capsys, "complete", "To be", "--max-new-tokens", "200", "--stop", "\\n")
+    code, out, _ = run(capsys, "complete", "shakespeare", "To be", "--max-new-tokens", "200", "--stop", "\\n")
     assert code == 0 and out == free[: free.index("\n") + 1]  # ends at the first newline, one line printed
     with pytest.raises(SystemExit):
         main(["complete", "--help"])
