@@ -58,3 +58,19 @@ def test_export_trained_checkpoint_and_eval(tmp_path):
     assert model.file.training["val_loss_nats"] == pytest.approx(summary["val_loss_nats"])
     uniform_bpc = np.log2(model.spec.vocab_size)
     assert score_text(model, TEXT * 3)["bpc"] < uniform_bpc - 0.5
+
+
+def test_built_corpus_trains_on_the_builders_split(tmp_path):
+    """A folder with a MANIFEST.json (edge-rnn corpus build) is read as its train.txt / val.txt, not re-split."""
+    folder = tmp_path / "built"
+    folder.mkdir()
+    train_text, val_text = TEXT * 40, "A validation document of its own, never trained on.\n" * 20
+    (folder / "train.txt").write_text(train_text)
+    (folder / "val.txt").write_text(val_text)
+    (folder / "MANIFEST.json").write_text("{}")
+    trainer = Trainer(config(tmp_path, corpus=str(folder), steps=2), tmp_path / "m.pt")
+    assert trainer.vocab.decode(trainer.train_ids) == train_text
+    assert trainer.vocab.decode(trainer.val_ids) == val_text
+    summary = trainer.run(progress=False)
+    assert summary["train_chars"] == len(train_text) and summary["val_chars"] == len(val_text)
+    assert all("seconds" in h for h in trainer.history)
