@@ -103,11 +103,12 @@ def test_word_index_offers_a_word_used_once_after_two_letters():
     for y in v.encode("we met a zorblax. "):
         history.append(int(y))
     assert history.find(ids_of(v, "the zo")) == (-1, 0), "five symbols of context are not there yet"
-    symbol, bucket = history.find_word(ids_of(v, "the zo"))
-    assert v.symbols[symbol] == "r" and bucket == 2  # two letters typed
+    symbol, bucket, at = history.find_word(ids_of(v, "the zo"))
+    assert history.word_at(at, bucket) == ids_of(v, "zorblax")
+    assert v.symbols[symbol] == "r" and bucket == 2 and v.symbols[history.data[at]] == "r"  # two letters typed
     assert v.symbols[history.find_word(ids_of(v, "the zorbl"))[0]] == "a"
-    assert history.find_word(ids_of(v, "the z")) == (-1, 0), "one letter is not enough"
-    assert history.find_word(ids_of(v, "the orb")) == (-1, 0), "the middle of a word is not its beginning"
+    assert history.find_word(ids_of(v, "the z")) == (-1, 0, -1), "one letter is not enough"
+    assert history.find_word(ids_of(v, "the orb")) == (-1, 0, -1), "the middle of a word is not its beginning"
 
 
 def test_match_history_is_bounded():

@@ -60,22 +60,30 @@ class History:
             i -= 1
         return i
 
-    def find_word(self, tail: bytes) -> tuple[int, int]:
-        """(predicted id, length of the typed part) for the next letter of a word begun like the
-        one at the end of `tail`, as it went on last time; (-1, 0) without one."""
+    def find_word(self, tail: bytes) -> tuple[int, int, int]:
+        """(predicted id, length of the typed part, where that word went on in the history) for the
+        next letter of a word begun like the one at the end of `tail`, as it went on last time;
+        (-1, 0, -1) without one."""
         if self.word_index is None:
-            return -1, 0
+            return -1, 0, -1
         start = self._word_start(tail, len(tail))
         typed = tail[start:]
         if len(typed) < 2 or (start == 0 and len(tail) >= _WORD_SPAN):
-            return -1, 0
+            return -1, 0, -1
         at = int(self.word_index[key_hash(b"\x00" + typed) & self.mask])
         data = self.data
         if at < len(typed) or at >= len(data) or data[at - len(typed) : at] != typed:
-            return -1, 0
+            return -1, 0, -1
         if at > len(typed) and self.is_word[data[at - len(typed) - 1]]:
-            return -1, 0  # the index slot was taken by the middle of another word
-        return data[at], len(typed)
+            return -1, 0, -1  # the index slot was taken by the middle of another word
+        return data[at], len(typed), at
+
+    def word_at(self, at: int, typed: int) -> bytes:
+        """The whole word of the history that the typed part matched (`find_word`'s answer)."""
+        end, data, is_word = at, self.data, self.is_word
+        while end < len(data) and is_word[data[end]] and end - at < _WORD_SPAN:
+            end += 1
+        return bytes(data[at - typed : end])
 
     def find(self, tail: bytes) -> tuple[int, int]:
         """(predicted id, length bucket) for the symbol after `tail`; (-1, 0) without a match."""

@@ -72,9 +72,10 @@ class OnlinePredictor:
         self.inputs = 2 * kc + 4  # user and prior rows per context, the word match, two matches, the RNN
         start = np.zeros((self.inputs, BUCKETS), np.float32)
         start[-1] = 1.0  # the mixture starts as the RNN alone, except that
-        # a word begun like one the user wrote goes on like it: the surer, the more letters agree and
-        # the more the RNN doubts that letter (a new word); by letters typed (2, 3, 4+) x doubt (see _DOUBT)
-        start[WORD_MATCH, 1:13] = [1.5, 1.0, 0.3, 0.0, 2.0, 1.5, 0.6, 0.2, 2.5, 2.0, 1.2, 0.5]
+        # a word begun like one the user wrote goes on like it: the surer, the more letters agree, if the
+        # word is new to the training text (a name, a term), or the more the RNN doubts that letter;
+        # by letters typed (2, 3, 4+) x (a new word, then the RNN's probability < 0.05, < 0.3, more)
+        start[WORD_MATCH, 1:13] = [2.5, 1.0, 0.3, 0.0, 3.0, 1.5, 0.6, 0.2, 3.0, 2.0, 1.2, 0.5]
         # selectors: none; last character's class x partial word; the two match lengths; the RNN's
         # confidence; which orders the user's table knows (the "order hit" context of paq)
         self.hit_orders = [i for i, o in enumerate(self.hasher.orders) if o >= 1][:6]
@@ -88,6 +89,8 @@ class OnlinePredictor:
         self.tokens = int(state["tokens"]) if state else 0
         self.nats = float(state["nats"]) if state else 0.0
         self._last = None
+        self._known: dict = {}  # (position, typed, history length) -> whether the prior knows that word
+        self._boundary = next((i for i, w in enumerate(is_word) if i and not w), 0)
 
     # --- prediction -------------------------------------------------------------------------
     def _inputs(self, tails: list, rnn_logp: np.ndarray):
@@ -115,10 +118,11 @@ class OnlinePredictor:
         for i, tail in enumerate(tails):
             sym_u, lb_u = self.history.find(tail)
             sym_p, lb_p = self.prior_history.find(tail)
-            sym_w, typed = self.history.find_word(tail)
-            if sym_w >= 0:  # a word begun like this one, as it went on last time: by how much the RNN doubts that
-                S[i, WORD_MATCH, sym_w] = MATCH_SCORE
-                b[i, WORD_MATCH] = 1 + 4 * (min(typed, 4) - 2) + int(np.searchsorted(_DOUBT, rnn_logp[i, sym_w]))
+            sym_w, typed, at = self.history.find_word(tail)
+            if sym_w >= 0:  # a word begun like this one, as it went on last time: new to the training text, or by
+                S[i, WORD_MATCH, sym_w] = MATCH_SCORE  # how much the RNN doubts that letter
+                known = self._known_word(at, typed)
+                b[i, WORD_MATCH] = 1 + 4 * (min(typed, 4) - 2) + (int(np.searchsorted(_DOUBT[1:], rnn_logp[i, sym_w])) + 1 if known else 0)
             else:
                 b[i, WORD_MATCH] = 0
             if sym_u >= 0:
@@ -144,6 +148,21 @@ class OnlinePredictor:
         logp, L = self.mixer.predict(S, b, sel, sel[:, 1])
         self._last = (S[0], b[0], sel[0], L[0], logp[0], low[0], check[0], ru[0])
         return logp[0]
+
+    def _known_word(self, at: int, typed: int) -> bool:
+        """Whether the training text (the prior's word contexts) knows the history's word that a
+        typed beginning matched: its last letter's context is in the prior. Cached per position."""
+        key = (at, typed, len(self.history.data))
+        known = self._known.get(key)
+        if known is None:
+            word = self.history.word_at(at, typed)
+            hashes, _ = self.hasher.hashes(bytes((self._boundary,)) + word[:-1])
+            rows = self.prior_table.lookup(*CountTable.keys(np.array(hashes[-2:-1], np.uint64)))
+            known = not self.hasher.words or self.prior_table.rows == 0 or bool(rows[0] != self.prior_table.rows)
+            if len(self._known) > 4096:
+                self._known.clear()
+            self._known[key] = known
+        return known
 
     # --- learning ---------------------------------------------------------------------------
     def learn(self, symbol: int) -> None:
