@@ -125,15 +125,17 @@ class History:
         text = bytes(np.asarray(ids, np.uint8))
         index = np.full(1 << index_log2, -1, np.int32)
         mask = (1 << index_log2) - 1
-        ids = np.frombuffer(text, np.uint8).astype(np.uint64)
+        ids = np.frombuffer(text, np.uint8)
         n = len(ids) - min_len
-        if n <= 0:
-            return cls(len(text), index_log2, min_len, text, index)
-        h = np.full(n, 0x2545F4914F6CDD1D, np.uint64)  # key_hash, vectorised over positions
-        with np.errstate(over="ignore"):
-            for j in range(min_len):
-                h = (h ^ (ids[j : j + n] + np.uint64(1))) * np.uint64(_P)
-        h ^= h >> np.uint64(29)
-        slots = (h & np.uint64(mask)).astype(np.int64)
-        np.maximum.at(index, slots, np.arange(min_len, len(text), dtype=np.int32))  # the latest occurrence wins
+        step = 1 << 20  # positions per pass: the temporaries stay a few MB for a text of any length
+        for begin in range(0, max(n, 0), step):
+            count = min(step, n - begin)
+            h = np.full(count, 0x2545F4914F6CDD1D, np.uint64)  # key_hash, vectorised over positions
+            with np.errstate(over="ignore"):
+                for j in range(min_len):
+                    h = (h ^ (ids[begin + j : begin + j + count].astype(np.uint64) + np.uint64(1))) * np.uint64(_P)
+            h ^= h >> np.uint64(29)
+            slots = (h & np.uint64(mask)).astype(np.int64)
+            positions = np.arange(begin + min_len, begin + min_len + count, dtype=np.int32)
+            np.maximum.at(index, slots, positions)  # the latest occurrence wins
         return cls(len(text), index_log2, min_len, text, index)
