@@ -71,10 +71,25 @@ def tbptt_settings() -> dict:
     return asdict(AdaptConfig(k1=32, k2=32, rule="adam"))
 
 
+def model_corpus(path: str) -> str:
+    """The corpus the model was trained on, when it is built here (a folder with a MANIFEST.json, as
+    `edge-rnn corpus build` writes it), so the compressors get the same training text; else
+    learning.PRIOR (the Shakespeare plays, which every install has), which the report names."""
+    import edge_rnn
+
+    corpus = (edge_rnn.load(path).file.training or {}).get("corpus")
+    if isinstance(corpus, str) and corpus != "shakespeare" and (Path(corpus) / "MANIFEST.json").is_file():
+        return corpus
+    if isinstance(corpus, str) and corpus != "shakespeare":
+        log.warning("the model's corpus %s is not built here (edge-rnn corpus build --out %s); the compressors get %s instead",
+                    corpus, corpus, PRIOR)
+    return PRIOR
+
+
 def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_chars: int,
          prior: str | None = None) -> list[tuple[str, str, dict]]:
     """(key, task, arguments) in the order they run; `models` maps row labels to files, the given model first;
-    `prior`: corpus whose training text the compressors get first (default learning.PRIOR)."""
+    `prior`: corpus whose training text the compressors get first (default: the model's own, see model_corpus)."""
     given = next(iter(models.values()))
     tbptt = tbptt_settings()
     torch = importlib.util.find_spec("torch") is not None
@@ -104,7 +119,7 @@ def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_
     steps.append(("curve", "curve", dict(path=given, chars=curve_chars, chunk=s.curve_chunk, save_to=adapted)))
     steps.append(("keystrokes", "keystrokes", dict(path=given, adapted_path=adapted, passage_chars=s.passage_chars)))
     texts = list(TEXTS)
-    steps.append(("learning_bpc", "learning_bpc", dict(path=given, texts=texts, chars=s.learning_chars, prior=prior or PRIOR,
+    steps.append(("learning_bpc", "learning_bpc", dict(path=given, texts=texts, chars=s.learning_chars, prior=prior or model_corpus(given),
                                                        prior_chars=s.prior_chars)))
     steps.append(("learning_keystrokes", "learning_keystrokes", dict(path=given, texts=texts, chars=s.learning_chars, n=3)))
     if importlib.util.find_spec("cupy") is not None:
