@@ -89,7 +89,7 @@ def model_corpus(path: str) -> str:
 def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_chars: int,
          prior: str | None = None) -> list[tuple[str, str, dict]]:
     """(key, task, arguments) in the order they run; `models` maps row labels to files, the given model first;
-    `prior`: corpus whose training text the compressors get first (default: the model's own, see model_corpus)."""
+    `prior`: corpus whose training text the compressors get first (default learning.PRIOR; run() passes the model's own)."""
     given = next(iter(models.values()))
     tbptt = tbptt_settings()
     torch = importlib.util.find_spec("torch") is not None
@@ -119,7 +119,7 @@ def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_
     steps.append(("curve", "curve", dict(path=given, chars=curve_chars, chunk=s.curve_chunk, save_to=adapted)))
     steps.append(("keystrokes", "keystrokes", dict(path=given, adapted_path=adapted, passage_chars=s.passage_chars)))
     texts = list(TEXTS)
-    steps.append(("learning_bpc", "learning_bpc", dict(path=given, texts=texts, chars=s.learning_chars, prior=prior or model_corpus(given),
+    steps.append(("learning_bpc", "learning_bpc", dict(path=given, texts=texts, chars=s.learning_chars, prior=prior or PRIOR,
                                                        prior_chars=s.prior_chars)))
     steps.append(("learning_keystrokes", "learning_keystrokes", dict(path=given, texts=texts, chars=s.learning_chars, n=3)))
     if importlib.util.find_spec("cupy") is not None:
@@ -145,7 +145,7 @@ def run(quick: bool = False, model: str | None = None, prior: str | None = None)
                        for p in (random_model(tmp, given.vocab, cell, s.hidden) for cell in CELLS)})
         memory_model = random_model(tmp, given.vocab, "lstm", s.memory_hidden)
         memory_label = report.label(edge_rnn.load(memory_model).spec, "random")
-        steps = plan(s, models, memory_model, tmp, len(other_style_text("gpl-3")), prior)
+        steps = plan(s, models, memory_model, tmp, len(other_style_text("gpl-3")), prior or model_corpus(given_path))
         raw, notes = {}, []
         for key, task, args in tqdm(steps, desc="bench", unit="task", file=sys.stderr, disable=None, leave=False):
             log.info("bench task %s", key)
