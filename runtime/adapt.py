@@ -20,7 +20,7 @@ from edge_rnn import spec as S
 from edge_rnn.errors import SettingsError
 from edge_rnn.runtime import network
 from edge_rnn.runtime.backend import to_numpy
-from edge_rnn.runtime.online import save_with_state
+from edge_rnn.runtime.online import online_predictor, save_with_state
 from edge_rnn.runtime.rules import RULES, Rule
 from edge_rnn.vocab import UNK_ID
 
@@ -163,13 +163,16 @@ class Adapter:
         self._window = None  # (logits, cache) of a chunk that is exactly the next window
 
     def reset(self) -> None:
-        """Back to the base weights the adapter started from, with fresh rule state."""
+        """Back to the base weights the adapter started from, with fresh rule state and, with a
+        predictor, fresh tables."""
         with self.model.adapting():  # other threads' streams of this model refuse to step meanwhile
             for k, v in self.base.items():
                 self.params[k][...] = v
             self.rule = self._new_rule()
             self.lr = self.config.lr
             self.model.version += 1
+        if self.predictor is not None:  # the online predictor's learning goes too: fresh tables beside the prior
+            self.predictor = online_predictor(self.model, self.predictor.config, resume=False)
         self.reset_stream()
         self._save_good()
 

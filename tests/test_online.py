@@ -266,6 +266,8 @@ def test_adapter_reports_mixture_and_rnn_and_saves_its_state(tmp_path, model_fil
     again = edge_rnn.load(out)
     resumed = online_predictor(again)
     assert resumed.tokens == stats["tokens"] and resumed.config == MixtureConfig(**SMALL)
+    adapter.reset()
+    assert adapter.predictor.tokens == 0 and not adapter.predictor.user.total.any(), "reset clears the user's tables"
     plain = edge_rnn.load(model_file).adapter(k1=8, k2=8, lr=1e-3, mixture=False).observe(STORY)
     assert plain["bpc"] == plain["rnn_bpc"]
     state_path_for(out).write_bytes(state_path_for(out).read_bytes()[:-10])

@@ -27,10 +27,9 @@ def state_path_for(model_path) -> Path:
 
 def saved_state_of(model) -> dict | None:
     """The mixture record ({"file", "sha256"}) of the model file's last adaptation, if it has one."""
-    for record in reversed(model.adaptation):
-        if isinstance(record, dict) and isinstance(record.get("mixture"), dict) and "file" in record["mixture"]:
-            return record["mixture"]
-        return None
+    record = model.adaptation[-1] if model.adaptation else None
+    if isinstance(record, dict) and isinstance(record.get("mixture"), dict) and "file" in record["mixture"]:
+        return record["mixture"]
     return None
 
 
