@@ -15,7 +15,8 @@ from edge_rnn.runtime.online import (MixtureConfig, OnlinePredictor, build_prior
                                      rebind_prior, save_prior, save_state, state_path_for)
 from edge_rnn.runtime.online.contexts import ContextHasher
 from edge_rnn.runtime.online.match import History
-from edge_rnn.runtime.online.mixer import Mixer2, log_softmax_rows
+from edge_rnn.runtime.network import log_softmax
+from edge_rnn.runtime.online.mixer import Mixer2
 from edge_rnn.runtime.online.score import score_online
 from edge_rnn.runtime.online.tables import CountTable
 from edge_rnn.vocab import Vocabulary
@@ -139,9 +140,9 @@ def test_mixer_learns_to_trust_the_expert_that_is_right():
     assert mixer.weights[0, 0, 0] > 1.0 > abs(mixer.weights[0, 1, 0])
 
 
-def test_log_softmax_rows_is_shift_safe():
+def test_the_mixers_log_softmax_is_shift_safe():
     z = np.array([[1e4, 1e4 + 1, -1e4]], np.float32)
-    out = log_softmax_rows(z)
+    out = log_softmax(np, z)
     assert np.isfinite(out).all() and abs(np.exp(out).sum() - 1) < 1e-5
 
 
@@ -233,7 +234,7 @@ def test_saved_state_continues_exactly_and_refuses_what_is_not_its_own(tmp_path,
     model = edge_rnn.load(model_file)
     ids = model.encode(STORY)
     logps = np.random.default_rng(2).normal(size=(len(ids), len(model.vocab))).astype(np.float32)
-    logps = log_softmax_rows(logps)
+    logps = log_softmax(np, logps)
     config = MixtureConfig(**SMALL)
     whole = OnlinePredictor(model.vocab, config)
     whole.context_only(ids[:1])

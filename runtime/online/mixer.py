@@ -14,12 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge_rnn.errors import StateError
-
-
-def log_softmax_rows(z: np.ndarray) -> np.ndarray:
-    """Max-shifted log-softmax over the last axis."""
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+from edge_rnn.runtime.network import log_softmax
 
 
 class Mixer2:
@@ -55,9 +50,9 @@ class Mixer2:
         """S (B, K, V) scores, b (B, K) buckets, sel (B, M) selector values, fsel (B,) the final
         mixer's -> (log p (B, V), per-mixer log p (B, M, V), weights used (B, M, K))."""
         w = self.weights[(sel + self.offsets)[:, :, None], self.k[None, None], b[:, None, :]]  # (B, M, K)
-        L = log_softmax_rows(np.matmul(w, S))  # (B, M, V)
+        L = log_softmax(np, np.matmul(w, S))  # (B, M, V)
         v = self.final[fsel]  # (B, M)
-        return log_softmax_rows(np.matmul(v[:, None, :], L)[:, 0]), L
+        return log_softmax(np, np.matmul(v[:, None, :], L)[:, 0]), L
 
     def learn(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: int, L: np.ndarray, logp: np.ndarray, y: int) -> None:
         """One prediction's update: S (K, V), b (K,), sel (M,), L (M, V), logp (V,)."""
