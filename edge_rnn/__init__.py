@@ -30,7 +30,7 @@ def load(path=None, backend: str = "numpy", vocab=None):
 
 def __getattr__(name: str):
     if name == "Autocompleter":  # lazy: importing edge_rnn stays cheap
-        from edge_rnn.autocomplete import Autocompleter
+        from edge_rnn.app.autocomplete import Autocompleter
 
         return Autocompleter
     raise AttributeError(f"module 'edge_rnn' has no attribute {name!r}")

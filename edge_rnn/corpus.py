@@ -136,3 +136,11 @@ def other_style_text(name: str = "gpl-3") -> str:
         raise CorpusError(f"{path} is missing; install it with: apt-get install {package}")
     text = read_text_file(path)
     return text.replace("\n%\n", "\n\n") if name.startswith("fortunes") else text
+
+
+def shakespeare_heldout(chars: int, in_domain: int) -> tuple[str, str]:
+    """(held-out passage, in-domain text to adapt on): disjoint parts of the validation split."""
+    _, val = split_documents(load_shakespeare())
+    if len(val) < chars + in_domain:
+        raise CorpusError(f"the validation split has {len(val)} characters; ask for fewer than {chars} + {in_domain}")
+    return val[:chars], val[chars : chars + in_domain]

@@ -204,6 +204,6 @@ def register(sub) -> None:
 
 
 if __name__ == "__main__":
-    from edge_rnn.cli import main
+    from edge_rnn.app.cli import main
 
     sys.exit(main(["corpus", "build", *sys.argv[1:]]))

@@ -9,7 +9,7 @@ import argparse
 
 import edge_rnn
 from edge_rnn.export import export_checkpoint
-from edge_rnn.generate import generate
+from edge_rnn.app.generate import generate
 
 
 def main() -> None:

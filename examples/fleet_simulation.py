@@ -17,7 +17,7 @@ from edge_rnn.fleet.local import LocalConfig
 from edge_rnn.fleet.server import Plan
 from edge_rnn.fleet.simulate import simulate
 from edge_rnn.fleet.strategy import StrategyConfig
-from edge_rnn.generate import generate
+from edge_rnn.app.generate import generate
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import json
 import logging
 
 from edge_rnn.export import export_checkpoint
-from edge_rnn.train import TrainConfig, Trainer
+from edge_rnn.export.train import TrainConfig, Trainer
 
 
 def main() -> None:

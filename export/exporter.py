@@ -17,14 +17,14 @@ from edge_rnn.export.weights import onnx_weights
 
 
 def export_model(model, vocab: Vocabulary, path: str | Path, training: dict | None = None) -> Path:
-    """Write `model` (an edge_rnn.model.CharRNN) as an ONNX model file, atomically."""
+    """Write `model` (an edge_rnn.export.model.CharRNN) as an ONNX model file, atomically."""
     proto = build_model(model.spec, onnx_weights(model), vocab, training)
     return write_model(proto, path)
 
 
 def export_checkpoint(checkpoint: str | Path, path: str | Path, int8: bool = False) -> Path:
     """Export a training checkpoint; with `int8`, apply onnxruntime's dynamic quantization."""
-    from edge_rnn.train import model_from_checkpoint
+    from edge_rnn.export.train import model_from_checkpoint
 
     model, vocab, info = model_from_checkpoint(checkpoint)
     training = {k: v for k, v in info.items() if k != "history"}

@@ -22,7 +22,7 @@ def reorder_gates(matrix: np.ndarray, cell: str, hidden: int) -> np.ndarray:
 
 
 def onnx_weights(model) -> dict[str, np.ndarray]:
-    """ONNX-layout float32 weights (names from edge_rnn.spec) of an edge_rnn.model.CharRNN."""
+    """ONNX-layout float32 weights (names from edge_rnn.spec) of an edge_rnn.export.model.CharRNN."""
     spec, H = model.spec, model.spec.hidden_size
     sd = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in model.state_dict().items()}
     out = {

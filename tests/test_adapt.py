@@ -142,7 +142,7 @@ def test_onnxruntime_backend_cannot_adapt(model_file):
 def test_gradients_equal_pytorch_autograd(cell, layers):
     torch = pytest.importorskip("torch")
     from edge_rnn.export import onnx_weights
-    from edge_rnn.model import CharRNN
+    from edge_rnn.export.model import CharRNN
     from edge_rnn.spec import ModelSpec
 
     torch.manual_seed(0)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import edge_rnn
-from edge_rnn.autocomplete import Autocompleter
-from edge_rnn.beam import is_word_char
+from edge_rnn.app.autocomplete import Autocompleter
+from edge_rnn.app.beam import is_word_char
 from edge_rnn.errors import SettingsError
 from edge_rnn.graph import build_model, random_weights
 from edge_rnn.modelfile import write_model

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_rnn.bench import measure, report, table
-from edge_rnn.bench.floor import StepFloor
+from edge_rnn.app.bench import measure, report, table
+from edge_rnn.app.bench.floor import StepFloor
 
 SECTIONS = ("step_latency", "prefill", "adaptation", "memory", "adaptation_curve", "gpu", "autocomplete", "learning")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -23,7 +23,7 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    done = subprocess.run([sys.executable, "-m", "edge_rnn.cli", "bench", "--quick", "--json", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "edge_rnn.app.cli", "bench", "--quick", "--json", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout), out
@@ -92,13 +92,13 @@ def test_out_writes_json_and_small_plots(quick):
 def test_bench_imports_without_torch():
     from tests.test_torch_free import BLOCK
 
-    code = BLOCK + "import edge_rnn.bench, edge_rnn.bench.suite, edge_rnn.bench.latency, sys\nprint('torch' in sys.modules)"
+    code = BLOCK + "import edge_rnn.app.bench, edge_rnn.app.bench.suite, edge_rnn.app.bench.latency, sys\nprint('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
 
 
 def test_plan_skips_pytorch_tasks_without_torch(monkeypatch, tmp_path):
-    from edge_rnn.bench import suite
+    from edge_rnn.app.bench import suite
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "cupy") else real(name, *a))
@@ -132,7 +132,7 @@ def test_peak_meter_sees_an_allocation():
 
 
 def test_latency_peers_agree_on_a_small_model(tmp_path):
-    from edge_rnn.bench import latency
+    from edge_rnn.app.bench import latency
     from tests.conftest import small_model_file
 
     path = str(small_model_file(tmp_path, "lstm", layers=2))
@@ -143,7 +143,7 @@ def test_latency_peers_agree_on_a_small_model(tmp_path):
 
 
 def test_gpu_rows_code_runs_on_the_cpu(tmp_path):
-    from edge_rnn.bench import gpu
+    from edge_rnn.app.bench import gpu
     from tests.conftest import small_model_file
 
     out = gpu.run(str(small_model_file(tmp_path, "gru")), streams=4, window=8, repeats=1, backend="numpy", device="cpu")
@@ -152,7 +152,7 @@ def test_gpu_rows_code_runs_on_the_cpu(tmp_path):
 
 
 def test_learning_passages_run_from_a_word_start_to_a_word_end():
-    from edge_rnn.bench.learning import TEXTS, passage
+    from edge_rnn.app.bench.learning import TEXTS, passage
     from edge_rnn.errors import CorpusError
 
     for name, load in TEXTS.items():
@@ -168,7 +168,7 @@ def test_learning_passages_run_from_a_word_start_to_a_word_end():
 
 
 def test_held_out_passage_starts_at_a_word():
-    from edge_rnn.bench.keystrokes import held_out
+    from edge_rnn.app.bench.keystrokes import held_out
 
     assert held_out("alpha beta gamma", 7) == "gamma"
     assert held_out("short", 100) == "short"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edge_rnn.cli import main
+from edge_rnn.app.cli import main
 from tests.conftest import TEXT
 
 

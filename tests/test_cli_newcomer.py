@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_rnn.cli import build_parser, main
+from edge_rnn.app.cli import build_parser, main
 from tests.conftest import TEXT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in {blocked!r}:
             raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
 sys.meta_path.insert(0, Block())
-from edge_rnn.cli import main
+from edge_rnn.app.cli import main
 raise SystemExit(main({argv!r}))
 """
 
@@ -112,7 +112,7 @@ def test_bench_and_fleet_take_model_positionally(capsys, tmp_path):
     parser = build_parser()
     for argv in (["bench", "m.onnx"], ["bench", "--model", "m.onnx"], ["fleet", "simulate", "m.onnx"],
                  ["fleet", "simulate", "--model", "m.onnx"]):
-        from edge_rnn.cli import model_argument
+        from edge_rnn.app.cli import model_argument
 
         assert model_argument(parser.parse_args(argv)) == "m.onnx", argv
     code, _, err = run(capsys, "bench", "a.onnx", "--model", "b.onnx", "--quick")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_rnn.cli import main
+from edge_rnn.app.cli import main
 from edge_rnn.corpora import PARTS, Sources, held_out, normalise
 from edge_rnn.corpus import load_split
 from edge_rnn.corpus_build import build, cap_share, in_validation

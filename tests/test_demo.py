@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from edge_rnn.cli import build_parser
+from edge_rnn.app.cli import build_parser
 from tests.test_autocomplete import tiny_trained_model
 
 
@@ -56,7 +56,7 @@ def demo(tmp_path, model):
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed (apt-get install tmux)")
     save = tmp_path / "adapted.onnx"
-    command = (f"{sys.executable} -m edge_rnn.cli demo {model} --save {save}; "
+    command = (f"{sys.executable} -m edge_rnn.app.cli demo {model} --save {save}; "
                "echo DEMO-EXIT=$?; sleep 30")
     session = Tmux(command)
     try:
@@ -100,7 +100,7 @@ def test_ctrl_c_quits_cleanly(demo):
 
 
 def test_demo_refuses_a_pipe(model):
-    done = subprocess.run([sys.executable, "-m", "edge_rnn.cli", "demo", model], input="", capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "edge_rnn.app.cli", "demo", model], input="", capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "interactive terminal" in done.stderr
     args = build_parser().parse_args(["demo", model, "-n", "2", "--no-learn"])

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_rnn.export import export_model, quantize_int8  # noqa: E402
-from edge_rnn.model import CharRNN  # noqa: E402
+from edge_rnn.export.model import CharRNN  # noqa: E402
 from edge_rnn.modelfile import read_model  # noqa: E402
 from edge_rnn.spec import ModelSpec  # noqa: E402
 from edge_rnn.vocab import Vocabulary  # noqa: E402

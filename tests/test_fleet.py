@@ -155,7 +155,7 @@ def test_simulation_lowers_the_loss_on_participants_text(fedavg_run):
 
 
 def test_report_table_and_cli_errors(fedavg_run, capsys):
-    from edge_rnn.cli import main
+    from edge_rnn.app.cli import main
     from edge_rnn.fleet import format_report
 
     table = format_report(fedavg_run[2])

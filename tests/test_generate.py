@@ -8,7 +8,7 @@ import pytest
 
 import edge_rnn
 from edge_rnn.errors import SettingsError
-from edge_rnn.generate import SamplingConfig, banned_next, generate, pick
+from edge_rnn.app.generate import SamplingConfig, banned_next, generate, pick
 from tests.conftest import small_model_file
 
 

@@ -157,7 +157,7 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path, model_file,
     message = "missing or not a regular file" if where == "missing" else "outside the model's folder"
     with pytest.raises(ModelFileError, match=message):
         edge_rnn.load(path)
-    from edge_rnn.cli import main
+    from edge_rnn.app.cli import main
 
     text = tmp_path / "text.txt"
     text.write_text("the quick brown fox")

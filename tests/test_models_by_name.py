@@ -5,7 +5,7 @@ import json
 import pytest
 
 import edge_rnn
-from edge_rnn.cli import main
+from edge_rnn.app.cli import main
 from edge_rnn.errors import ModelFileError
 from edge_rnn.modelfile import default_model_path, read_model, resolve_model, shipped_models
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_rnn.bench import peers_compress as pc
+from edge_rnn.app.bench import peers_compress as pc
 from edge_rnn.errors import EdgeRNNError
 
 TEXT = ("The licenses for most software and other practical works are designed to take away your freedom "
@@ -56,7 +56,7 @@ def test_a_missing_tool_is_skipped_with_a_note_and_a_failing_one_raises():
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
-    from edge_rnn.bench import peers_presage
+    from edge_rnn.app.bench import peers_presage
 
     if not Path("/usr/include/presage.h").exists():
         pytest.skip("libpresage-dev is not installed (apt-get install presage libpresage-dev libpresage-data)")
@@ -75,7 +75,7 @@ def _user_ngrams(engine) -> int:
 
 
 def test_presage_driver_builds_and_suggests(driver):
-    from edge_rnn.bench.peers_presage import PresageEngine
+    from edge_rnn.app.bench.peers_presage import PresageEngine
 
     with PresageEngine(n=3, driver=driver) as engine:
         first = engine.suggest(3)
@@ -89,8 +89,8 @@ def test_presage_driver_builds_and_suggests(driver):
 @pytest.mark.slow
 @pytest.mark.parametrize("learn", [False, True])
 def test_presage_saves_keystrokes_and_learns_only_when_asked(driver, learn):
-    from edge_rnn.bench.peers_presage import PresageEngine
-    from edge_rnn.bench.typist import type_text
+    from edge_rnn.app.bench.peers_presage import PresageEngine
+    from edge_rnn.app.bench.typist import type_text
 
     source = TEXT * 2
     with PresageEngine(n=3, learn=learn, driver=driver) as engine:

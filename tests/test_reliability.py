@@ -24,11 +24,11 @@ import pytest
 from onnx import numpy_helper
 
 import edge_rnn
-from edge_rnn import soak
+from tests import soak
 from edge_rnn import spec as S
 from edge_rnn.atomic import atomic_write
-from edge_rnn.autocomplete import Autocompleter
-from edge_rnn.cli import main
+from edge_rnn.app.autocomplete import Autocompleter
+from edge_rnn.app.cli import main
 from edge_rnn.errors import EdgeRNNError, ModelFileError, SettingsError, StateError, VocabularyError
 from edge_rnn.modelfile import set_metadata
 from edge_rnn.runtime import stream as stream_module
@@ -265,7 +265,7 @@ def test_more_impossible_settings(tmp_path, settings, message):
 
 
 def test_server_session_cap_must_be_positive(tmp_path):
-    from edge_rnn.server import AutocompleteServer
+    from edge_rnn.app.server import AutocompleteServer
 
     with pytest.raises(SettingsError, match="max_sessions"):
         AutocompleteServer(small_model_file(tmp_path, "gru"), port=0, max_sessions=0)
@@ -456,7 +456,7 @@ def test_autocompleter_saves_one_adaptation_record_per_session(tmp_path):
 
 
 def _serving(tmp_path):
-    from edge_rnn.server import AutocompleteServer
+    from edge_rnn.app.server import AutocompleteServer
 
     srv = AutocompleteServer(small_model_file(tmp_path, "gru"), port=0)
     thread = __import__("threading").Thread(target=srv.serve_forever, daemon=True)
@@ -471,12 +471,12 @@ def test_server_logs_one_line_for_deep_json_and_clients_gone_mid_headers(tmp_pat
     import socket
     import struct
 
-    from edge_rnn.websocket import Client
+    from edge_rnn.app.websocket import Client
 
     srv = _serving(tmp_path)
     host, port = srv.server_address[:2]
     try:
-        with caplog.at_level(logging.DEBUG, logger="edge_rnn.server"):
+        with caplog.at_level(logging.DEBUG, logger="edge_rnn.app.server"):
             client = Client(host, port)
             client.receive()  # hello
             client.send_frame(b"[" * 100_000 + b"]" * 100_000)

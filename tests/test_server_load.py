@@ -15,10 +15,10 @@ import threading
 
 import pytest
 
-from edge_rnn import soak
-from edge_rnn.cli import build_parser
-from edge_rnn.server import AutocompleteServer
-from edge_rnn.websocket import Client
+from tests import soak
+from edge_rnn.app.cli import build_parser
+from edge_rnn.app.server import AutocompleteServer
+from edge_rnn.app.websocket import Client
 from tests.test_autocomplete import TINY_MODEL_ADAPT, tiny_trained_model
 
 SESSIONS, CONTROLS, REPS = 50, 2, 8

@@ -16,7 +16,7 @@ sys.meta_path.insert(0, Block())
 
 
 def test_runtime_imports_without_torch():
-    code = BLOCK + "import edge_rnn, edge_rnn.runtime, edge_rnn.cli, edge_rnn.generate, edge_rnn.graph\nprint('ok')"
+    code = BLOCK + "import edge_rnn, edge_rnn.runtime, edge_rnn.app.cli, edge_rnn.app.generate, edge_rnn.graph\nprint('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
 
@@ -25,9 +25,9 @@ def test_cli_runs_without_torch(tmp_path):
     from tests.conftest import small_model_file
 
     path = small_model_file(tmp_path, "gru")
-    code = BLOCK + f"from edge_rnn.cli import main\nraise SystemExit(main(['complete', {str(path)!r}, 'the', '--max-new-tokens', '5']))"
+    code = BLOCK + f"from edge_rnn.app.cli import main\nraise SystemExit(main(['complete', {str(path)!r}, 'the', '--max-new-tokens', '5']))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert len(out.stdout) == 6  # five generated characters and a newline
-    blocked = subprocess.run([sys.executable, "-c", BLOCK + "from edge_rnn.cli import main\nraise SystemExit(main(['train', '--steps', '1']))"], capture_output=True, text=True)
+    blocked = subprocess.run([sys.executable, "-c", BLOCK + "from edge_rnn.app.cli import main\nraise SystemExit(main(['train', '--steps', '1']))"], capture_output=True, text=True)
     assert blocked.returncode == 2 and "pip install 'edge-rnn[train]'" in blocked.stderr

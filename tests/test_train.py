@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_rnn.errors import CheckpointError, CorpusError  # noqa: E402
-from edge_rnn.train import TrainConfig, Trainer  # noqa: E402
+from edge_rnn.export.train import TrainConfig, Trainer  # noqa: E402
 from tests.conftest import TEXT  # noqa: E402
 
 

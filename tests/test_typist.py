@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_rnn.bench.typist import Engine, EdgeRNNEngine, plain_case, type_text
+from edge_rnn.app.bench.typist import Engine, EdgeRNNEngine, plain_case, type_text
 from edge_rnn.errors import EdgeRNNError, SettingsError
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_rnn import server as web
-from edge_rnn.server import MAX_MESSAGE, MAX_TEXT, AutocompleteServer
+from edge_rnn.app import server as web
+from edge_rnn.app.server import MAX_MESSAGE, MAX_TEXT, AutocompleteServer
 from tests.test_autocomplete import tiny_trained_model
 
 CHROMIUM = "/usr/bin/chromium"
@@ -286,7 +286,7 @@ def test_two_browser_contexts_get_separate_sessions(server, browser):
 
 
 def test_serve_command_starts_serves_and_stops_on_ctrl_c(server):
-    command = [sys.executable, "-m", "edge_rnn.cli", "serve", server.model_path, "--port", "0"]
+    command = [sys.executable, "-m", "edge_rnn.app.cli", "serve", server.model_path, "--port", "0"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = re.search(r"http://127\.0\.0\.1:\d+/", proc.stdout.readline()).group(0)

@@ -46,7 +46,7 @@ def cmd_simulate(args) -> None:
     from tqdm import tqdm
 
     _require_flower()
-    from edge_rnn.cli import _shows_progress, model_argument
+    from edge_rnn.app.cli import _shows_progress, model_argument
     from edge_rnn.fleet.data import FleetSpec
     from edge_rnn.fleet.local import LocalConfig
     from edge_rnn.fleet.server import Plan
@@ -92,7 +92,7 @@ def format_report(result: dict) -> str:
 
 
 def register(subparsers) -> None:
-    from edge_rnn.cli import _formatter, add_model_argument, add_output_options
+    from edge_rnn.app.cli import _formatter, add_model_argument, add_output_options
 
     f = subparsers.add_parser("fleet", help="fleet learning with Flower (needs the fleet extra)")
     sub = f.add_subparsers(dest="fleet_command", required=True)

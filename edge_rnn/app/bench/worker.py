@@ -1,4 +1,4 @@
-"""One bench measurement in a fresh process: `python -m edge_rnn.bench.worker TASK ARGS.json OUT.json`.
+"""One bench measurement in a fresh process: `python -m edge_rnn.app.bench.worker TASK ARGS.json OUT.json`.
 
 Why a process per measurement: thread limits must be set before numpy, onnxruntime or
 torch load their thread pools, and peak RSS (ru_maxrss) is per process, so each peer's
@@ -43,7 +43,7 @@ def call(task: str, timeout: float = 1800, **args) -> dict:
     with tempfile.TemporaryDirectory(prefix="edge-rnn-bench-") as tmp:
         args_path, out_path = Path(tmp) / "args.json", Path(tmp) / "out.json"
         args_path.write_text(json.dumps(args))
-        cmd = [sys.executable, "-m", "edge_rnn.bench.worker", task, str(args_path), str(out_path)]
+        cmd = [sys.executable, "-m", "edge_rnn.app.bench.worker", task, str(args_path), str(out_path)]
         done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=timeout)
         if done.returncode != 0 or not out_path.exists():
             tail = "\n".join(done.stderr.strip().splitlines()[-15:])
@@ -74,7 +74,7 @@ def main(argv: list[str]) -> int:
     task, args_path, out_path = argv
     threads = _limit_threads()
     module, func = TASKS[task].split(":")
-    fn = getattr(importlib.import_module(f"edge_rnn.bench.{module}"), func)
+    fn = getattr(importlib.import_module(f"edge_rnn.app.bench.{module}"), func)
     try:
         result = fn(**json.loads(Path(args_path).read_text()))
     except EdgeRNNError as exc:

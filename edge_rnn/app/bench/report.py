@@ -12,7 +12,7 @@ import os
 import platform
 from importlib import metadata
 
-from edge_rnn.bench.measure import single
+from edge_rnn.app.bench.measure import single
 
 MiB = 1024 * 1024
 RUNTIME = "edge-rnn numpy"
@@ -118,7 +118,7 @@ def _adaptation_section(raw: dict) -> dict:
                     f"beta2={settings['beta2']}).observe(chunk), "
                     f"{rt['tokens']} tokens of gpl-3, each peer in its own one-thread process; peak RSS = ru_maxrss; growth = peak RSS (VmHWM, reset "
                     "before the adapter) minus RSS then",
-           FLOOR: "edge_rnn.bench.floor.window_floor: per window, a gemv per token through R and one through R.T "
+           FLOOR: "edge_rnn.app.bench.floor.window_floor: per window, a gemv per token through R and one through R.T "
                   "per layer, plus the window's gemms; no gate arithmetic, no update rule (an upper bound on any exact float32 TBPTT)",
            TORCH_TBPTT: "CharRNN, per window of 32 from the carried detached state: forward, score, backward, "
                         "clip_grad_norm_(clip), torch.optim.Adam step with the same lr, betas and eps"}
@@ -164,7 +164,7 @@ def _curve_section(c: dict, meta: dict) -> dict:
 
 
 def _autocomplete_section(k: dict) -> dict:
-    title = "Live autocomplete (edge_rnn.autocomplete), 3 word completions, batch 1, one thread"
+    title = "Live autocomplete (edge_rnn.app.autocomplete), 3 word completions, batch 1, one thread"
     if "todo" in k:
         return {"title": title, "better": "", "rows": [], "how": {}, "todo": k["todo"], "notes": [f"TODO: {k['todo']}"]}
     saved = lambda d: single(100 * d["savings"])  # noqa: E731
@@ -180,7 +180,7 @@ def _autocomplete_section(k: dict) -> dict:
            "adapted": "the model after the adaptation-curve run (default adapter over gpl-3 before the passage)",
            "learning live": "the shipped model, Autocompleter(learn=True) with ADAPT_DEFAULTS, adapting to the passage as it is typed",
            "base": f"the model as shipped; a simulated user types the last {k['passage_chars']} characters of gpl-3 under the "
-                   "typist protocol (edge_rnn.bench.typist: accept one of 3 suggestions when it is exactly the rest of the word, 2+ characters)"}
+                   "typist protocol (edge_rnn.app.bench.typist: accept one of 3 suggestions when it is exactly the rest of the word, 2+ characters)"}
     return {"title": title, "better": "lower ms, higher %", "rows": rows, "how": how,
             "notes": [f"latency p95 {k['latency_ms']['p95']:.3g} ms (onnxruntime {k['ort_latency_ms']['p95']:.3g} ms)"]}
 
@@ -217,11 +217,11 @@ def learning_section(b: dict, k: dict) -> dict:
            LEARNING_OFF: "bpc: runtime.evaluate.score_text with the weights as shipped; keystrokes: Autocompleter(learn=False)",
            **{p: f"`{cmd}` on temporary files; bpc = 8 x (bytes(prior + text) - bytes(prior)) / characters (no prior: an empty one)"
               for p, cmd in b["commands"].items()},
-           "presage, learning off": "Presage::predict() and completion() through edge_rnn/bench/presage_driver.cc, the system presage.xml, "
+           "presage, learning off": "Presage::predict() and completion() through edge_rnn/app/bench/presage_driver.cc, the system presage.xml, "
                                     "a fresh user n-gram database, ONLINE_LEARNING=no",
            "presage, learning on": "the same with ONLINE_LEARNING=yes (its user n-gram model learns from the context as it changes)"}
     notes = [f"prior: the training text of corpus {prior['source']!r}, {prior['characters']:,} characters (sha256 {prior['sha256'][:12]})",
-             "keystrokes: the typist protocol of edge_rnn.bench.typist (accept a suggestion when it is exactly the rest of the word, "
+             "keystrokes: the typist protocol of edge_rnn.app.bench.typist (accept a suggestion when it is exactly the rest of the word, "
              "2+ letters or apostrophes; 1 keystroke per accept or typed character; Presage's lowercase suggestions match lower, "
              "Capitalised and ALL CAPS words); savings = 1 - keystrokes / characters; latency: keystroke until the suggestions "
              "are there (p95 in the JSON)"]

@@ -14,11 +14,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edge_rnn.bench import report
-from edge_rnn.bench.learning import PRIOR, TEXTS
-from edge_rnn.bench.worker import call
+from edge_rnn.app.bench import report
+from edge_rnn.app.bench.learning import PRIOR, TEXTS
+from edge_rnn.app.bench.worker import call
 
-log = logging.getLogger("edge_rnn.bench")
+log = logging.getLogger("edge_rnn.app.bench")
 
 CELLS = ("gru", "lstm", "rnn")  # 1-layer random models of every cell, next to the given model
 

@@ -1,7 +1,7 @@
 """`edge-rnn serve [MODEL]`: a web page with live autocomplete that learns as you type.
 
-Standard library only: http.server serves the page (edge_rnn/web/) and a minimal
-RFC 6455 websocket (edge_rnn.websocket) carries JSON messages, one reply per message. Each websocket is one
+Standard library only: http.server serves the page (edge_rnn/app/web/) and a minimal
+RFC 6455 websocket (edge_rnn.app.websocket) carries JSON messages, one reply per message. Each websocket is one
 browser session with its own Model instance (its own adapted weights) and its own
 Autocompleter, so two tabs never share state or what they learned.
 
@@ -28,9 +28,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from edge_rnn.errors import EdgeRNNError, SettingsError
-from edge_rnn.websocket import GUID, Closed, ProtocolError, WebSocket, accept_key  # noqa: F401 (GUID: re-exported)
+from edge_rnn.app.websocket import GUID, Closed, ProtocolError, WebSocket, accept_key  # noqa: F401 (GUID: re-exported)
 
-log = logging.getLogger("edge_rnn.server")
+log = logging.getLogger("edge_rnn.app.server")
 
 MAX_MESSAGE = 256 * 1024  # bytes in one websocket message
 MAX_TEXT = 20_000  # characters a session holds; longer texts keep an aligned tail
@@ -48,7 +48,7 @@ class Session:
 
     def __init__(self, model_path, backend: str, n: int, adapt_settings: dict | None = None):
         import edge_rnn
-        from edge_rnn.autocomplete import Autocompleter
+        from edge_rnn.app.autocomplete import Autocompleter
 
         self.model = edge_rnn.load(model_path, backend=backend)  # a fresh copy: learning stays in this tab
         self.ac = Autocompleter(self.model, n=n, adapt_settings=adapt_settings, defer_learning=True)

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from edge_rnn.bench.measure import PeakMeter, text_ids
+from edge_rnn.app.bench.measure import PeakMeter, text_ids
 
 
 def tbptt_memory(path: str, lengths: list[int], settings: dict, chunk: int = 4096) -> dict:

@@ -1,9 +1,9 @@
 """Minimal RFC 6455 websocket framing on plain files and sockets (standard library + numpy).
 
-`WebSocket` is the server side the autocomplete page talks to (edge_rnn.server): whole
+`WebSocket` is the server side the autocomplete page talks to (edge_rnn.app.server): whole
 text messages in, JSON text messages out, pings answered, every protocol violation a
 `ProtocolError` carrying the close code. `Client` is the other side, for load tests and
-scripts (edge_rnn.soak): it connects to 127.0.0.1 by default and sends masked frames.
+scripts (tests.soak): it connects to 127.0.0.1 by default and sends masked frames.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from edge_rnn.bench.measure import summarize, text_ids
+from edge_rnn.app.bench.measure import summarize, text_ids
 
 
 def available() -> str | None:
@@ -43,7 +43,7 @@ def _runtime_tbptt(path, backend, streams, window, repeats, sync):
 
 
 def _torch_tbptt(path, device, streams, window, repeats):
-    from edge_rnn.bench.peers_torch import _torch, char_rnn_from_file
+    from edge_rnn.app.bench.peers_torch import _torch, char_rnn_from_file
 
     torch = _torch()
     model, vocab = char_rnn_from_file(path)

@@ -1,9 +1,9 @@
 """Long and hostile runs: what docs/reliability.md reports and tests/test_reliability.py checks.
 
-    python -m edge_rnn.soak hostile [MODEL] --json    # random bytes, one repeated character, then Shakespeare
-    python -m edge_rnn.soak long [MODEL] --json       # 10^6 tokens of adaptation: flat RSS, no drift to NaN
-    python -m edge_rnn.soak server [MODEL] --json     # the web server under load from a second process
-    python -m edge_rnn.soak client --port P ...       # that second process (the server command starts it)
+    python -m tests.soak hostile [MODEL] --json    # random bytes, one repeated character, then Shakespeare
+    python -m tests.soak long [MODEL] --json       # 10^6 tokens of adaptation: flat RSS, no drift to NaN
+    python -m tests.soak server [MODEL] --json     # the web server under load from a second process
+    python -m tests.soak client --port P ...       # that second process (the server command starts it)
 
 Run as a script it uses one BLAS thread (set before numpy loads): on a busy machine more
 threads only fight over the cores (adaptation of the default model ran 13x slower).
@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import edge_rnn
+from edge_rnn.corpus import shakespeare_heldout
 from edge_rnn.errors import EdgeRNNError
 from edge_rnn.runtime.evaluate import score_text
 from edge_rnn.runtime.online.score import score_online
@@ -56,16 +57,6 @@ def finite_weights(model) -> bool:
 def random_bytes_text(n: int, seed: int = 0) -> str:
     """n random bytes decoded as latin-1: n characters, most of them outside any vocabulary."""
     return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes().decode("latin-1")
-
-
-def shakespeare_heldout(chars: int, in_domain: int) -> tuple[str, str]:
-    """(held-out passage, in-domain text to adapt on): disjoint parts of the validation split."""
-    from edge_rnn.corpus import load_shakespeare, split_documents
-
-    _, val = split_documents(load_shakespeare())
-    if len(val) < chars + in_domain:
-        raise EdgeRNNError(f"the validation split has {len(val)} characters; ask for fewer than {chars} + {in_domain}")
-    return val[:chars], val[chars : chars + in_domain]
 
 
 def _observe(adapter, text: str) -> dict:
@@ -169,7 +160,7 @@ def session_words(n: int, seed: int = 0) -> list[str]:
 
 
 def server_load(server, sessions: int = 50, reps: int = 10, controls: int = 2, timeout: float = 120.0) -> dict:
-    """Type from a second process (`python -m edge_rnn.soak client`) into `server` (running in
+    """Type from a second process (`python -m tests.soak client`) into `server` (running in
     this process), check isolation on both sides and return the client's figures.
 
     Each session types its own made-up word `reps` times, then its first letter, then its first
@@ -179,7 +170,7 @@ def server_load(server, sessions: int = 50, reps: int = 10, controls: int = 2, t
     host, port = server.server_address[:2]
     words = session_words(sessions)
     rss_before = rss_mb()
-    cmd = [sys.executable, "-m", "edge_rnn.soak", "client", "--host", host, "--port", str(port), "--reps", str(reps),
+    cmd = [sys.executable, "-m", "tests.soak", "client", "--host", host, "--port", str(port), "--reps", str(reps),
            "--controls", str(controls), "--cap", str(server.max_sessions or 0), "--words", ",".join(words)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killer = threading.Timer(timeout, proc.kill)
@@ -260,7 +251,7 @@ def _reply(ws, seq=None) -> dict:
 
 
 def _typist(host, port, result: dict, reps: int, barrier, done) -> None:
-    from edge_rnn.websocket import Client
+    from edge_rnn.app.websocket import Client
 
     ws = Client(host, port)
     result["status"] = int(ws.status.split()[1])
@@ -298,7 +289,7 @@ def _reply_to(ws, message: dict) -> dict:
 
 def _over_cap(host, port, room: int) -> dict:
     """Fill the server's remaining room, then one more: that one must get a clean 503."""
-    from edge_rnn.websocket import Client
+    from edge_rnn.app.websocket import Client
 
     extra = [Client(host, port) for _ in range(max(room, 0))]
     refused = Client(host, port)
@@ -310,7 +301,7 @@ def _over_cap(host, port, room: int) -> dict:
 
 def _hostile(host, port, out: dict) -> None:
     """Malformed messages, a binary frame, an oversized message and an unmasked frame, while others type."""
-    from edge_rnn.websocket import Client, ProtocolError
+    from edge_rnn.app.websocket import Client, ProtocolError
 
     def connect():
         for _ in range(100):  # the over-cap probe's sockets may still hold slots for a moment
@@ -344,7 +335,7 @@ def _hostile(host, port, out: dict) -> None:
 
 # --- command line ---------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m edge_rnn.soak", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     h = sub.add_parser("hostile", help="random bytes, a repeated character, then Shakespeare; held-out bpc after")
     h.add_argument("model", nargs="?")
@@ -388,7 +379,7 @@ def _run(args) -> dict:
     if args.command == "client":
         return client(args.host, args.port, args.words.split(","), args.reps, args.controls, args.cap)
     if args.command == "server":
-        from edge_rnn.server import AutocompleteServer
+        from edge_rnn.app.server import AutocompleteServer
 
         server = AutocompleteServer(args.model, port=0, max_sessions=args.sessions + 2)
         threading.Thread(target=server.serve_forever, daemon=True).start()

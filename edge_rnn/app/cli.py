@@ -42,7 +42,7 @@ def _require(module: str, extra: str, what: str) -> None:
 # --- subcommands ---------------------------------------------------------------------------
 def cmd_train(args) -> None:
     _require("torch", "train", "training")
-    from edge_rnn.train import TrainConfig, Trainer
+    from edge_rnn.export.train import TrainConfig, Trainer
 
     fields = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
     trainer = Trainer(TrainConfig(**fields), args.checkpoint, resume=not args.no_resume)
@@ -83,7 +83,7 @@ def cmd_eval(args) -> None:
 
 def cmd_complete(args) -> None:
     import edge_rnn
-    from edge_rnn.generate import generate
+    from edge_rnn.app.generate import generate
 
     path, prefix = _split_model(args.args, "PREFIX")
     if not prefix:
@@ -284,7 +284,7 @@ def _formatter(loader):
 
 def _train_defaults() -> dict:
     try:
-        from edge_rnn.train import TrainConfig  # optional: needs torch (the train extra)
+        from edge_rnn.export.train import TrainConfig  # optional: needs torch (the train extra)
     except ImportError:
         return {}
     return {k: getattr(TrainConfig, k) for k in TrainConfig.__dataclass_fields__}
@@ -417,7 +417,7 @@ def _extra_commands():
     import importlib
 
     found = []
-    for module in ("edge_rnn.bench", "edge_rnn.demo", "edge_rnn.server", "edge_rnn.fleet", "edge_rnn.corpus_build", "edge_rnn.models_cli"):
+    for module in ("edge_rnn.app.bench", "edge_rnn.app.demo", "edge_rnn.app.server", "edge_rnn.fleet", "edge_rnn.corpus_build", "edge_rnn.app.models_cli"):
         try:
             found.append(importlib.import_module(module).register)
         except ImportError as exc:

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import edge_rnn
-from edge_rnn.bench import peers_compress, peers_presage
-from edge_rnn.bench.typist import edge_rnn_savings, type_text
+from edge_rnn.app.bench import peers_compress, peers_presage
+from edge_rnn.app.bench.typist import edge_rnn_savings, type_text
 from edge_rnn.corpora import normalise, render_man
 from edge_rnn.corpus import load_split, other_style_text
 from edge_rnn.errors import CorpusError
@@ -144,12 +144,12 @@ def keystrokes(path: str, texts: list[str], chars: int, n: int = 3) -> dict:
     return {"texts": out, "notes": notes, "n": n}
 
 
-if __name__ == "__main__":  # python -m edge_rnn.bench.learning [CHARS [PRIOR [MODEL]]]: the learning section alone
+if __name__ == "__main__":  # python -m edge_rnn.app.bench.learning [CHARS [PRIOR [MODEL]]]: the learning section alone
     import sys
 
-    from edge_rnn.bench.report import learning_section
-    from edge_rnn.bench.table import section_text
-    from edge_rnn.bench.worker import call
+    from edge_rnn.app.bench.report import learning_section
+    from edge_rnn.app.bench.table import section_text
+    from edge_rnn.app.bench.worker import call
     from edge_rnn.modelfile import default_model_path
 
     args = sys.argv[1:]

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from edge_rnn.bench.measure import PeakMeter, peak_rss_mb, summarize, text_ids
+from edge_rnn.app.bench.measure import PeakMeter, peak_rss_mb, summarize, text_ids
 
 
 def idle(path: str, label: str = "") -> dict:

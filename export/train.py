@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from edge_rnn.atomic import atomic_write
 from edge_rnn.corpus import load_split
 from edge_rnn.errors import CheckpointError
-from edge_rnn.model import CharRNN, detach_state
+from edge_rnn.export.model import CharRNN, detach_state
 from edge_rnn.spec import ModelSpec
 from edge_rnn.vocab import Vocabulary
 

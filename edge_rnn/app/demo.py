@@ -196,7 +196,7 @@ def _shown(text: str, newlines: bool = False) -> str:
 
 def cmd_demo(args) -> None:
     import edge_rnn
-    from edge_rnn.autocomplete import Autocompleter
+    from edge_rnn.app.autocomplete import Autocompleter
 
     if curses is None:
         raise EdgeRNNError("the terminal demo needs curses, which this Python lacks; use `edge-rnn serve` for the web page")

@@ -25,8 +25,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from edge_rnn.autocomplete import Autocompleter
-from edge_rnn.bench.measure import summarize
+from edge_rnn.app.autocomplete import Autocompleter
+from edge_rnn.app.bench.measure import summarize
 from edge_rnn.errors import EdgeRNNError, SettingsError
 
 APOSTROPHES = "'\u2019"

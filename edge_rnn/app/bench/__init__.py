@@ -20,9 +20,9 @@ def run_bench(quick: bool = False, model: str | None = None, out: str | Path | N
               prior: str | None = None) -> tuple[dict, str]:
     """Run the bench; returns (report dict, Markdown text). With `out`, writes bench.json and the plots there.
     `prior`: the corpus whose training text the compressors get first (default: the shipped model's)."""
-    from edge_rnn.bench import suite
-    from edge_rnn.bench.plots import write_plots
-    from edge_rnn.bench.table import to_text
+    from edge_rnn.app.bench import suite
+    from edge_rnn.app.bench.plots import write_plots
+    from edge_rnn.app.bench.table import to_text
 
     report = suite.run(quick=quick, model=model, prior=prior)
     if out is not None:
@@ -37,14 +37,14 @@ def run_bench(quick: bool = False, model: str | None = None, out: str | Path | N
 
 
 def cmd_bench(args) -> None:
-    from edge_rnn.cli import model_argument
+    from edge_rnn.app.cli import model_argument
 
     report, text = run_bench(quick=args.quick, model=model_argument(args), out=args.out, prior=args.prior)
     print(json.dumps(report) if args.json else text, end="" if not args.json else "\n")
 
 
 def register(subparsers) -> None:
-    from edge_rnn.cli import _DefaultsHelp, add_model_argument
+    from edge_rnn.app.cli import _DefaultsHelp, add_model_argument
 
     b = subparsers.add_parser("bench", help="measure latency, adaptation and memory against onnxruntime and PyTorch",
                               formatter_class=_DefaultsHelp)

@@ -1,7 +1,7 @@
 """PyTorch peers: the same model file as an eager CharRNN, for latency, TBPTT and full BPTT.
 
 torch is imported inside these functions only, which run in bench worker processes;
-`import edge_rnn.bench` stays torch-free. The weights come from the model file through
+`import edge_rnn.app.bench` stays torch-free. The weights come from the model file through
 the runtime's loader and go to PyTorch's layout by inverting edge_rnn.export.weights,
 checked by converting back.
 """
@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from edge_rnn import spec as S
-from edge_rnn.bench.measure import PeakMeter, peak_rss_mb, summarize, text_ids
+from edge_rnn.app.bench.measure import PeakMeter, peak_rss_mb, summarize, text_ids
 from edge_rnn.errors import EdgeRNNError
 
 
@@ -30,11 +30,11 @@ def _torch():
 
 
 def char_rnn_from_file(path: str):
-    """An eval-mode edge_rnn.model.CharRNN holding the model file's weights (float32, CPU)."""
+    """An eval-mode edge_rnn.export.model.CharRNN holding the model file's weights (float32, CPU)."""
     torch = _torch()
     import edge_rnn
     from edge_rnn.export.weights import GATE_ORDER, onnx_weights
-    from edge_rnn.model import CharRNN
+    from edge_rnn.export.model import CharRNN
 
     runtime = edge_rnn.load(path)
     spec, H, w = runtime.spec, runtime.spec.hidden_size, runtime.host_weights()

@@ -12,8 +12,8 @@ import time
 import numpy as np
 
 from edge_rnn import spec as S
-from edge_rnn.bench.floor import StepFloor
-from edge_rnn.bench.measure import interleaved, summarize, text_ids
+from edge_rnn.app.bench.floor import StepFloor
+from edge_rnn.app.bench.measure import interleaved, summarize, text_ids
 from edge_rnn.errors import EdgeRNNError
 
 
@@ -163,7 +163,7 @@ def _peers(path: str, spec, torch: bool) -> tuple[list, list[dict]]:
     peers, skipped = [NumpyPeer(path), OrtRunPeer(path, spec), OrtBindingPeer(path, spec)], []
     if torch:
         try:
-            from edge_rnn.bench.peers_torch import TorchPeer
+            from edge_rnn.app.bench.peers_torch import TorchPeer
 
             peers += [TorchPeer(path), TorchPeer(path, onednn=False)]
         except ImportError:

@@ -1,7 +1,7 @@
 """Live autocomplete: keystroke-to-suggestions latency and keystrokes saved, before and after adapting.
 
 A simulated user types a held-out passage of another-style text under the typist protocol
-of issue 15 (edge_rnn.bench.typist: 3 suggestions, accept one when it is exactly the rest
+of issue 15 (edge_rnn.app.bench.typist: 3 suggestions, accept one when it is exactly the rest
 of the word, at least 2 characters, 1 keystroke per accept or typed character). Keystrokes
 saved = 1 - keystrokes / characters.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_rnn.bench.typist import edge_rnn_savings
+from edge_rnn.app.bench.typist import edge_rnn_savings
 
-API = "edge_rnn.autocomplete.Autocompleter(model, n=3, learn=False, accept_suffix='')"
+API = "edge_rnn.app.autocomplete.Autocompleter(model, n=3, learn=False, accept_suffix='')"
 
 
 def held_out(text: str, chars: int) -> str:
@@ -35,9 +35,9 @@ def run(path: str, adapted_path: str, passage_chars: int, text: str = "gpl-3") -
     from edge_rnn.corpus import other_style_text
 
     try:
-        import edge_rnn.autocomplete  # noqa: F401
+        import edge_rnn.app.autocomplete  # noqa: F401
     except ImportError as exc:
-        return {"todo": f"edge_rnn.autocomplete is not importable ({exc}); expected {API}"}
+        return {"todo": f"edge_rnn.app.autocomplete is not importable ({exc}); expected {API}"}
     passage = held_out(other_style_text(text), passage_chars)
     try:
         before = simulate(edge_rnn.load(path), passage)
@@ -55,8 +55,7 @@ def learning_rates(path: str | None, text: str, chars: int, lrs: list[float]) ->
     each step size (other settings: ADAPT_DEFAULTS). text: a file, a name of corpus.other_style_text,
     or "shakespeare-heldout" (the soak's held-out validation passage, in the training style)."""
     import edge_rnn
-    from edge_rnn.corpus import other_style_text, read_text_file
-    from edge_rnn.soak import shakespeare_heldout
+    from edge_rnn.corpus import other_style_text, read_text_file, shakespeare_heldout
 
     if text == "shakespeare-heldout":
         source = shakespeare_heldout(20_000, 20_000)[0]
@@ -69,7 +68,7 @@ def learning_rates(path: str | None, text: str, chars: int, lrs: list[float]) ->
     return out
 
 
-if __name__ == "__main__":  # python -m edge_rnn.bench.keystrokes TEXT CHARS LR,LR,... [MODEL]
+if __name__ == "__main__":  # python -m edge_rnn.app.bench.keystrokes TEXT CHARS LR,LR,... [MODEL]
     import json
     import sys
 

@@ -26,8 +26,8 @@ import xml.etree.ElementTree as ET
 from importlib import resources
 from pathlib import Path
 
-from edge_rnn.bench.peers_compress import PeerMissing, cache_dir
-from edge_rnn.bench.typist import Engine
+from edge_rnn.app.bench.peers_compress import PeerMissing, cache_dir
+from edge_rnn.app.bench.typist import Engine
 from edge_rnn.errors import EdgeRNNError
 
 SYSTEM_CONFIG = Path("/etc/presage.xml")
@@ -36,7 +36,7 @@ INSTALL = "apt-get install presage libpresage-dev libpresage-data"
 
 
 def driver_source() -> Path:
-    return Path(str(resources.files("edge_rnn.bench") / "presage_driver.cc"))
+    return Path(str(resources.files("edge_rnn.app.bench") / "presage_driver.cc"))
 
 
 def build_driver(cache: Path | None = None) -> Path:

@@ -9,7 +9,7 @@ Per keystroke the work is bounded, not proportional to the text: the stream keep
 state, a typed character is one step, a paste is one prefill call, and backspace
 restores a snapshot (a bounded stack of recent ones plus sparse older ones; past
 them the text is re-fed from the nearest kept point). The suggestions are a batched
-beam search of at most `max_chars` steps (see edge_rnn.beam for what a completion is).
+beam search of at most `max_chars` steps (see edge_rnn.app.beam for what a completion is).
 
 Learning: text is committed when a word boundary is typed or a suggestion accepted,
 and committed text is learned by the online predictor (edge_rnn.runtime.online: count
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_rnn.beam import BeamConfig, WordClasses, complete_word, is_word_char
+from edge_rnn.app.beam import BeamConfig, WordClasses, complete_word, is_word_char
 from edge_rnn.errors import SettingsError
 from edge_rnn.runtime.adapt import adapt_config
 from edge_rnn.runtime.online import online_predictor, save_with_state
@@ -164,7 +164,7 @@ class Autocompleter:
 
     @property
     def suggestions(self) -> list[tuple[str, float]]:
-        """(completion, probability) pairs, best first; see edge_rnn.beam."""
+        """(completion, probability) pairs, best first; see edge_rnn.app.beam."""
         if self._suggestions is None:
             started = bool(self._text) and is_word_char(self._text[-1])
             self._suggestions = complete_word(self.model, self.stream.state, self.stream.log_probs,

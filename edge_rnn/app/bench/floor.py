@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from edge_rnn import spec as S
-from edge_rnn.bench.measure import summarize
+from edge_rnn.app.bench.measure import summarize
 
 
 class _Products:
