@@ -89,7 +89,10 @@ class OnlinePredictor:
         self.tokens = int(state["tokens"]) if state else 0
         self.nats = float(state["nats"]) if state else 0.0
         self._last = None
-        self._known: dict = {}  # (position, typed, history length) -> whether the prior knows that word
+        self._known: dict = {}  # word (bytes of ids) -> whether the prior knows it
+        self._keyed: dict = {}  # tail -> its context keys (see _keys)
+        self._hit_bits = np.zeros(self.hasher.count, np.int64)  # (Kc,) the "order hit" selector's bit of each context
+        self._hit_bits[self.hit_orders] = 1 << np.arange(len(self.hit_orders))
         self._boundary = next((i for i, w in enumerate(is_word) if i and not w), 0)
 
     # --- prediction -------------------------------------------------------------------------
@@ -98,23 +101,28 @@ class OnlinePredictor:
         context keys (CountTable.keys, (B, Kc) each) and user rows (B, Kc) after each tail.
 
         A count row's score is log(n + alpha): its normaliser log(N + alpha V) is the same for
-        every symbol, so it cancels in the mixer's softmax and in its gradient."""
-        hashed = [self.hasher.hashes(t) for t in tails]
-        keys = CountTable.keys(np.array([h for h, _ in hashed], np.uint64))  # (B, Kc) twice
-        ru, rp = self.user.lookup(*keys), self.prior_table.lookup(*keys)
-        B, kc = len(tails), ru.shape[1]
-        S = np.empty((B, self.inputs, self.vocab_size), np.float32)
+        every symbol, so it cancels in the mixer's softmax and in its gradient. Both tables'
+        rows are gathered into one (B, 2 Kc, V) block, so each step below is one NumPy call
+        for every context of every tail (the cost is per call, not per element)."""
+        keyed = [self._keys(t) for t in tails]
+        low = np.array([k[0] for k in keyed], np.intp)  # (B, Kc)
+        check = np.array([k[1] for k in keyed], np.uint16)  # (B, Kc)
+        ru, rp = self.user.lookup(low, check), self.prior_table.lookup(low, check)
+        B, kc, V = len(tails), low.shape[1], self.vocab_size
+        counts = np.empty((B, 2 * kc, V), np.uint8)
+        np.take(self.user.counts, ru, axis=0, out=counts[:, :kc])
+        np.take(self.prior_table.counts, rp, axis=0, out=counts[:, kc:])
+        totals = np.empty((B, 2 * kc), np.uint16)
+        np.take(self.user.total, ru, out=totals[:, :kc])
+        np.take(self.prior_table.total, rp, out=totals[:, kc:])
+        S = np.empty((B, self.inputs, V), np.float32)
+        np.take(self.log_alpha, counts, out=S[:, : 2 * kc])
+        S[:, 2 * kc :] = 0.0
+        S[:, -1] = rnn_logp
         b = np.empty((B, self.inputs), np.int64)
-        for table, rows, part in ((self.user, ru, slice(0, kc)), (self.prior_table, rp, slice(kc, 2 * kc))):
-            counts = table.counts[rows]  # (B, Kc, V) uint8
-            np.take(self.log_alpha, counts, out=S[:, part])
-            totals = table.total[rows]
-            b[:, part] = _TOTAL_BUCKET[totals] + COUNT_BUCKETS * (counts.max(axis=-1) == totals)
-            if table is self.user:
-                known = totals[:, self.hit_orders] > 0  # (B, <=6)
-        S[:, WORD_MATCH:-1] = 0.0
+        b[:, : 2 * kc] = _TOTAL_BUCKET[totals] + COUNT_BUCKETS * (counts.max(axis=-1) == totals)
         sel = np.zeros((B, 5), np.int64)
-        sel[:, 4] = known @ (1 << np.arange(known.shape[1]))
+        sel[:, 4] = (totals[:, :kc] > 0) @ self._hit_bits
         for i, tail in enumerate(tails):
             sym_u, lb_u = self.history.find(tail)
             sym_p, lb_p = self.prior_history.find(tail)
@@ -130,11 +138,23 @@ class OnlinePredictor:
             if sym_p >= 0:
                 S[i, -2, sym_p] = MATCH_SCORE
             b[i, -3], b[i, -2] = lb_u, lb_p
-            sel[i, 1] = self.classes[tail[-1]] * 4 + hashed[i][1] if tail else 12
+            sel[i, 1] = self.classes[tail[-1]] * 4 + keyed[i][2] if tail else 12
             sel[i, 2] = lb_u * MATCH_BUCKETS + lb_p
-        S[:, -1] = rnn_logp
         b[:, -1] = sel[:, 3] = np.searchsorted(_LOG_CONFIDENCE, rnn_logp.max(axis=-1))
-        return S, b, sel, keys, ru
+        return S, b, sel, (low, check), ru
+
+    def _keys(self, tail: bytes) -> tuple:
+        """(low bits, 16-bit checks, partial word length) of the contexts after `tail`, as
+        CountTable.keys splits them; cached, since the beams of one keystroke share tails."""
+        tail = bytes(tail)
+        keyed = self._keyed.get(tail)
+        if keyed is None:
+            hashes, partial = self.hasher.hashes(tail)
+            keyed = ([h & 0xFFFFFFFF for h in hashes], [(h >> 48) | 1 for h in hashes], partial)
+            if len(self._keyed) >= 4096:
+                self._keyed.clear()
+            self._keyed[tail] = keyed
+        return keyed
 
     def predict_batch(self, tails: list, rnn_logp: np.ndarray) -> np.ndarray:
         """Log-probabilities (B, V) of the next symbol after each tail (bytes of ids), given the
@@ -151,17 +171,17 @@ class OnlinePredictor:
 
     def _known_word(self, at: int, typed: int) -> bool:
         """Whether the training text (the prior's word contexts) knows the history's word that a
-        typed beginning matched: its last letter's context is in the prior. Cached per position."""
-        key = (at, typed, len(self.history.data))
-        known = self._known.get(key)
+        typed beginning matched: its last letter's context is in the prior. Cached per word (the
+        prior is read-only, so the answer never changes)."""
+        word = self.history.word_at(at, typed)
+        known = self._known.get(word)
         if known is None:
-            word = self.history.word_at(at, typed)
             hashes, _ = self.hasher.hashes(bytes((self._boundary,)) + word[:-1])
             rows = self.prior_table.lookup(*CountTable.keys(np.array(hashes[-2:-1], np.uint64)))
             known = not self.hasher.words or self.prior_table.rows == 0 or bool(rows[0] != self.prior_table.rows)
             if len(self._known) > 4096:
                 self._known.clear()
-            self._known[key] = known
+            self._known[word] = known
         return known
 
     # --- learning ---------------------------------------------------------------------------
