@@ -213,8 +213,7 @@ class Adapter:
         logp = network.log_softmax(xp, logits[0])  # (n, V)
         self.nats -= float(logp[xp.arange(len(chunk)), xp.asarray(chunk)].sum())
         if self.predictor is not None:  # the mixture scores each token, then learns it
-            step = self.predictor.step
-            self.mix_nats += sum(step(row, y) for row, y in zip(to_numpy(logp).astype(np.float32), chunk.tolist()))
+            self.mix_nats += float(self.predictor.steps(to_numpy(logp).astype(np.float32), chunk).sum())
         self.tokens += len(chunk)
         self.ring_in.extend(inputs.tolist())
         self.ring_out.extend(chunk.tolist())

@@ -98,34 +98,53 @@ class OnlinePredictor:
     # --- prediction -------------------------------------------------------------------------
     def _inputs(self, tails: list, rnn_logp: np.ndarray):
         """Scores S (B, K, V), buckets b (B, K), selectors (B, 5) and, for learning, the
-        context keys (CountTable.keys, (B, Kc) each) and user rows (B, Kc) after each tail.
+        context keys (CountTable.keys, (B, Kc) each) and user rows (B, Kc) after each tail."""
+        S, b, sel, keys = self._shared_inputs(tails, rnn_logp)
+        return S, b, sel, keys, self._user_inputs(tails, rnn_logp, S, b, sel, keys)
+
+    def _shared_inputs(self, tails: list, rnn_logp: np.ndarray):
+        """The inputs that do not change as the user's parts learn (the contexts' keys, the
+        prior's rows and match, the RNN's): (S, b, sel, keys) with the user's parts left for
+        `_user_inputs`. Why apart: `steps` computes them for a whole chunk in one go.
 
         A count row's score is log(n + alpha): its normaliser log(N + alpha V) is the same for
-        every symbol, so it cancels in the mixer's softmax and in its gradient. Both tables'
-        rows are gathered into one (B, 2 Kc, V) block, so each step below is one NumPy call
-        for every context of every tail (the cost is per call, not per element)."""
+        every symbol, so it cancels in the mixer's softmax and in its gradient."""
         keyed = [self._keys(t) for t in tails]
         low = np.array([k[0] for k in keyed], np.intp)  # (B, Kc)
         check = np.array([k[1] for k in keyed], np.uint16)  # (B, Kc)
-        ru, rp = self.user.lookup(low, check), self.prior_table.lookup(low, check)
         B, kc, V = len(tails), low.shape[1], self.vocab_size
-        counts = np.empty((B, 2 * kc, V), np.uint8)
-        np.take(self.user.counts, ru, axis=0, out=counts[:, :kc])
-        np.take(self.prior_table.counts, rp, axis=0, out=counts[:, kc:])
-        totals = np.empty((B, 2 * kc), np.uint16)
-        np.take(self.user.total, ru, out=totals[:, :kc])
-        np.take(self.prior_table.total, rp, out=totals[:, kc:])
+        rp = self.prior_table.lookup(low, check)
+        counts = self.prior_table.counts[rp]  # (B, Kc, V) uint8
+        totals = self.prior_table.total[rp]  # (B, Kc)
         S = np.empty((B, self.inputs, V), np.float32)
-        np.take(self.log_alpha, counts, out=S[:, : 2 * kc])
+        np.take(self.log_alpha, counts, out=S[:, kc : 2 * kc])
         S[:, 2 * kc :] = 0.0
         S[:, -1] = rnn_logp
         b = np.empty((B, self.inputs), np.int64)
-        b[:, : 2 * kc] = _TOTAL_BUCKET[totals] + COUNT_BUCKETS * (counts.max(axis=-1) == totals)
+        b[:, kc : 2 * kc] = _TOTAL_BUCKET[totals] + COUNT_BUCKETS * (counts.max(axis=-1) == totals)
         sel = np.zeros((B, 5), np.int64)
-        sel[:, 4] = (totals[:, :kc] > 0) @ self._hit_bits
+        for i, tail in enumerate(tails):
+            sym_p, b[i, -2] = self.prior_history.find(tail)
+            if sym_p >= 0:
+                S[i, -2, sym_p] = MATCH_SCORE
+            sel[i, 1] = self.classes[tail[-1]] * 4 + keyed[i][2] if tail else 12
+        sel[:, 2] = b[:, -2]  # the prior match's length; the user's is added by _user_inputs
+        b[:, -1] = sel[:, 3] = np.searchsorted(_LOG_CONFIDENCE, rnn_logp.max(axis=-1))
+        return S, b, sel, (low, check)
+
+    def _user_inputs(self, tails: list, rnn_logp: np.ndarray, S, b, sel, keys) -> np.ndarray:
+        """Fill in the user's parts (own table, own text's matches) of `_shared_inputs`' arrays
+        for `tails`, in place; returns the user's rows (B, Kc) for learning."""
+        low, check = keys
+        kc = low.shape[1]
+        ru = self.user.lookup(low, check)
+        counts = self.user.counts[ru]  # (B, Kc, V) uint8
+        totals = self.user.total[ru]  # (B, Kc)
+        np.take(self.log_alpha, counts, out=S[:, :kc])
+        b[:, :kc] = _TOTAL_BUCKET[totals] + COUNT_BUCKETS * (counts.max(axis=-1) == totals)
+        sel[:, 4] = (totals > 0) @ self._hit_bits
         for i, tail in enumerate(tails):
             sym_u, lb_u = self.history.find(tail)
-            sym_p, lb_p = self.prior_history.find(tail)
             sym_w, typed, at = self.history.find_word(tail)
             if sym_w >= 0:  # a word begun like this one, as it went on last time: new to the training text, or by
                 S[i, WORD_MATCH, sym_w] = MATCH_SCORE  # how much the RNN doubts that letter
@@ -135,13 +154,9 @@ class OnlinePredictor:
                 b[i, WORD_MATCH] = 0
             if sym_u >= 0:
                 S[i, -3, sym_u] = MATCH_SCORE
-            if sym_p >= 0:
-                S[i, -2, sym_p] = MATCH_SCORE
-            b[i, -3], b[i, -2] = lb_u, lb_p
-            sel[i, 1] = self.classes[tail[-1]] * 4 + keyed[i][2] if tail else 12
-            sel[i, 2] = lb_u * MATCH_BUCKETS + lb_p
-        b[:, -1] = sel[:, 3] = np.searchsorted(_LOG_CONFIDENCE, rnn_logp.max(axis=-1))
-        return S, b, sel, (low, check), ru
+            b[i, -3] = lb_u
+            sel[i, 2] += lb_u * MATCH_BUCKETS
+        return ru
 
     def _keys(self, tail: bytes) -> tuple:
         """(low bits, 16-bit checks, partial word length) of the contexts after `tail`, as
@@ -203,6 +218,27 @@ class OnlinePredictor:
         logp = self.predict(rnn_logp)
         self.learn(symbol)
         return -float(logp[symbol])
+
+    def steps(self, rnn_logp: np.ndarray, symbols) -> np.ndarray:
+        """`step` over a chunk of the stream: rnn_logp (n, V) before each of `symbols` (n,) ->
+        nats (n,). The same predictions and learning as n calls of `step`; what does not
+        depend on the user's learning (keys, the prior's rows and match, the RNN's buckets)
+        is computed for the whole chunk at once."""
+        symbols = [int(y) for y in symbols]
+        rnn_logp = np.asarray(rnn_logp, np.float32)
+        T, start = self.hasher.tail_needed, len(self.tail)
+        text = self.tail + bytes(symbols)
+        tails = [text[max(0, start + i - T) : start + i] for i in range(len(symbols))]
+        S, b, sel, (low, check) = self._shared_inputs(tails, rnn_logp)
+        nats = np.empty(len(symbols))
+        for i, y in enumerate(symbols):
+            row = slice(i, i + 1)
+            ru = self._user_inputs(tails[row], rnn_logp[row], S[row], b[row], sel[row], (low[row], check[row]))
+            logp, L = self.mixer.predict(S[row], b[row], sel[row], sel[row, 1])
+            self._last = (S[i], b[i], sel[i], L[0], logp[0], low[i], check[i], ru[0])
+            self.learn(y)
+            nats[i] = -float(logp[0, y])
+        return nats
 
     def context_only(self, symbols) -> None:
         """Symbols the stream saw but does not learn from (a primer, text typed with learning off)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ from edge_rnn.runtime.backend import to_numpy
 from edge_rnn.runtime.network import log_softmax
 
 CHUNK = 512
+STEPS = 256  # characters the predictor scores per `steps` call (a divisor of 1024, the progress interval)
 
 
 def rnn_log_probs(model, ids: np.ndarray, chunk: int = CHUNK):
@@ -29,10 +31,13 @@ def score_online(model, predictor, text_or_ids, progress=None) -> dict:
     ids = model.encode(text_or_ids)
     predictor.context_only(ids[:1])
     nats = rnn_nats = 0.0
-    for i, (logp, y) in enumerate(zip(rnn_log_probs(model, ids), ids[1:].tolist())):
-        rnn_nats -= float(logp[y])
-        nats += predictor.step(logp, y)
-        if progress is not None and (i + 1) % 1024 == 0:
+    rows, targets = rnn_log_probs(model, ids), ids[1:]
+    for start in range(0, len(targets), STEPS):
+        y = targets[start : start + STEPS]
+        logp = np.stack(list(itertools.islice(rows, len(y))))  # (n, V)
+        rnn_nats -= float(logp[np.arange(len(y)), y].astype(np.float64).sum())
+        nats += float(predictor.steps(logp, y).sum())
+        if progress is not None and (start + len(y)) % 1024 == 0:
             progress(1024, nats)
     tokens = max(len(ids) - 1, 1)
     return {"tokens": len(ids) - 1, "bpc": nats / tokens / math.log(2), "rnn_bpc": rnn_nats / tokens / math.log(2)}
