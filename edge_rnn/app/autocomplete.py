@@ -257,11 +257,13 @@ class Autocompleter:
             if not self.defer_learning:
                 self.learn_pending()
 
-    def learn_pending(self) -> int:
-        """Learn from the committed text not learned yet; returns how many characters that was."""
+    def learn_pending(self, limit: int | None = None) -> int:
+        """Learn from the committed text not learned yet, at most `limit` characters of it (the server
+        learns a long paste in slices between keystrokes); returns how many characters that was."""
         if not self.pending:
             return 0
-        start, end = self._learned, self._committed
+        start = self._learned
+        end = self._committed if limit is None else min(self._committed, start + max(1, limit))
         chunk, self._learned = self._text[start:end], end
         before = self._learner_stats()
         if self.predictor is not None:
