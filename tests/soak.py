@@ -171,7 +171,7 @@ def server_load(server, sessions: int = 50, reps: int = 10, controls: int = 2, t
     words = session_words(sessions)
     rss_before = rss_mb()
     cmd = [sys.executable, "-m", "tests.soak", "client", "--host", host, "--port", str(port), "--reps", str(reps),
-           "--controls", str(controls), "--cap", str(server.max_sessions or 0), "--words", ",".join(words)]
+           "--controls", str(controls), "--cap", str(server.max_connections), "--words", ",".join(words)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killer = threading.Timer(timeout, proc.kill)
     killer.start()
@@ -195,7 +195,7 @@ def server_load(server, sessions: int = 50, reps: int = 10, controls: int = 2, t
 def _check_sessions(server, words: list[str], controls: int) -> dict:
     """What the server holds while the client's sessions are still open."""
     with server.lock:
-        live = [s for s in server.sessions.values() if s is not None]
+        live = list(server.sessions.values())
     base = edge_rnn.load(server.model_path).host_weights()
     texts_ok, shared, owner = True, 0, {}
     for session in live:
@@ -203,10 +203,10 @@ def _check_sessions(server, words: list[str], controls: int) -> dict:
         word = max(own, key=len) if own else ""
         texts_ok &= word in words and all(word.startswith(w) for w in own) and word not in owner
         owner[word] = session
-    embeddings = [s.model.weights["embedding"] for s in live]
+    embeddings = [s.ac.model.weights["embedding"] for s in live]
     for i in range(len(embeddings)):
         shared += sum(np.shares_memory(embeddings[i], e) for e in embeddings[i + 1 :])
-    unchanged = {w: all(np.array_equal(v, base[k]) for k, v in owner[w].model.host_weights().items()) for w in owner}
+    unchanged = {w: all(np.array_equal(v, base[k]) for k, v in owner[w].ac.model.host_weights().items()) for w in owner}
     return {"sessions": len(live), "texts_own_word_only": bool(texts_ok), "shared_weight_arrays": int(shared),
             "controls_unchanged": sum(unchanged.get(w, False) for w in words[:controls]),
             "learners_changed": sum(not unchanged.get(w, True) for w in words[controls:])}
@@ -251,26 +251,28 @@ def _reply(ws, seq=None) -> dict:
 
 
 def _typist(host, port, result: dict, reps: int, barrier, done) -> None:
-    from edge_rnn.app.websocket import Client
+    from tests.ws import Client
 
-    ws = Client(host, port)
-    result["status"] = int(ws.status.split()[1])
+    ws = None
     try:
-        if ws.open:
-            ws.receive()  # hello
-            if not result["learn"]:
-                ws.send_json({"op": "learning", "on": False})
-                _reply(ws)
+        ws = Client(host, port, timeout=60)
+        result["status"] = 101
+        if not result["learn"]:
+            ws.send({"op": "learning", "on": False})
+            _reply(ws)
+    except Exception as exc:  # a refused or failed handshake is counted, not raised
+        result["status"], result["failure"] = getattr(getattr(exc, "response", None), "status_code", 0), str(exc)[:200]
+    try:
         barrier.wait()
         barrier.wait()
         word, text, latencies, errors = result["word"], "", [], 0
-        for seq in range(1, reps * (len(word) + 1) + 1 if ws.open else 0):
+        for seq in range(1, reps * (len(word) + 1) + 1 if ws else 0):
             text += (word + " ")[(seq - 1) % (len(word) + 1)]
             t0 = time.perf_counter()
-            ws.send_json({"op": "text", "text": text, "seq": seq})
+            ws.send({"op": "text", "text": text, "seq": seq})
             errors += _reply(ws, seq)["type"] == "error"
             latencies.append(1000 * (time.perf_counter() - t0))
-        if ws.open:  # the server learned the last word after its reply, before reading these probes
+        if ws:  # the server learned the last word after its reply, before reading these probes
             for k, key in ((1, "suggestions"), (2, "suggestions2")):  # completions of its first letter(s)
                 reply = _reply_to(ws, {"op": "text", "text": text + word[:k], "seq": -k})
                 result[key] = [word[:k] + c for c, _ in reply["suggestions"]]
@@ -279,57 +281,58 @@ def _typist(host, port, result: dict, reps: int, barrier, done) -> None:
     finally:
         barrier.wait()
         done.wait(60)
-        ws.close()
+        if ws:
+            ws.close()
 
 
 def _reply_to(ws, message: dict) -> dict:
-    ws.send_json(message)
+    ws.send(message)
     return _reply(ws, message.get("seq"))
 
 
 def _over_cap(host, port, room: int) -> dict:
-    """Fill the server's remaining room, then one more: that one must get a clean 503."""
-    from edge_rnn.app.websocket import Client
+    """Fill the server's remaining room for connections, then one more: that one must get a clean 503."""
+    from tests.ws import Client, refused_status
 
     extra = [Client(host, port) for _ in range(max(room, 0))]
-    refused = Client(host, port)
-    result = {"room_opened": sum(c.open for c in extra), "room": room, "refused_status": refused.status}
-    for c in extra + [refused]:
+    result = {"room_opened": len(extra), "room": room, "refused_status": f"HTTP/1.1 {refused_status(host, port)} "}
+    for c in extra:
         c.close()
     return result
 
 
 def _hostile(host, port, out: dict) -> None:
     """Malformed messages, a binary frame, an oversized message and an unmasked frame, while others type."""
-    from edge_rnn.app.websocket import Client, ProtocolError
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    from tests.ws import Client
 
     def connect():
         for _ in range(100):  # the over-cap probe's sockets may still hold slots for a moment
-            ws = Client(host, port)
-            if ws.open:
-                return ws, ws.receive()
-            ws.close()
-            time.sleep(0.05)
-        raise EdgeRNNError("no free session slot for the hostile client")
+            try:
+                ws = Client(host, port)
+                return ws, ws.hello
+            except InvalidStatus:
+                time.sleep(0.05)
+        raise EdgeRNNError("no free connection for the hostile client")
 
     ws, _ = connect()
     errors = []
-    for payload, op in ((b"{not json", 1), (b"\xff\xfe", 1), (b"[1, 2]", 1), (b'{"op": "dance"}', 1),
-                        (b'{"op": "text", "text": 5}', 1), (b"\x00\x01", 2)):
-        ws.send_frame(payload, op)
+    for payload in ("{not json", "[1, 2]", '{"op": "dance"}', '{"op": "text", "text": 5}', '{"op": "learning", "on": "yes"}', b"\x00\x01"):
+        ws.ws.send(payload)
         errors.append(_reply(ws)["type"] == "error")
     out["malformed_errors"] = f"{sum(errors)}/{len(errors)}"
     out["still_serves"] = _reply_to(ws, {"op": "text", "text": "the qu", "seq": 1})["type"] == "suggestions"
     ws.close()
-    for name, send in (("oversized", lambda w, hello: w.send_header(hello["max_message"] + 1)),
-                       ("unmasked", lambda w, hello: w.sock.sendall(b"\x81\x02hi"))):
+    for name, send in (("oversized", lambda w, hello: w.ws.send("x" * (hello["max_message"] + 1))),
+                       ("unmasked", lambda w, hello: w.ws.socket.sendall(b"\x81\x02hi"))):
         ws, hello = connect()
         send(ws, hello)
         try:
             ws.receive()
             out[name] = "answered"
-        except ProtocolError as exc:
-            out[name] = f"closed {exc.code}"
+        except ConnectionClosed as exc:
+            out[name] = f"closed {exc.rcvd.code if exc.rcvd else 1006}"
         ws.close()
 
 
@@ -381,7 +384,7 @@ def _run(args) -> dict:
     if args.command == "server":
         from edge_rnn.app.server import AutocompleteServer
 
-        server = AutocompleteServer(args.model, port=0, max_sessions=args.sessions + 2)
+        server = AutocompleteServer(args.model, port=0, max_sessions=args.sessions + 2, max_connections=args.sessions + 3)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             return {"model": server.model_name, **server_load(server, args.sessions, args.reps, timeout=1800)}

@@ -471,15 +471,14 @@ def test_server_logs_one_line_for_deep_json_and_clients_gone_mid_headers(tmp_pat
     import socket
     import struct
 
-    from edge_rnn.app.websocket import Client
+    from tests.ws import Client
 
     srv = _serving(tmp_path)
     host, port = srv.server_address[:2]
     try:
         with caplog.at_level(logging.DEBUG, logger="edge_rnn.app.server"):
             client = Client(host, port)
-            client.receive()  # hello
-            client.send_frame(b"[" * 100_000 + b"]" * 100_000)
+            client.ws.send("[" * 100_000 + "]" * 100_000)
             reply = client.receive()
             assert reply["type"] == "error" and "nested too deeply" in reply["error"]
             client.close()

@@ -1,11 +1,10 @@
 """The web server under load from a second local process: 50 concurrent sessions, each typing
 its own made-up word, with malformed and oversized messages alongside.
 
-The server caps open sessions: each holds its own copy of the model (memory) and every
-keystroke of every session is served by one Python process (CPU). What fits depends on
-the model and the machine, so the cap is a constructor argument (`max_sessions`,
-`--max-sessions`, default 16): this test opens 50 sessions under a cap of 52, checks that
-the 53rd gets a clean 503, and that the 50 never see each other's text or weights.
+The server caps open connections (`max_connections`) and the sessions it holds in memory
+(`max_sessions`; past it the least recently active goes to the store): this test opens 50
+sessions under a connection cap of 52, checks that the 53rd connection gets a clean 503, and
+that the 50 never see each other's text or weights.
 Figures for the default model: docs/reliability.md.
 """
 
@@ -18,7 +17,7 @@ import pytest
 from tests import soak
 from edge_rnn.app.cli import build_parser
 from edge_rnn.app.server import AutocompleteServer
-from edge_rnn.app.websocket import Client
+from tests.ws import Client
 from tests.test_autocomplete import TINY_MODEL_ADAPT, tiny_trained_model
 
 SESSIONS, CONTROLS, REPS = 50, 2, 8
@@ -41,14 +40,13 @@ def test_server_binds_to_this_machine_only_by_default(model_path):
 
 
 def test_fifty_sessions_from_a_second_process(model_path):
-    server = AutocompleteServer(model_path, port=0, max_sessions=SESSIONS + 2, adapt_settings=TINY_MODEL_ADAPT)
+    server = AutocompleteServer(model_path, port=0, max_sessions=SESSIONS + 2, max_connections=SESSIONS + 2,
+                                adapt_settings=TINY_MODEL_ADAPT)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         result = soak.server_load(server, SESSIONS, reps=REPS, controls=CONTROLS, timeout=90)
         fresh = Client(*server.server_address[:2])
-        fresh.receive()
-        fresh.send_json({"op": "text", "text": "the qu", "seq": 1})
-        after = fresh.receive()
+        after = fresh.ask({"op": "text", "text": "the qu", "seq": 1})
         fresh.close()
     finally:
         server.shutdown()

@@ -421,9 +421,26 @@ def _extra_commands():
         try:
             found.append(importlib.import_module(module).register)
         except ImportError as exc:
-            if exc.name != module:
+            if exc.name in _EXTRAS:  # the command's optional dependency is missing: say which extra brings it
+                found.append(_needs_extra(*_EXTRAS[exc.name]))
+            elif exc.name != module:
                 raise
     return found
+
+
+_EXTRAS = {"websockets": ("serve", "serve")}  # missing package: (command, extra that installs it)
+
+
+def _needs_extra(command: str, extra: str):
+    """A stand-in subcommand that exits 2 naming the extra to install."""
+
+    def register(subparsers) -> None:
+        def missing(_args) -> None:
+            raise EdgeRNNError(f"`edge-rnn {command}` needs the {extra} extra: pip install 'edge-rnn[{extra}]'")
+
+        subparsers.add_parser(command, help=f"(needs the {extra} extra)").set_defaults(func=missing)
+
+    return register
 
 
 def main(argv: list[str] | None = None) -> int:
