@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from edge_rnn.runtime.online.config import MixtureConfig
-from edge_rnn.runtime.online.contexts import ContextHasher
+from edge_rnn.runtime.online.contexts import ContextHasher, finalise
 from edge_rnn.runtime.online.match import BUCKETS as MATCH_BUCKETS, History
 from edge_rnn.runtime.online.mixer import Mixer2
 from edge_rnn.runtime.online.tables import CountTable
@@ -90,7 +90,7 @@ class OnlinePredictor:
         self.nats = float(state["nats"]) if state else 0.0
         self._last = None
         self._known: dict = {}  # word (bytes of ids) -> whether the prior knows it
-        self._keyed: dict = {}  # tail -> its context keys (see _keys)
+        self._keyed: dict = {}  # tail -> its contexts' raw hashes (see _raw)
         self._hit_bits = np.zeros(self.hasher.count, np.int64)  # (Kc,) the "order hit" selector's bit of each context
         self._hit_bits[self.hit_orders] = 1 << np.arange(len(self.hit_orders))
         self._boundary = next((i for i, w in enumerate(is_word) if i and not w), 0)
@@ -109,9 +109,8 @@ class OnlinePredictor:
 
         A count row's score is log(n + alpha): its normaliser log(N + alpha V) is the same for
         every symbol, so it cancels in the mixer's softmax and in its gradient."""
-        keyed = [self._keys(t) for t in tails]
-        low = np.array([k[0] for k in keyed], np.intp)  # (B, Kc)
-        check = np.array([k[1] for k in keyed], np.uint16)  # (B, Kc)
+        keyed = [self._raw(t) for t in tails]
+        low, check = CountTable.keys(finalise(np.array([k[0] for k in keyed], np.uint64)))  # (B, Kc) each
         B, kc, V = len(tails), low.shape[1], self.vocab_size
         rp = self.prior_table.lookup(low, check)
         counts = self.prior_table.counts[rp]  # (B, Kc, V) uint8
@@ -127,7 +126,7 @@ class OnlinePredictor:
             sym_p, b[i, -2] = self.prior_history.find(tail)
             if sym_p >= 0:
                 S[i, -2, sym_p] = MATCH_SCORE
-            sel[i, 1] = self.classes[tail[-1]] * 4 + keyed[i][2] if tail else 12
+            sel[i, 1] = self.classes[tail[-1]] * 4 + keyed[i][1] if tail else 12
         sel[:, 2] = b[:, -2]  # the prior match's length; the user's is added by _user_inputs
         b[:, -1] = sel[:, 3] = np.searchsorted(_LOG_CONFIDENCE, rnn_logp.max(axis=-1))
         return S, b, sel, (low, check)
@@ -158,18 +157,17 @@ class OnlinePredictor:
             sel[i, 2] += lb_u * MATCH_BUCKETS
         return ru
 
-    def _keys(self, tail: bytes) -> tuple:
-        """(low bits, 16-bit checks, partial word length) of the contexts after `tail`, as
-        CountTable.keys splits them; cached, since the beams of one keystroke share tails."""
+    def _raw(self, tail: bytes) -> tuple:
+        """The contexts' raw hashes after `tail` (ContextHasher.raw); cached, since the beams
+        of one keystroke share tails."""
         tail = bytes(tail)
-        keyed = self._keyed.get(tail)
-        if keyed is None:
-            hashes, partial = self.hasher.hashes(tail)
-            keyed = ([h & 0xFFFFFFFF for h in hashes], [(h >> 48) | 1 for h in hashes], partial)
+        raw = self._keyed.get(tail)
+        if raw is None:
+            raw = self.hasher.raw(tail)
             if len(self._keyed) >= 4096:
                 self._keyed.clear()
-            self._keyed[tail] = keyed
-        return keyed
+            self._keyed[tail] = raw
+        return raw
 
     def predict_batch(self, tails: list, rnn_logp: np.ndarray) -> np.ndarray:
         """Log-probabilities (B, V) of the next symbol after each tail (bytes of ids), given the
