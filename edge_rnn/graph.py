@@ -19,7 +19,16 @@ from edge_rnn.spec import ModelSpec
 from edge_rnn.vocab import Vocabulary
 
 OPSET = 17
-_OP = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}
+
+
+def graph_linear_before_reset(proto: onnx.ModelProto) -> int:
+    """The GRU variant a graph computes: its first GRU node's attribute (ONNX's default 0 when
+    absent), 1 for a graph without one. Read for files whose metadata predates the spec field."""
+    for node in proto.graph.node:
+        if node.op_type == "GRU":
+            value = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "linear_before_reset"), 0)
+            return value if value in (0, 1) and not isinstance(value, bool) else 0  # a bad value: the loader refuses the node
+    return 1
 
 
 def random_weights(spec: ModelSpec, seed: int = 0, scale: float = 0.3) -> dict[str, np.ndarray]:
@@ -56,7 +65,6 @@ def build_model(
     vocab: Vocabulary,
     training: dict | None = None,
     extra_metadata: dict[str, str] | None = None,
-    linear_before_reset: int = 1,
 ) -> onnx.ModelProto:
     """A checked ModelProto of the contract with `metadata_props` filled in."""
     check_weight_shapes(spec, weights)
@@ -88,9 +96,9 @@ def build_model(
         outs = [f"y{layer}", *[f"{n}_{layer}_out" for n in spec.new_state_names]]
         attrs = {"hidden_size": spec.hidden_size}
         if spec.cell == "gru":
-            attrs["linear_before_reset"] = linear_before_reset
+            attrs["linear_before_reset"] = spec.linear_before_reset
         rec_inputs = [f"x{layer}", Wn, Rn, Bn, "", *states]
-        nodes.append(helper.make_node(_OP[spec.cell], rec_inputs, outs, name=f"layer{layer}", **attrs))  # Y (T, 1, B, H)
+        nodes.append(helper.make_node(S.OPERATORS[spec.cell], rec_inputs, outs, name=f"layer{layer}", **attrs))  # Y (T, 1, B, H)
         nodes.append(helper.make_node("Squeeze", [f"y{layer}", "axis1"], [f"x{layer + 1}"], name=f"squeeze{layer}"))
         for name, out in zip(spec.new_state_names, outs[1:]):
             finals[name].append(out)

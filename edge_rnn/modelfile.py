@@ -19,6 +19,7 @@ import onnx
 from edge_rnn import spec as S
 from edge_rnn.atomic import atomic_write
 from edge_rnn.errors import ModelFileError
+from edge_rnn.graph import graph_linear_before_reset
 from edge_rnn.spec import ModelSpec
 from edge_rnn.vocab import Vocabulary
 
@@ -114,7 +115,7 @@ def parse_metadata(proto: onnx.ModelProto, path: Path | None = None) -> ModelFil
             f"{where} has format version {meta.get(S.KEY_FORMAT)!r}, this edge-rnn reads {S.FORMAT_VERSION!r}; "
             "re-export it with this version"
         )
-    spec = ModelSpec.from_json(meta[S.KEY_SPEC])
+    spec = ModelSpec.from_json(meta[S.KEY_SPEC], graph_linear_before_reset(proto))
     vocab = Vocabulary.from_json(meta[S.KEY_VOCAB])
     if len(vocab) != spec.vocab_size:
         raise ModelFileError(

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 FORMAT_VERSION = "1"
 CELLS = ("rnn", "gru", "lstm")
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # gate blocks stacked in W and R (ONNX order: -, z r h, i o f c)
+OPERATORS = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}  # cell -> its ONNX operator
+CELL_OF_OPERATOR = {op: cell for cell, op in OPERATORS.items()}
+# The operators' default activations, in the order of their `activations` attribute (rnn f; gru f, g; lstm f, g, h).
+DEFAULT_ACTIVATIONS = {"rnn": ("Tanh",), "gru": ("Sigmoid", "Tanh"), "lstm": ("Sigmoid", "Tanh", "Tanh")}
 
 # Graph inputs and outputs.
 TOKENS = "tokens"  # int64 [B, T]
@@ -48,6 +52,8 @@ class ModelSpec:
 
     cell: "rnn" (Elman, tanh: input weights W, recurrent U, output V), "gru" or "lstm".
     vocab_size V, embed_size E, hidden_size H, layers L.
+    linear_before_reset: the GRU variant, as ONNX's GRU attribute: 1 (PyTorch's nn.GRU) applies
+    the reset gate after the recurrent product, 0 before it; other cells have only 1.
     """
 
     cell: str
@@ -55,6 +61,7 @@ class ModelSpec:
     embed_size: int
     hidden_size: int
     layers: int
+    linear_before_reset: int = 1
 
     def __post_init__(self) -> None:
         from edge_rnn.errors import SettingsError
@@ -65,6 +72,8 @@ class ModelSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise SettingsError(f"{name} must be a positive integer, got {value!r}")
+        if self.linear_before_reset not in ((0, 1) if self.cell == "gru" else (1,)) or isinstance(self.linear_before_reset, bool):
+            raise SettingsError(f"linear_before_reset must be 0 or 1 for a gru (1 for other cells), got {self.linear_before_reset!r}")
 
     @property
     def gates(self) -> int:
@@ -87,11 +96,16 @@ class ModelSpec:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelSpec":
+    def from_json(cls, text: str, linear_before_reset: int = 1) -> "ModelSpec":
+        """linear_before_reset: the value for files written before the spec carried it (the
+        graph's GRU attribute, see edge_rnn.graph.graph_linear_before_reset)."""
         from edge_rnn.errors import ModelFileError, SettingsError
 
         try:
             fields = json.loads(text)
+            if not isinstance(fields, dict):
+                raise ValueError("not a JSON object")
+            fields.setdefault("linear_before_reset", linear_before_reset if fields.get("cell") == "gru" else 1)
             return cls(**{f.name: fields[f.name] for f in dataclasses.fields(cls)})
         except (ValueError, KeyError, TypeError, SettingsError) as exc:  # SettingsError: e.g. an unknown cell
             raise ModelFileError(

@@ -107,14 +107,14 @@ def trainable_names(spec, which: str) -> list[str]:
     return {"head": head, "last": last + head, "recurrent": layers + head, "all": [S.EMBEDDING] + layers + head}[which]
 
 
-def loss_and_grads(xp, spec, weights, inputs, targets, state, *, lbr=1, trainable=None):
+def loss_and_grads(xp, spec, weights, inputs, targets, state, *, trainable=None):
     """min-char-rnn's core: inputs/targets int [B, T], state ([L, B, H],...) ->
     (mean loss in nats, grads {name: array}, last state). The state is detached."""
-    logits, last_state, cache = network.forward(xp, spec, weights, inputs, state, lbr=lbr, keep_cache=True)
-    return _loss_and_grads_from(xp, spec, weights, logits, cache, targets, lbr, trainable) + (last_state,)
+    logits, last_state, cache = network.forward(xp, spec, weights, inputs, state, keep_cache=True)
+    return _loss_and_grads_from(xp, spec, weights, logits, cache, targets, trainable) + (last_state,)
 
 
-def _loss_and_grads_from(xp, spec, weights, logits, cache, targets, lbr, trainable):
+def _loss_and_grads_from(xp, spec, weights, logits, cache, targets, trainable):
     B, T, V = logits.shape
     logp = network.log_softmax(xp, logits)  # (B, T, V)
     picked = xp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]  # (B, T)
@@ -205,7 +205,7 @@ class Adapter:
         # update needs no second forward pass over the same tokens with the same weights.
         whole_window = self.config.k1 == self.config.k2 and len(chunk) == self.config.k2
         if whole_window:
-            logits, state, cache = network.forward(xp, spec, self.model.weights, xp.asarray(inputs[None]), self.state, lbr=self.model.lbr, keep_cache=True)
+            logits, state, cache = network.forward(xp, spec, self.model.weights, xp.asarray(inputs[None]), self.state, keep_cache=True)
             self._window = (logits, cache)
         else:
             logits, state = self.model.forward(inputs[None], self.state)  # (1, n, V)
@@ -233,10 +233,10 @@ class Adapter:
         if self._window is not None:
             logits, cache = self._window
             self._window = None
-            loss, grads = _loss_and_grads_from(xp, self.model.spec, self.model.weights, logits, cache, targets, self.model.lbr, self.names)
+            loss, grads = _loss_and_grads_from(xp, self.model.spec, self.model.weights, logits, cache, targets, self.names)
         else:
             inputs = xp.asarray(np.array(self.ring_in, np.int64)[None])
-            loss, grads, _ = loss_and_grads(xp, self.model.spec, self.model.weights, inputs, targets, self.boundaries[0], lbr=self.model.lbr, trainable=self.names)
+            loss, grads, _ = loss_and_grads(xp, self.model.spec, self.model.weights, inputs, targets, self.boundaries[0], trainable=self.names)
         self.boundaries.append(tuple(s.copy() for s in self.state))
         loss = float(loss)
         norm = math.sqrt(sum(float(xp.vdot(g.ravel(), g.ravel())) for g in grads.values()))  # no temporaries

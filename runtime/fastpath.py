@@ -78,17 +78,17 @@ class StepKernel:
 
     def __init__(self, model):
         xp, spec, w = model.xp, model.spec, model.weights
-        self.xp, self.cell, self.lbr, self.version = xp, spec.cell, model.lbr, model.version
+        self.xp, self.cell, self.lbr, self.version = xp, spec.cell, spec.linear_before_reset, model.version
         G, H = spec.gates, spec.hidden_size
         self.H = H
         self.layers = []
         self._sizes = [(G * H, H)] * spec.layers  # batch 1's gates and a temporary, per layer
         self._local = threading.local()  # per-thread scratch: two threads never share a buffer
-        plain = model.lbr or spec.cell != "gru"  # GRU without linear_before_reset multiplies by parts of R
+        plain = spec.linear_before_reset or spec.cell != "gru"  # GRU without linear_before_reset multiplies by parts of R
         for layer in range(spec.layers):
             Wn, Rn, Bn = S.layer_weight_names(layer)
             W, R, B = w[Wn], w[Rn], w[Bn]
-            fold = not (spec.cell == "gru" and model.lbr)  # Rb is a plain sum unless GRU resets it
+            fold = not (spec.cell == "gru" and spec.linear_before_reset)  # Rb is a plain sum unless GRU resets it
             bias = B[: G * H] + (B[G * H :] if fold else 0)  # (G*H,)
             Rb = None if fold else B[G * H :]
             table = w[S.EMBEDDING] @ W.T + bias if layer == 0 else None  # (V, G*H)

@@ -28,20 +28,17 @@ from edge_rnn.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-_CELL_OF_OP = {"RNN": "rnn", "GRU": "gru", "LSTM": "lstm"}
 # Nodes that only move data around; they may sit anywhere between the parts.
 _PLUMBING = {
     "Transpose", "Squeeze", "Unsqueeze", "Slice", "Concat", "Identity", "Reshape", "Shape", "Gather",
     "Constant", "Cast", "Split", "Expand", "ConstantOfShape", "Flatten", "Range", "Size", "Equal", "Where",
 }
-_DEFAULT_ACTIVATIONS = {"rnn": ["Tanh"], "gru": ["Sigmoid", "Tanh"], "lstm": ["Sigmoid", "Tanh", "Tanh"]}
 
 
 @dataclass
 class LoadedWeights:
     spec: ModelSpec
     weights: dict[str, np.ndarray]  # ONNX layout with the direction axis dropped: W [G*H, I], R [G*H, H], B [2*G*H]
-    linear_before_reset: int = 1
 
 
 def _refuse(node: onnx.NodeProto, why: str) -> ModelFileError:
@@ -67,9 +64,9 @@ def _read_weights(proto: onnx.ModelProto) -> LoadedWeights:
     consts = Folded(proto)
     _warn_fixed_length(graph, consts)
     ops = {n.op_type for n in graph.node}
-    unrolled = {u.first: u for u in unrolled_layers(graph, consts)} if "Tanh" in ops and not ops & set(_CELL_OF_OP) else {}
+    unrolled = {u.first: u for u in unrolled_layers(graph, consts)} if "Tanh" in ops and not ops & set(S.CELL_OF_OPERATOR) else {}
     consumed = set().union(*(u.nodes for u in unrolled.values()))
-    embedding, layers, head_w, head_b, cell, lbr = None, [], None, None, None, 1
+    embedding, layers, head_w, head_b, cell, lbr = None, [], None, None, None, None
     for k, node in enumerate(graph.node):
         op = node.op_type
         if k in unrolled:  # the first node of an unrolled Elman layer (runtime/unrolled.py)
@@ -77,14 +74,19 @@ def _read_weights(proto: onnx.ModelProto) -> LoadedWeights:
             layers.append((u.W, u.R, u.B))
         elif k in consumed:
             continue
-        elif op in _CELL_OF_OP:
-            this_cell = _CELL_OF_OP[op]
+        elif op in S.CELL_OF_OPERATOR:
+            this_cell = S.CELL_OF_OPERATOR[op]
             if cell not in (None, this_cell):
                 raise _refuse(node, f"mixes {cell} and {this_cell} layers")
             cell = this_cell
             layers.append(_recurrent_layer(node, this_cell, consts))
             if this_cell == "gru":
-                lbr = _attr(node, "linear_before_reset", 0)
+                variant = _attr(node, "linear_before_reset", 0)  # the operator's default; PyTorch exports 1
+                if variant not in (0, 1):
+                    raise _refuse(node, f"linear_before_reset={variant!r}, ONNX allows 0 or 1; the file is corrupt")
+                if lbr not in (None, variant):
+                    raise _refuse(node, f"linear_before_reset={variant} but an earlier GRU layer has {lbr}; one model has one GRU variant")
+                lbr = variant
         elif op == "Gather" and embedding is None and (table := consts.get(node.input[0])) is not None and table.ndim == 2:
             embedding = table.astype(np.float32)
         elif op in ("MatMul", "Gemm") and layers:
@@ -109,7 +111,7 @@ def _read_weights(proto: onnx.ModelProto) -> LoadedWeights:
     V, E = embedding.shape
     if head_w.shape != (H, V):
         raise ModelFileError(f"head weight has shape {head_w.shape}, expected (hidden {H}, vocab {V}); the file does not fit the contract")
-    spec = ModelSpec(cell, int(V), int(E), int(H), len(layers))
+    spec = ModelSpec(cell, int(V), int(E), int(H), len(layers), 1 if lbr is None else lbr)
     weights = {S.EMBEDDING: embedding, S.HEAD_WEIGHT: head_w, S.HEAD_BIAS: (np.zeros(V) if head_b is None else head_b).astype(np.float32).reshape(V)}
     for k, (W, R, B) in enumerate(layers):
         names = S.layer_weight_names(k)
@@ -119,7 +121,7 @@ def _read_weights(proto: onnx.ModelProto) -> LoadedWeights:
             raise ModelFileError(f"weight {name!r} contains NaN or Inf; the file is corrupt: restore or re-export it")
     if unrolled:
         check_against_onnxruntime(proto, spec, weights)
-    return LoadedWeights(spec, weights, lbr)
+    return LoadedWeights(spec, weights)
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
@@ -140,8 +142,8 @@ def _recurrent_layer(node: onnx.NodeProto, cell: str, consts: Folded) -> tuple[n
     if direction != "forward":
         raise _refuse(node, f"direction {direction!r} cannot stream; only forward layers can")
     activations = [a.decode() if isinstance(a, bytes) else a for a in _attr(node, "activations", [])]
-    if activations and [a.lower() for a in activations] != [a.lower() for a in _DEFAULT_ACTIVATIONS[cell]]:
-        raise _refuse(node, f"activations {activations} are not the defaults {_DEFAULT_ACTIVATIONS[cell]}")
+    if activations and [a.lower() for a in activations] != [a.lower() for a in S.DEFAULT_ACTIVATIONS[cell]]:
+        raise _refuse(node, f"activations {activations} are not the defaults {list(S.DEFAULT_ACTIVATIONS[cell])}")
     if _attr(node, "clip", None) is not None or _attr(node, "input_forget", 0):
         raise _refuse(node, "clip and input_forget are not supported for streaming")
     if cell == "lstm" and len(node.input) > 7 and node.input[7]:

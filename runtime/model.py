@@ -35,13 +35,12 @@ class Model:
     writes the current (possibly adapted) weights as a model file of the contract.
     """
 
-    def __init__(self, modelfile: ModelFile, weights: dict[str, np.ndarray], backend: str = "numpy", lbr: int = 1):
+    def __init__(self, modelfile: ModelFile, weights: dict[str, np.ndarray], backend: str = "numpy"):
         self.file = modelfile
         self.spec = modelfile.spec
         self.vocab: Vocabulary = modelfile.vocab
         self.backend = backend
         self.xp = array_module(backend)
-        self.lbr = lbr
         self.weights = {k: self.xp.asarray(np.ascontiguousarray(v, dtype=np.float32)) for k, v in weights.items()}
         self.base_weights = None  # set by adapters that decay toward the base
         self.version = 0  # bumped whenever weights change, to invalidate derived tables
@@ -74,7 +73,7 @@ class Model:
                 f"{path}: the graph holds a {loaded.spec} but the metadata says {modelfile.spec}; "
                 "the metadata was tampered with: re-export the model"
             )
-        return cls(modelfile, loaded.weights, backend, loaded.linear_before_reset)
+        return cls(modelfile, loaded.weights, backend)
 
     @classmethod
     def _foreign(cls, proto, path, vocab: Vocabulary, backend: str) -> "Model":
@@ -85,7 +84,7 @@ class Model:
         if len(vocab) != loaded.spec.vocab_size:
             raise ModelFileError(f"{path} predicts {loaded.spec.vocab_size} symbols but the vocabulary has {len(vocab)}")
         modelfile = ModelFile(proto=proto, spec=loaded.spec, vocab=vocab, path=path)
-        return cls(modelfile, loaded.weights, backend, loaded.linear_before_reset)
+        return cls(modelfile, loaded.weights, backend)
 
     def _fingerprint(self) -> str:
         """Identifies the base model: states and adapted files are bound to it."""
@@ -112,7 +111,7 @@ class Model:
             logits, new_state = self._step_kernel()(tokens[:, 0], state)
             logits = logits[:, None]
         else:
-            logits, new_state, _ = network.forward(self.xp, self.spec, self.weights, self.xp.asarray(tokens), state, lbr=self.lbr)
+            logits, new_state, _ = network.forward(self.xp, self.spec, self.weights, self.xp.asarray(tokens), state)
         if self._writer is not None or self.version != version:  # an update overlapped this step
             self._check_writer(version)
         return logits, new_state
@@ -208,7 +207,7 @@ class Model:
         onnx_layout = {k: (v[None] if k.startswith("layer") else v) for k, v in host.items()}
         proto = build_model(
             self.spec, onnx_layout, self.vocab, self.file.training,
-            extra_metadata={S.KEY_ADAPTATION: json.dumps(history)}, linear_before_reset=self.lbr,
+            extra_metadata={S.KEY_ADAPTATION: json.dumps(history)},
         )
         out = write_model(proto, path)
         self.adaptation = history

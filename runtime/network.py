@@ -21,7 +21,7 @@ class ForwardCache:
     features: object  # [B, T, H], the last layer's output
 
 
-def forward(xp, spec: ModelSpec, weights: dict, tokens, state: tuple, *, lbr: int = 1, keep_cache: bool = False):
+def forward(xp, spec: ModelSpec, weights: dict, tokens, state: tuple, *, keep_cache: bool = False):
     """tokens int [B, T], state ([L, B, H],...) -> (logits [B, T, V], new state, cache or None)."""
     x = weights[S.EMBEDDING][tokens.T]  # (T, B, E)
     new_h, new_c, inputs, caches = [], [], [], []
@@ -30,7 +30,7 @@ def forward(xp, spec: ModelSpec, weights: dict, tokens, state: tuple, *, lbr: in
         layer_state = tuple(s[layer] for s in state)  # ([B, H],...)
         inputs.append(x)
         x, out_state, cache = cells.sequence_forward(
-            xp, spec.cell, x, weights[Wn], weights[Rn], weights[Bn], layer_state, linear_before_reset=lbr, keep_cache=keep_cache
+            xp, spec.cell, x, weights[Wn], weights[Rn], weights[Bn], layer_state, linear_before_reset=spec.linear_before_reset, keep_cache=keep_cache
         )  # (T, B, H)
         caches.append(cache)
         new_h.append(out_state[0])

@@ -12,11 +12,10 @@ weights; "reverse" (and d = 1 of bidirectional) is the same run over time-flippe
 from __future__ import annotations
 
 from edge_rnn.errors import ModelFileError
+from edge_rnn.spec import CELL_OF_OPERATOR, DEFAULT_ACTIVATIONS
 from edge_rnn.runtime import cells
 from edge_rnn.runtime.backend import to_numpy
 
-CELL_OF_OP = {"RNN": "rnn", "GRU": "gru", "LSTM": "lstm"}
-DEFAULT_ACTIVATIONS = {"rnn": ("Tanh",), "gru": ("Sigmoid", "Tanh"), "lstm": ("Sigmoid", "Tanh", "Tanh")}
 _COMMON_ATTRS = {"activation_alpha", "activation_beta", "activations", "clip", "direction", "hidden_size", "layout"}
 ATTRIBUTES = {"rnn": _COMMON_ATTRS, "gru": _COMMON_ATTRS | {"linear_before_reset"}, "lstm": _COMMON_ATTRS | {"input_forget"}}
 
@@ -85,9 +84,9 @@ def activations(cell: str, attrs: dict, D: int) -> list[tuple]:
 
 def apply(xp, op_type: str, inputs, attrs: dict):
     """Run one RNN/GRU/LSTM operator; see the module docstring for shapes."""
-    if op_type not in CELL_OF_OP:
+    if op_type not in CELL_OF_OPERATOR:
         raise ModelFileError(f"{op_type} is not a recurrent operator; expected RNN, GRU or LSTM")
-    cell = CELL_OF_OP[op_type]
+    cell = CELL_OF_OPERATOR[op_type]
     unknown = set(attrs) - ATTRIBUTES[cell]
     if unknown:
         raise ModelFileError(f"{op_type} has unknown attributes {sorted(unknown)}")

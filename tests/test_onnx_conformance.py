@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
+from edge_rnn import spec as S
 from edge_rnn.errors import ModelFileError
 from edge_rnn.runtime import cells, onnx_ops
 
@@ -37,7 +38,7 @@ def _suite_cases():
         cases = list(node_cases._NodeTestCases)
     except (ImportError, AttributeError):
         cases = node_cases.collect_testcases()
-    return [c for c in cases if _NAME.search(c.name) and c.model.graph.node[0].op_type in onnx_ops.CELL_OF_OP]
+    return [c for c in cases if _NAME.search(c.name) and c.model.graph.node[0].op_type in S.CELL_OF_OPERATOR]
 
 
 CASES = _suite_cases()
@@ -89,7 +90,7 @@ def ort_run(op, inputs: dict, attrs: dict):
 
 def random_inputs(op, *, T=5, B=3, I=4, H=6, D=1, layout=0, seed=0, bias=True, state=True, peepholes=False):
     rng = np.random.default_rng(seed)
-    G = cells.GATES[onnx_ops.CELL_OF_OP[op]]
+    G = cells.GATES[S.CELL_OF_OPERATOR[op]]
     f = lambda *s, scale=1.0: (rng.normal(size=s) * scale).astype(np.float32)  # noqa: E731
     state_shape = (B, D, H) if layout else (D, B, H)
     inputs = {

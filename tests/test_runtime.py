@@ -119,10 +119,10 @@ def test_gru_without_linear_before_reset_matches_onnxruntime(tmp_path):
     from tests.conftest import TEXT
 
     vocab = Vocabulary.from_text(TEXT)
-    spec = ModelSpec("gru", len(vocab), 8, 16, 2)
-    path = write_model(build_model(spec, random_weights(spec), vocab, linear_before_reset=0), tmp_path / "g0.onnx")
+    spec = ModelSpec("gru", len(vocab), 8, 16, 2, linear_before_reset=0)
+    path = write_model(build_model(spec, random_weights(spec), vocab), tmp_path / "g0.onnx")
     ours, ort_model = edge_rnn.load(path), edge_rnn.load(path, backend="onnxruntime")
-    assert ours.lbr == 0
+    assert ours.spec.linear_before_reset == 0
     a, b = ours.stream(), ort_model.stream()
     for ch in "the fox":
         assert np.abs(a.feed(ch) - b.feed(ch)).max() <= 1e-4
@@ -130,6 +130,32 @@ def test_gru_without_linear_before_reset_matches_onnxruntime(tmp_path):
     batch = ours.feed_many(streams, ["t", "h", "e"])
     for ch, p in zip("the", batch):
         assert np.abs(ort_model.stream().feed(ch) - p).max() <= 1e-4
+
+
+def test_gru_variant_comes_from_the_file(tmp_path):
+    """ModelSpec carries linear_before_reset: a file whose metadata predates the field takes it
+    from the graph's GRU node, and metadata that contradicts the graph is refused."""
+    import json
+
+    from edge_rnn import spec as S
+    from edge_rnn.errors import ModelFileError
+    from edge_rnn.graph import build_model, random_weights
+    from edge_rnn.modelfile import set_metadata, write_model
+    from edge_rnn.spec import ModelSpec
+    from edge_rnn.vocab import Vocabulary
+    from tests.conftest import TEXT
+
+    vocab = Vocabulary.from_text(TEXT)
+    spec = ModelSpec("gru", len(vocab), 8, 16, 1, linear_before_reset=0)
+    proto = build_model(spec, random_weights(spec), vocab)
+    fields = json.loads(spec.to_json())
+    assert fields["linear_before_reset"] == 0
+    del fields["linear_before_reset"]
+    set_metadata(proto, {S.KEY_SPEC: json.dumps(fields)})  # as files were written before the field
+    assert edge_rnn.load(write_model(proto, tmp_path / "old.onnx")).spec == spec
+    set_metadata(proto, {S.KEY_SPEC: json.dumps(dict(fields, linear_before_reset=1))})
+    with pytest.raises(ModelFileError, match="tampered"):
+        edge_rnn.load(write_model(proto, tmp_path / "lying.onnx"))
 
 
 @pytest.mark.parametrize("transposed", [False, True])

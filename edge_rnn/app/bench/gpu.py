@@ -34,7 +34,7 @@ def _runtime_tbptt(path, backend, streams, window, repeats, sync):
     for r in range(repeats + 1):
         sync()
         t0 = time.perf_counter()
-        _, grads, _ = loss_and_grads(xp, model.spec, model.weights, x, y, model.initial_state(streams), lbr=model.lbr)
+        _, grads, _ = loss_and_grads(xp, model.spec, model.weights, x, y, model.initial_state(streams))
         rule.step(model.weights, grads, 1e-4)
         sync()
         if r:  # the first is warm-up

@@ -38,7 +38,7 @@ def char_rnn_from_file(path: str):
 
     runtime = edge_rnn.load(path)
     spec, H, w = runtime.spec, runtime.spec.hidden_size, runtime.host_weights()
-    if spec.cell == "gru" and runtime.lbr != 1:
+    if spec.cell == "gru" and spec.linear_before_reset != 1:
         raise EdgeRNNError(f"{path}: a GRU with linear_before_reset=0 has no PyTorch nn.GRU equivalent")
     to_torch = [GATE_ORDER[spec.cell].index(j) for j in range(spec.gates)]  # torch block j <- onnx block
 
