@@ -85,7 +85,15 @@ def _lowest_needed_layer(spec: ModelSpec, names: set) -> int | None:
     return None
 
 
-def log_softmax(xp, logits):
-    """Max-shifted log-softmax over the last axis."""
+def log_softmax(xp, logits, *, probs: bool = False):
+    """Max-shifted log-softmax over the last axis; the runtime's only one. probs=True returns
+    (log-probabilities, probabilities) from the same exp: a keystroke's softmax is a handful
+    of calls on [V] floats, so the second exp is worth saving."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+    e = xp.exp(shifted)
+    total = e.sum(axis=-1, keepdims=True)
+    shifted -= xp.log(total)
+    if not probs:
+        return shifted
+    e /= total
+    return shifted, e

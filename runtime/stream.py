@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +60,7 @@ class Stream:
             return self._feed_learning(ids)
         for start in range(0, len(ids), FEED_CHUNK):  # a long paste in bounded memory, state carried
             logits, self.state = self.model.forward(ids[None, start : start + FEED_CHUNK], self.state)  # (1, n, V)
-        self.log_probs, probs = _log_probs_and_probs(to_numpy(logits[0, -1]))
+        self.log_probs, probs = log_softmax(np, to_numpy(logits[0, -1]), probs=True)
         self.position += len(ids)
         return probs
 
@@ -88,7 +87,7 @@ class Stream:
             else:
                 predictor.step(before, y)
         self.rnn_log_probs = rnn[-1]
-        self.log_probs, probs = _log_probs_and_probs(predictor.predict(rnn[-1]))
+        self.log_probs, probs = log_softmax(np, predictor.predict(rnn[-1]), probs=True)
         return probs
 
     def snapshot(self) -> Snapshot:
@@ -150,16 +149,6 @@ class Stream:
         if not path.exists():
             raise StateError(f"state file {path} does not exist")
         self.load_bytes(path.read_bytes())
-
-
-def _log_probs_and_probs(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both at once, one exp: a keystroke's softmax is a handful of calls on [V] floats."""
-    shifted = logits - logits.max()
-    e = np.exp(shifted)
-    total = float(e.sum())
-    shifted -= math.log(total)
-    e *= 1 / total
-    return shifted, e
 
 
 def feed_many(model, streams: list, items: list) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 
 from edge_rnn.errors import SettingsError
 from edge_rnn.runtime.backend import to_numpy
+from edge_rnn.runtime.network import log_softmax
 from edge_rnn.vocab import is_word_char
 
 
@@ -65,11 +66,6 @@ class WordClasses:
                 "use a model trained on ordinary text"
             )
         return cls(word, boundary)
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:
@@ -135,8 +131,8 @@ def complete_word(model, state: tuple, log_probs: np.ndarray, *, word_started: b
         state = tuple(s[:, index] for s in state)  # ([L, B, H],...)
         logits, state = model.forward(tokens[:, None].astype(np.int64), state)  # (B, 1, V)
         if predictor is not None:
-            lp = predictor.predict_batch([tail + i for i in ids], _log_softmax(to_numpy(logits)[:, 0])).astype(np.float64)
+            lp = predictor.predict_batch([tail + i for i in ids], log_softmax(np, to_numpy(logits)[:, 0])).astype(np.float64)
         else:
-            lp = _log_softmax(to_numpy(logits)[:, 0].astype(np.float64))  # (B, V)
+            lp = log_softmax(np, to_numpy(logits)[:, 0].astype(np.float64))  # (B, V)
     best = sorted(finished.items(), key=lambda item: -item[1])[: config.n]
     return [(text, float(np.exp(score))) for text, score in best]

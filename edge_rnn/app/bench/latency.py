@@ -15,11 +15,11 @@ from edge_rnn import spec as S
 from edge_rnn.app.bench.floor import StepFloor
 from edge_rnn.app.bench.measure import interleaved, summarize, text_ids
 from edge_rnn.errors import EdgeRNNError
+from edge_rnn.runtime.network import log_softmax
 
 
 def _log_softmax(x) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x - x.max() - np.log(np.exp(x - x.max()).sum())
+    return log_softmax(np, np.asarray(x, np.float64))
 
 
 class NumpyPeer:
@@ -152,7 +152,6 @@ def _check(peer, reference, ids: np.ndarray, what: str) -> None:
 
 def _reference(path: str, ids: np.ndarray) -> np.ndarray:
     import edge_rnn
-    from edge_rnn.runtime.network import log_softmax
 
     model = edge_rnn.load(path)
     logits, _ = model.forward(ids[None], model.initial_state(1))  # (1, T, V)
