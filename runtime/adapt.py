@@ -21,7 +21,7 @@ from edge_rnn.errors import SettingsError
 from edge_rnn.runtime import network
 from edge_rnn.runtime.backend import to_numpy
 from edge_rnn.runtime.online import online_predictor, save_with_state
-from edge_rnn.runtime.rules import RULES, Rule
+from edge_rnn.runtime.rules import BETA1, BETA2, EPS, RULES, Rule
 from edge_rnn.vocab import UNK_ID
 
 LN2 = math.log(2)
@@ -50,9 +50,9 @@ class AdaptConfig:
     lr: float = 3e-4
     clip: float = 1.0
     decay: float = 1e-4
-    beta1: float = 0.9
-    beta2: float = 0.99
-    eps: float = 1e-8
+    beta1: float = BETA1
+    beta2: float = BETA2
+    eps: float = EPS
     trainable: str = "all"
     guard: float = 2.5
     patience: int = 3  # consecutive exploded windows before a roll-back

@@ -39,7 +39,7 @@ def test_rules_equal_textbook_arithmetic(rule, lr, decay):
     grads = [rng.normal(size=base.shape) * 10 ** rng.uniform(-3, 1) for _ in range(6)]
     scales = [1.0, 0.5, 1.0, 0.125, 1.0, 0.3]  # clip factors
     weights = {"w": base.astype(np.float32).copy()}
-    r = Rule(np, rule, weights, {"w": base.astype(np.float32)}, beta1=B1, beta2=B2, eps=EPS, decay=decay)
+    r = Rule(np, rule, weights, {"w": base.astype(np.float32)}, decay=decay)  # the defaults: AdaptConfig's, B1, B2, EPS above
     for g, s in zip(grads, scales):
         r.step(weights, {"w": g.astype(np.float32)}, lr, s)
     want = reference(rule, base, base, grads, lr, scales, decay)

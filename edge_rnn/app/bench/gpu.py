@@ -29,7 +29,7 @@ def _runtime_tbptt(path, backend, streams, window, repeats, sync):
     xp = model.xp
     ids = text_ids(model.vocab, streams * (window + 1)).reshape(streams, window + 1)
     x, y = xp.asarray(ids[:, :-1]), xp.asarray(ids[:, 1:])  # (B, k)
-    rule = Rule(xp, "adam", model.weights, None, beta1=0.9, beta2=0.99)
+    rule = Rule(xp, "adam", model.weights, None)
     times = []
     for r in range(repeats + 1):
         sync()
