@@ -28,9 +28,16 @@ _TOTAL_BUCKET = np.minimum(np.ceil(np.log2(np.maximum(np.arange(1 << 16), 1))).a
 FINAL_SELECTORS = 6 * 4  # the final mixer's weights by the last character's class and the partial word
 WORD_MATCH = -4  # the word match's input (then the two matches, then the RNN)
 MATCH_SCORE = 2.0  # a match's score for the symbol it predicts (log(1 + alpha) - log(alpha) ~ 2.4 for a count of 1)
+_ROW_BUCKET = np.stack([_TOTAL_BUCKET, _TOTAL_BUCKET + COUNT_BUCKETS])  # (2, 2^16) by (one symbol seen, total)
 _DOUBT = np.log([0.005, 0.05, 0.3]).astype(np.float32)  # the RNN's probability of a match's symbol, bucketed
+_DOUBT_ABOVE = [float(d) for d in _DOUBT[1:]]  # as Python floats: searchsorted of one value is a comparison or two
 _CONFIDENCE = np.array([0.3, 0.5, 0.7, 0.85, 0.93, 0.97, 0.99])  # the RNN's top probability, bucketed
 _LOG_CONFIDENCE = np.log(_CONFIDENCE).astype(np.float32)
+
+
+def _doubt(logp: float) -> int:
+    """np.searchsorted(_DOUBT[1:], logp) for one value."""
+    return sum(d < logp for d in _DOUBT_ABOVE)
 
 
 def _char_classes(vocab) -> list[int]:
@@ -120,7 +127,7 @@ class OnlinePredictor:
         S[:, 2 * kc :] = 0.0
         S[:, -1] = rnn_logp
         b = np.empty((B, self.inputs), np.int64)
-        b[:, kc : 2 * kc] = _TOTAL_BUCKET[totals] + COUNT_BUCKETS * (counts.max(axis=-1) == totals)
+        b[:, kc : 2 * kc] = _ROW_BUCKET[(counts.max(axis=-1) == totals).view(np.int8), totals]  # (B, Kc)
         sel = np.zeros((B, 5), np.int64)
         for i, tail in enumerate(tails):
             sym_p, b[i, -2] = self.prior_history.find(tail)
@@ -140,7 +147,7 @@ class OnlinePredictor:
         counts = self.user.counts[ru]  # (B, Kc, V) uint8
         totals = self.user.total[ru]  # (B, Kc)
         np.take(self.log_alpha, counts, out=S[:, :kc])
-        b[:, :kc] = _TOTAL_BUCKET[totals] + COUNT_BUCKETS * (counts.max(axis=-1) == totals)
+        b[:, :kc] = _ROW_BUCKET[(counts.max(axis=-1) == totals).view(np.int8), totals]  # (B, Kc)
         sel[:, 4] = (totals > 0) @ self._hit_bits
         for i, tail in enumerate(tails):
             sym_u, lb_u = self.history.find(tail)
@@ -148,7 +155,7 @@ class OnlinePredictor:
             if sym_w >= 0:  # a word begun like this one, as it went on last time: new to the training text, or by
                 S[i, WORD_MATCH, sym_w] = MATCH_SCORE  # how much the RNN doubts that letter
                 known = self._known_word(at, typed)
-                b[i, WORD_MATCH] = 1 + 4 * (min(typed, 4) - 2) + (int(np.searchsorted(_DOUBT[1:], rnn_logp[i, sym_w])) + 1 if known else 0)
+                b[i, WORD_MATCH] = 1 + 4 * (min(typed, 4) - 2) + (_doubt(float(rnn_logp[i, sym_w])) + 1 if known else 0)
             else:
                 b[i, WORD_MATCH] = 0
             if sym_u >= 0:
