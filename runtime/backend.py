@@ -8,13 +8,15 @@ import numpy as np
 
 from edge_rnn.errors import SettingsError
 
-BACKENDS = ("numpy", "cupy", "onnxruntime")
+BACKENDS = ("numpy", "cupy", "onnxruntime")  # what edge_rnn.load takes
+ARRAY_BACKENDS = ("numpy", "cupy")  # those whose arrays the runtime computes on itself (runtime.model.Model)
 
 
 def array_module(backend: str) -> ModuleType:
-    """The `xp` of a backend; onnxruntime keeps its own arrays, so it gets numpy for glue."""
-    if backend not in BACKENDS:
-        raise SettingsError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    """The `xp` of an array backend (onnxruntime has its own class, runtime.ort_model.OrtModel)."""
+    if backend not in ARRAY_BACKENDS:
+        hint = "; onnxruntime models load through edge_rnn.load(path, backend='onnxruntime')" if backend == "onnxruntime" else ""
+        raise SettingsError(f"unknown array backend {backend!r}; use one of {', '.join(ARRAY_BACKENDS)}{hint}")
     if backend == "cupy":
         try:
             import cupy
