@@ -50,9 +50,12 @@ class Mixer2:
         """S (B, K, V) scores, b (B, K) buckets, sel (B, M) selector values, fsel (B,) the final
         mixer's -> (log p (B, V), per-mixer log p (B, M, V), weights used (B, M, K))."""
         w = self.weights[(sel + self.offsets)[:, :, None], self.k[None, None], b[:, None, :]]  # (B, M, K)
-        L = log_softmax(np, np.matmul(w, S))  # (B, M, V)
+        X = np.matmul(w, S)  # (B, M, V) each mixer's logits
         v = self.final[fsel]  # (B, M)
-        return log_softmax(np, np.matmul(v[:, None, :], L)[:, 0]), L
+        # the final mixer mixes log p_m = X_m - logsumexp(X_m); the logsumexps shift all V logits
+        # alike, so they cancel in its softmax: v @ X is normalised with the M rows in one call
+        Z = log_softmax(np, np.concatenate([X, np.matmul(v[:, None, :], X)], axis=1))  # (B, M + 1, V)
+        return Z[:, -1], Z[:, :-1]
 
     def learn(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: int, L: np.ndarray, logp: np.ndarray, y: int) -> None:
         """One prediction's update: S (K, V), b (K,), sel (M,), L (M, V), logp (V,)."""
