@@ -68,6 +68,19 @@ def test_table_halves_a_row_at_its_limit_and_never_grows():
     assert t.nbytes == before
 
 
+def test_table_lookup_of_one_characters_contexts_agrees_with_the_array_lookup():
+    t = CountTable(64, 5)
+    rng = np.random.default_rng(1)
+    hashes = rng.integers(0, 2**63, 300, dtype=np.uint64)
+    for h in np.split(hashes[:200], 20):  # fill past capacity: collisions, replacements, empty rows
+        t.learn(*CountTable.keys(h), int(rng.integers(5)))
+    low, check = CountTable.keys(hashes)  # 300 contexts: the array path
+    rows = t.lookup(low, check)
+    assert (rows < t.rows).any() and (rows == t.rows).any()
+    scalar = np.concatenate([t.lookup(low[i : i + 10], check[i : i + 10]) for i in range(0, 300, 10)])  # the scalar path
+    np.testing.assert_array_equal(scalar, rows)
+
+
 # --- contexts ------------------------------------------------------------------------------
 def test_context_hashes_depend_on_the_tail_they_need_only():
     v = vocab()
@@ -175,6 +188,21 @@ def test_repeated_text_gets_cheap_and_beams_see_the_same_distribution():
     batch = p.predict_batch([p.tail, p.tail[:-3]], np.stack([uniform(len(v))] * 2))
     np.testing.assert_allclose(batch[0], single, rtol=1e-5, atol=1e-5)
     assert not np.allclose(batch[1], single)
+
+
+def test_steps_over_a_chunk_scores_and_learns_as_step_by_step():
+    v = vocab()
+    ids = v.encode(STORY)
+    rng = np.random.default_rng(0)
+    logp = log_softmax(np, rng.standard_normal((len(ids) - 1, len(v))).astype(np.float32))
+    one, chunked = OnlinePredictor(v, MixtureConfig(**SMALL)), OnlinePredictor(v, MixtureConfig(**SMALL))
+    for p in (one, chunked):
+        p.context_only(ids[:1])
+    nats = [one.step(row, int(y)) for row, y in zip(logp, ids[1:])]
+    steps = np.concatenate([chunked.steps(logp[i : i + 32], ids[1 + i : 33 + i]) for i in range(0, len(ids) - 1, 32)])
+    np.testing.assert_array_equal(steps, nats)
+    for name, array in one.arrays().items():
+        np.testing.assert_array_equal(chunked.arrays()[name], array, err_msg=name)
 
 
 def test_memory_is_fixed_and_within_budget_under_a_hostile_stream():
