@@ -161,6 +161,8 @@ class AutocompleteServer:
         self.files = {p.name for p in WEB.iterdir() if p.suffix in TYPES}
         self.store = store if store is not None else open_store(None)
         self.sessions: dict[str, Session] = {}
+        self.storing: dict[str, asyncio.Event] = {}  # tokens being written to the store (a reload waits for them)
+        self.attached: set[str] = set()  # tokens with an open socket: a second tab with the same token starts its own
         self.connections = 0
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="edge-rnn-session")
@@ -231,12 +233,13 @@ class AutocompleteServer:
         try:
             asked = parse_qs(urlsplit(ws.request.path).query).get("token", [""])[0]
             try:
-                session = await self._open(asked)
+                session = await self._open("" if asked in self.attached else asked)
             except EdgeRNNError as exc:  # the model could not be loaded for this session
                 await ws.send(json.dumps({"type": "error", "error": str(exc)}))
                 await ws.close(1011, "session failed")
                 return
             token = session.token
+            self.attached.add(token)
             await ws.send(json.dumps({"type": "hello", "model": self.model_name, "max_text": MAX_TEXT,
                                       "max_message": MAX_MESSAGE, "token": token}))
             await self._serve(ws, token)
@@ -245,6 +248,7 @@ class AutocompleteServer:
         finally:
             self.connections -= 1
             if token is not None:
+                self.attached.discard(token)
                 await self._put_away(token, close=True)
 
     async def _serve(self, ws: ServerConnection, token: str) -> None:
@@ -288,19 +292,28 @@ class AutocompleteServer:
     # --- sessions in memory and in the store --------------------------------------------------
     async def _open(self, token: str) -> Session:
         """The session for `token`: in memory, back from the store, or new (a fresh token)."""
+        if token in self.storing:
+            await self.storing[token].wait()
         if token in self.sessions:
             return self.sessions[token]
-        data = self.store.get(token) if TOKEN.fullmatch(token or "") else None
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(self.pool, self._fetch, token) if TOKEN.fullmatch(token or "") else None
         if data is None:
             token = secrets.token_urlsafe(18)
         while len(self.sessions) >= self.max_sessions and await self._evict_one():
             pass
-        loop = asyncio.get_running_loop()
         ac = await loop.run_in_executor(self.pool, self._restore if data is not None else self._fresh, data)
         session = Session(token, ac)
         with self.lock:
             self.sessions[token] = session
         return session
+
+    def _fetch(self, token: str) -> bytes | None:
+        try:
+            return self.store.get(token)
+        except Exception as exc:  # a gone Redis: the user starts afresh, the server goes on
+            log.warning("could not read session %s… from the store (%s: %s)", token[:6], type(exc).__name__, exc)
+            return None
 
     def _fresh(self, _=None) -> Autocompleter:
         return self._autocompleter(edge_rnn.load(self.model_path, backend=self.backend))  # a copy: learning stays in this tab
@@ -323,10 +336,14 @@ class AutocompleteServer:
             return
         with self.lock:
             del self.sessions[token]
+        self.storing[token] = done = asyncio.Event()
         try:
-            self.store.put(token, await asyncio.get_running_loop().run_in_executor(self.pool, user_state, session.ac))
+            await asyncio.get_running_loop().run_in_executor(self.pool, lambda: self.store.put(token, user_state(session.ac)))
         except Exception as exc:  # a full disk or a gone Redis loses this user's learning, not the server
             log.warning("could not store session %s… (%s: %s)", token[:6], type(exc).__name__, exc)
+        finally:
+            del self.storing[token]
+            done.set()
         del session
         if close and not self.sessions:
             _return_memory()

@@ -17,7 +17,9 @@ let points = [];
 let lastMs = null;
 
 function connect() {
-  ws = new WebSocket(`ws://${location.host}/ws`);
+  // The session token of an earlier visit brings back what this browser's model learned.
+  const token = localStorage.getItem("edge-rnn-token");
+  ws = new WebSocket(`ws://${location.host}/ws` + (token ? `?token=${encodeURIComponent(token)}` : ""));
   ws.onopen = () => flush();
   ws.onmessage = (event) => onMessage(JSON.parse(event.data));
   ws.onclose = () => {
@@ -52,6 +54,7 @@ function flush() {
 function onMessage(m) {
   if (m.type === "hello") {
     maxText = m.max_text;
+    if (m.token) localStorage.setItem("edge-rnn-token", m.token);
     $("model").textContent = `model ${m.model} - this tab has its own copy of it`;
     lastSent = null;
     flush();
