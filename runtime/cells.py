@@ -1,5 +1,8 @@
-"""Recurrent cells with the exact semantics of ONNX RNN, GRU and LSTM: one step, its backward,
-and the two sequence loops the streaming runtime and the TBPTT adapter call.
+"""Recurrent cells with the exact semantics of ONNX RNN, GRU and LSTM: one step per cell, its
+backward, and the sequence loop. The step is the only copy of each cell's arithmetic: the
+keystroke and beam kernel (runtime/fastpath), sequences and prefill, TBPTT and the ONNX
+operators (runtime/onnx_ops) all run it; what differs between them is a parameter (the input
+projection, the recurrent Product and its gemv orientation, work and output buffers).
 
 Written once against an array module `xp` (numpy or cupy). One direction, ONNX layout with the
 direction axis dropped; B batch, H hidden, I input, G gates (rnn 1, gru 3 in order z r h,
@@ -54,24 +57,61 @@ class Options:
 DEFAULT = Options()
 
 
+def _clip(xp, a, clip, mask):
+    """a <- clip(a) in place; mask (if given) records where the clip let gradients through."""
+    if mask is not None:
+        xp.less(xp.abs(a), clip, out=mask)
+    xp.clip(a, -clip, clip, out=a)
+
+
 def _act(xp, a, fn, clip, mask):
-    """a <- fn(clip(a)) in place; mask (if given) records where the clip let gradients through."""
+    """a <- fn(clip(a)) in place."""
     if clip is not None:
-        if mask is not None:
-            xp.less(xp.abs(a), clip, out=mask)
-        xp.clip(a, -clip, clip, out=a)
+        _clip(xp, a, clip, mask)
     return fn(xp, a, a)
 
 
-def _recur(xp, h, R, out=None):
-    """h @ R.T [B, G*H]; at batch 1 computed as R @ h, BLAS gemv on R's own row-major
-    layout, about twice as fast as the transposed product for a streaming step."""
-    if h.shape[0] != 1:
-        return xp.matmul(h, R.T, out=out)
-    if out is None:
-        out = xp.empty((1, R.shape[0]), dtype=h.dtype)
-    xp.matmul(R, h[0], out=out[0])
-    return out
+# Up to this batch, B gemvs beat one gemm: OpenBLAS's small-M sgemm costs 3.5-5.5 gemvs at B = 2
+# and about 4 at B = 4 (R of 256x256 to 1792x448, one thread), so small batches go row by row.
+GEMV_BATCH = 3
+
+
+class Product:
+    """x @ M.T for one weight matrix M [N, K]: x [K] -> [N] or x [B, K] -> [B, N], into `out`
+    when given.
+
+    A vector (a keystroke) and up to GEMV_BATCH rows (numpy) are one gemv each, more rows one
+    gemm. MT, a contiguous copy of M.T, switches BLAS to the other gemv orientation
+    (runtime/fastpath measures which one this BLAS runs faster for the shape); None runs M @ x
+    on M's own row-major layout. A block of M's rows (GRU's z, r | h without
+    linear_before_reset) is a Product of its own, made once."""
+
+    def __init__(self, xp, M, MT=None):
+        self.xp, self.M, self.MT = xp, M, MT
+        self.small = GEMV_BATCH if xp.__name__ == "numpy" else 0
+        self._rows: dict = {}
+
+    def __call__(self, x, out=None):
+        if x.ndim == 1:  # a keystroke: the common case, first
+            return self.xp.matmul(self.M, x, out=out) if self.MT is None else self.xp.matmul(x, self.MT, out=out)
+        if out is None:
+            out = self.xp.empty((x.shape[0], self.M.shape[0]), dtype=x.dtype)
+        if x.shape[0] <= self.small:
+            for row, dest in zip(x, out):
+                self(row, dest)
+        elif out.flags.c_contiguous:
+            self.xp.matmul(x, self.M.T if self.MT is None else self.MT, out=out)
+        else:  # a block of a work space: BLAS writes contiguous memory, so product then copy
+            out[...] = self.xp.matmul(x, self.M.T if self.MT is None else self.MT)
+        return out
+
+    def rows(self, start: int, stop: int) -> "Product":
+        """The Product of M[start:stop] (its own contiguous MT where this one has one)."""
+        block = self._rows.get((start, stop))
+        if block is None:
+            MT = None if self.MT is None else self.xp.ascontiguousarray(self.MT[:, start:stop])
+            block = self._rows.setdefault((start, stop), Product(self.xp, self.M[start:stop], MT))
+        return block
 
 
 def _cols(a, k, H, n=1):
@@ -79,16 +119,21 @@ def _cols(a, k, H, n=1):
     return a[..., k * H : (k + n) * H]
 
 
-# --- one step forward ------------------------------------------------------------------------
-# step(xp, xw, state, R, Rb, o, save, mask, out) -> new state. Rb=None: already folded into xw.
-# save [B, S*H]: work space that ends holding what backward needs (None: allocated here).
-# mask [B, G*H] bool: filled when clipping for backward. out: arrays for the new state, or None.
+# --- one step forward: the only place each cell's arithmetic is written ---------------------------
+# step(xp, xw, state, R, Rb, o, save, mask, out) -> new state, used by every path: a keystroke and a
+# batch of beams (runtime/fastpath), a sequence and TBPTT (run, below). Arrays are [B, ...], or
+# vectors without the batch axis (a keystroke: fewer indexing calls). xw [B, G*H]: the input
+# projection, computed by the caller (a table row, one matmul for a sequence). R: a Product of
+# the recurrent weights. Rb [G*H] or None when already folded into xw (never for GRU with
+# linear_before_reset=1). save [B, S*H]: work space that ends holding what backward needs (None:
+# allocated here). mask [B, G*H] bool: filled when clipping, for backward. out: the arrays for
+# the new state (None: allocated here); the old state is only read.
 
 
 def rnn_step(xp, xw, state, R, Rb=None, o=DEFAULT, save=None, mask=None, out=None):
     """h' = f(xw + h @ R.T + Rb). Backward needs only h' itself, so nothing is saved."""
     (h,) = state
-    a = _recur(xp, h, R, out=None if out is None else out[0])
+    a = R(h, out=None if out is None else out[0])
     a += xw
     if Rb is not None:
         a += Rb
@@ -105,27 +150,30 @@ def gru_step(xp, xw, state, R, Rb=None, o=DEFAULT, save=None, mask=None, out=Non
     f, g = o.activations or (sigmoid, tanh)
     lbr = o.linear_before_reset
     if save is None:
-        save = xp.empty((h.shape[0], (4 if lbr else 3) * H), dtype=h.dtype)
-    zr, n = save[:, : 2 * H], save[:, (3 if lbr else 2) * H :]
-    m_zr, m_n = (None, None) if mask is None else (mask[:, : 2 * H], mask[:, 2 * H :])
+        save = xp.empty(h.shape[:-1] + ((4 if lbr else 3) * H,), dtype=h.dtype)
+    h_new = xp.empty_like(h) if out is None else out[0]
+    zr, n = save[..., : 2 * H], save[..., (3 if lbr else 2) * H :]
+    m_zr, m_n = (None, None) if mask is None else (mask[..., : 2 * H], mask[..., 2 * H :])
     if lbr:
-        hr = _recur(xp, h, R, out=save[:, : 3 * H])  # z, r, h blocks of h @ R.T
+        hr = R(h, out=save[..., : 3 * H])  # z, r, h blocks of h @ R.T
         if Rb is not None:
             hr += Rb
-        zr += xw[:, : 2 * H]
+        zr += xw[..., : 2 * H]
         _act(xp, zr, f, o.clip, m_zr)
-        xp.multiply(zr[:, H:], hr[:, 2 * H :], out=n)
+        xp.multiply(zr[..., H:], hr[..., 2 * H :], out=n)
     else:
-        xp.matmul(h, R[: 2 * H].T, out=zr)
-        zr += xw[:, : 2 * H] if Rb is None else xw[:, : 2 * H] + Rb[: 2 * H]
+        R.rows(0, 2 * H)(h, out=zr)
+        zr += xw[..., : 2 * H]
+        if Rb is not None:
+            zr += Rb[: 2 * H]
         _act(xp, zr, f, o.clip, m_zr)
-        xp.matmul(zr[:, H:] * h, R[2 * H :].T, out=n)
+        R.rows(2 * H, 3 * H)(xp.multiply(zr[..., H:], h, out=h_new), out=n)  # h_new holds r * h until the end
         if Rb is not None:
             n += Rb[2 * H :]
-    n += xw[:, 2 * H :]
+    n += xw[..., 2 * H :]
     _act(xp, n, g, o.clip, m_n)
-    h_new = xp.subtract(h, n, out=None if out is None else out[0])
-    h_new *= zr[:, :H]
+    xp.subtract(h, n, out=h_new)
+    h_new *= zr[..., :H]
     h_new += n
     return (h_new,)
 
@@ -136,16 +184,28 @@ def lstm_step(xp, xw, state, R, Rb=None, o=DEFAULT, save=None, mask=None, out=No
     Saves i, o, f, g [B, 4H] (c' is the new state, kept by the sequence loop)."""
     h, c = state
     H = h.shape[-1]
-    fa, ga, ha = o.activations or (sigmoid, tanh, tanh)
-    a = _recur(xp, h, R, out=save)
+    a = R(h, out=save)  # (B, 4H)
     a += xw
     if Rb is not None:
         a += Rb
-    i, og, fg, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+    i, og, fg, g = a[..., :H], a[..., H : 2 * H], a[..., 2 * H : 3 * H], a[..., 3 * H :]
+    h_new = xp.empty_like(h) if out is None else out[0]
+    c_new = xp.empty_like(c) if out is None else out[1]
     late_o = o.P is not None or o.input_forget  # the output gate must wait for c'
-    if not late_o:  # i, o, f in one go
-        _act(xp, a[:, : 3 * H], fa, o.clip, None if mask is None else mask[:, : 3 * H])
+    if not (o.activations or late_o):  # the defaults, all four gates in one tanh: sigmoid(x) = 0.5 + 0.5 tanh(x / 2)
+        if o.clip is not None:
+            _clip(xp, a, o.clip, mask)
+        iof = a[..., : 3 * H]
+        iof *= 0.5
+        xp.tanh(a, out=a)
+        iof *= 0.5
+        iof += 0.5
+    elif not late_o:
+        fa, ga, _ = o.activations
+        _act(xp, a[..., : 3 * H], fa, o.clip, None if mask is None else mask[..., : 3 * H])
+        _act(xp, g, ga, o.clip, None if mask is None else mask[..., 3 * H :])
     else:
+        fa, ga, _ = o.activations or (sigmoid, tanh, tanh)
         if o.P is not None:
             i += o.P[:H] * c
             fg += o.P[2 * H :] * c
@@ -154,14 +214,14 @@ def lstm_step(xp, xw, state, R, Rb=None, o=DEFAULT, save=None, mask=None, out=No
             xp.subtract(1, i, out=fg)
         else:
             _act(xp, fg, fa, o.clip, None)
-    _act(xp, g, ga, o.clip, None if mask is None else mask[:, 3 * H :])
-    c_new = xp.multiply(fg, c, out=None if out is None else out[1])
-    c_new += i * g
+        _act(xp, g, ga, o.clip, None)
+    xp.multiply(fg, c, out=c_new)
+    c_new += xp.multiply(i, g, out=h_new)  # h_new is the temporary until the end
     if late_o:
         if o.P is not None:
             og += o.P[H : 2 * H] * c_new
-        _act(xp, og, fa, o.clip, None)
-    h_new = ha(xp, c_new, None if out is None else out[0])
+        _act(xp, og, (o.activations or (sigmoid,))[0], o.clip, None)
+    (o.activations[2] if o.activations else tanh)(xp, c_new, h_new)
     h_new *= og
     return (h_new, c_new)
 
@@ -169,19 +229,16 @@ def lstm_step(xp, xw, state, R, Rb=None, o=DEFAULT, save=None, mask=None, out=No
 STEPS = {"rnn": rnn_step, "gru": gru_step, "lstm": lstm_step}
 
 
-def _save_width(cell: str, o: Options) -> int:
+def save_width(cell: str, o: Options) -> int:
     """Blocks of H a step saves per batch row."""
     return {"rnn": 0, "gru": 4 if o.linear_before_reset else 3, "lstm": 4}[cell]
 
 
-def step(xp, cell: str, x_proj, R, Rb, state, *, linear_before_reset: int = 1, clip: float | None = None):
-    """One streaming step: x_proj [B, G*H] = x @ W.T + Wb, R [G*H, H], Rb [G*H], state as above.
-    Returns the new state tuple (fresh arrays; the old state is left alone).
-    Rb may be None when it is already added into x_proj (not for GRU with linear_before_reset=1).
-    Passing R as a transposed view of a contiguous [H, G*H] array (`xp.ascontiguousarray(R.T).T`)
-    makes the h @ R.T product read contiguous memory."""
-    o = DEFAULT if linear_before_reset == 1 and clip is None else Options(linear_before_reset, clip)
-    return STEPS[cell](xp, x_proj, state, R, Rb, o)
+def step(xp, cell: str, x_proj, R, Rb, state, o: Options = DEFAULT):
+    """One step of `cell` with fresh output arrays: x_proj [B, G*H] = x @ W.T + Wb, R [G*H, H]
+    (an array or a Product), Rb [G*H] (or None when already added into x_proj, not for GRU with
+    linear_before_reset=1), state as above. Returns the new state tuple."""
+    return STEPS[cell](xp, x_proj, state, R if isinstance(R, Product) else Product(xp, R), Rb, o)
 
 
 def project(xp, X, W, Wb):
@@ -236,15 +293,15 @@ def run(xp, cell: str, X, W, R, B, state, o: Options = DEFAULT, *, keep_cache: b
         Rb = None
     Y = xp.empty((T, Bn, H), dtype=X.dtype)
     C = xp.empty((T, Bn, H), dtype=X.dtype) if cell == "lstm" else None
-    S = _save_width(cell, o) * H
+    S = save_width(cell, o) * H
     gates = xp.empty((T if keep_cache else 1, Bn, S), dtype=X.dtype) if S else None
     masks = xp.empty((T, Bn, GH), dtype=bool) if keep_cache and o.clip is not None else None
-    fwd = STEPS[cell]
+    fwd, product = STEPS[cell], Product(xp, R)
     state0 = state
     for t in range(T):
         out = (Y[t],) if C is None else (Y[t], C[t])
         save = None if gates is None else gates[t if keep_cache else 0]
-        state = fwd(xp, XW[t], state, R, Rb, o, save, None if masks is None else masks[t], out)
+        state = fwd(xp, XW[t], state, product, Rb, o, save, None if masks is None else masks[t], out)
     new_state = tuple(s.copy() for s in state)  # not views into Y and C
     cache = Cache(cell, o, X, W, R, state0, Y, C, gates, masks) if keep_cache else None
     return Y, new_state, cache

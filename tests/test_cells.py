@@ -1,11 +1,15 @@
-"""cells: steps against sequences, finite-difference gradients in float64, PyTorch parity."""
+"""cells: steps against sequences, every path against onnx.reference and onnxruntime,
+finite-difference gradients in float64, PyTorch parity."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edge_rnn.runtime import cells, onnx_ops
+from onnx import TensorProto, helper
+
+from edge_rnn import spec as S
+from edge_rnn.runtime import cells
 
 CONFIGS = [("rnn", 1), ("gru", 0), ("gru", 1), ("lstm", 1)]
 IDS = ["rnn", "gru-lbr0", "gru-lbr1", "lstm"]
@@ -36,7 +40,7 @@ def test_sequence_equals_steps(cell, lbr, clip):
     Y, final, _ = cells.sequence_forward(np, cell, X, W, R, B, state, linear_before_reset=lbr, clip=clip)
     s_step, s_seq = state, state
     for t in range(X.shape[0]):
-        s_step = cells.step(np, cell, X[t] @ W.T + B[:GH], R, B[GH:], s_step, linear_before_reset=lbr, clip=clip)
+        s_step = cells.step(np, cell, X[t] @ W.T + B[:GH], R, B[GH:], s_step, cells.Options(lbr, clip))
         y1, s_seq, _ = cells.sequence_forward(np, cell, X[t : t + 1], W, R, B, s_seq, linear_before_reset=lbr, clip=clip)
         np.testing.assert_allclose(s_step[0], Y[t], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(y1[0], Y[t], rtol=1e-5, atol=1e-6)
@@ -46,24 +50,87 @@ def test_sequence_equals_steps(cell, lbr, clip):
         np.testing.assert_allclose(c, a, rtol=1e-5, atol=1e-6)
 
 
-def test_step_accepts_pretransposed_R():
-    X, W, R, B, state = make("gru", dtype=np.float32)
-    xw = X[0] @ W.T + B[:12]
-    fast = np.ascontiguousarray(R.T).T
-    np.testing.assert_array_equal(cells.step(np, "gru", xw, fast, B[12:], state)[0], cells.step(np, "gru", xw, R, B[12:], state)[0])
+@pytest.mark.parametrize("cell,lbr", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("batch", [1, 3, 5])  # a keystroke, beams row by row, beams as one gemm
+def test_step_is_the_same_in_either_gemv_orientation(cell, lbr, batch):
+    """The recurrent Product's orientation (measured per machine by the step kernel) changes no result."""
+    X, W, R, B, state = make(cell, B=batch, H=5, dtype=np.float32)
+    GH = W.shape[0]
+    xw, o = X[0] @ W.T + B[:GH], cells.Options(lbr)
+    plain = cells.step(np, cell, xw, cells.Product(np, R), B[GH:], state, o)
+    transposed = cells.step(np, cell, xw, cells.Product(np, R, np.ascontiguousarray(R.T)), B[GH:], state, o)
+    for a, b in zip(plain, transposed):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def _one_node(cell, lbr, clip, X, W, R, B, state):
+    """The ONNX operator as a one-node model and its feeds (ONNX layout: a direction axis of 1)."""
+    op = S.OPERATORS[cell]
+    names = ["X", "W", "R", "B", "", "initial_h"] + (["initial_c"] if cell == "lstm" else [])
+    outputs = ["Y", "Y_h"] + (["Y_c"] if cell == "lstm" else [])
+    attrs = {"hidden_size": R.shape[1]} | ({"linear_before_reset": lbr} if cell == "gru" else {}) | ({} if clip is None else {"clip": clip})
+    feeds = {"X": X, "W": W[None], "R": R[None], "B": B[None], "initial_h": state[0][None]} | ({"initial_c": state[1][None]} if cell == "lstm" else {})
+    graph = helper.make_graph(
+        [helper.make_node(op, names, outputs, **attrs)], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, a.shape) for n, a in feeds.items()],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), feeds
+
+
+def _ours(form, cell, lbr, clip, X, W, R, B, state):
+    """Y [T, B, H] and the final state, computed the way one path of the runtime computes them."""
+    o, GH = cells.Options(lbr, clip), W.shape[0]
+    if form == "sequence":  # prefill and TBPTT
+        Y, final, _ = cells.run(np, cell, X, W, R, B, state, o)
+        return Y, final
+    # a keystroke (vectors, batch 1) or a batch of beams, step by step as runtime/fastpath runs them,
+    # with the recurrent product in the transposed gemv orientation
+    product = cells.Product(np, R, np.ascontiguousarray(R.T))
+    s = tuple(v[0] for v in state) if form == "keystroke" else state
+    Y = []
+    for t in range(X.shape[0]):
+        x = X[t, 0] if form == "keystroke" else X[t]
+        s = cells.step(np, cell, x @ W.T + B[:GH], product, B[GH:], s, o)
+        Y.append(s[0])
+    Y = np.stack(Y)
+    return (Y[:, None], tuple(v[None] for v in s)) if form == "keystroke" else (Y, s)
+
+
+FORMS = ["sequence", "keystroke", "beams"]
 
 
 @pytest.mark.parametrize("cell,lbr", CONFIGS, ids=IDS)
-def test_hot_path_matches_onnx_operator(cell, lbr):
-    X, W, R, B, state = make(cell, dtype=np.float32)
-    Y, final, _ = cells.sequence_forward(np, cell, X, W, R, B, state, linear_before_reset=lbr, clip=0.9)
-    op = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}[cell]
-    inputs = [X, W[None], R[None], B[None], None] + [s[None] for s in state]
-    attrs = {"clip": 0.9} | ({"linear_before_reset": lbr} if cell == "gru" else {})
-    Y_op, *finals = onnx_ops.apply(np, op, inputs, attrs)
-    np.testing.assert_allclose(Y_op[:, 0], Y, rtol=1e-6, atol=1e-6)
-    for a, b in zip(finals, final):
-        np.testing.assert_allclose(a[0], b, rtol=1e-6, atol=1e-6)
+@pytest.mark.parametrize("form", FORMS)
+def test_every_path_matches_onnx_reference(cell, lbr, form):
+    """Sequence, keystroke and beam forms of the step against onnx.reference's operators (an
+    independent implementation: onnx_ops calls cells, so it could not be the other side)."""
+    from onnx.reference import ReferenceEvaluator
+
+    X, W, R, B, state = make(cell, T=5, B=1 if form == "keystroke" else 5, dtype=np.float32)
+    Y, final = _ours(form, cell, lbr, None, X, W, R, B, state)
+    model, feeds = _one_node(cell, lbr, None, X, W, R, B, state)
+    Y_ref, *finals = ReferenceEvaluator(model).run(None, feeds)
+    np.testing.assert_allclose(Y, Y_ref[:, 0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(final, finals):
+        np.testing.assert_allclose(a, b[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell,lbr", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("form", FORMS)
+def test_every_path_clips_as_onnxruntime(cell, lbr, form):
+    """clip: onnx.reference ignores the attribute, so onnxruntime is the other side."""
+    ort = pytest.importorskip("onnxruntime")
+    X, W, R, B, state = make(cell, T=5, B=1 if form == "keystroke" else 5, dtype=np.float32)
+    X *= 3  # drive pre-activations past the clip
+    Y, final = _ours(form, cell, lbr, 0.7, X, W, R, B, state)
+    model, feeds = _one_node(cell, lbr, 0.7, X, W, R, B, state)
+    Y_ort, *finals = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    unclipped, _ = _ours(form, cell, lbr, None, X, W, R, B, state)
+    assert np.abs(unclipped - Y_ort[:, 0]).max() > 1e-3  # the clip changes the result, so the check below is not vacuous
+    np.testing.assert_allclose(Y, Y_ort[:, 0], rtol=1e-5, atol=2e-5)
+    for a, b in zip(final, finals):
+        np.testing.assert_allclose(a, b[0], rtol=1e-5, atol=2e-5)
 
 
 # --- backward ----------------------------------------------------------------------------------

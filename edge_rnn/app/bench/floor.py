@@ -40,14 +40,14 @@ class StepFloor(_Products):
 
     def __init__(self, path: str):
         super().__init__(path)
-        from edge_rnn.runtime.fastpath import RecurrentProduct
+        from edge_rnn.runtime.fastpath import measured_product
 
         self.h = np.ones(self.H, np.float32)
         self.ops = []
         for k, (R, W) in enumerate(self.layers):
             for M in (R, W) if k else (R,):
-                product, out = RecurrentProduct(np, M), np.empty(M.shape[0], np.float32)
-                self.ops.append(lambda x, product=product, out=out: product.one(x, out))
+                product, out = measured_product(np, M), np.empty(M.shape[0], np.float32)
+                self.ops.append(lambda x, product=product, out=out: product(x, out))
         head_t = np.ascontiguousarray(self.head.T)
         self.logits = np.empty(self.V, np.float32)
         self.ops.append(lambda x: np.matmul(head_t, x, out=self.logits))
