@@ -157,6 +157,15 @@ def test_a_flood_of_bad_connects_logs_no_tracebacks(serving, caplog, capfd):
     assert "Traceback" not in err and not any(r.exc_info for r in caplog.records), err[-2000:]
 
 
+def test_idle_connections_hold_no_model(serving):
+    srv = serving()
+    idle = [connect(srv) for _ in range(30)]
+    assert srv.connections == 30 and not srv.sessions, "a session is made at a tab's first message"
+    assert fresh_client_works(srv) and len(srv.sessions) <= 1
+    for c in idle:
+        c.close()
+
+
 @pytest.mark.slow
 def test_memory_is_returned_after_sessions_close(serving):
     from tests.soak import rss_mb
@@ -228,7 +237,8 @@ def test_past_max_sessions_the_least_recently_active_goes_to_the_store(serving):
     srv = serving(max_sessions=1)
     one = connect(srv)
     learn_word(one)
-    two = connect(srv)  # no 503: the idle first session is evicted instead
+    two = connect(srv)
+    two.ask({"op": "ping", "seq": 1})  # no 503: the idle first session is evicted instead
     assert list(srv.sessions) == [two.hello["token"]]
     reply = one.ask({"op": "text", "text": f"{WORD} " * 12 + "zo", "seq": 9})
     assert reply["suggestions"][0][0] == "rblax" and list(srv.sessions) == [one.hello["token"]]

@@ -147,8 +147,10 @@ def test_oversized_and_broken_connections_end_only_their_session(server):
 def test_two_sessions_never_share_text_or_weights(server):
     known = set(server.sessions)
     one = Client(server)
+    one.ask({"op": "ping"})  # a session is made at its first message
     first = new_session(server, known)
     two = Client(server)
+    two.ask({"op": "ping"})
     second = new_session(server, known)
     assert first.ac.model is not second.ac.model
     base = {k: v.copy() for k, v in second.ac.model.host_weights().items()}

@@ -232,13 +232,7 @@ class AutocompleteServer:
         token = None
         try:
             asked = parse_qs(urlsplit(ws.request.path).query).get("token", [""])[0]
-            try:
-                session = await self._open("" if asked in self.attached else asked)
-            except EdgeRNNError as exc:  # the model could not be loaded for this session
-                await ws.send(json.dumps({"type": "error", "error": str(exc)}))
-                await ws.close(1011, "session failed")
-                return
-            token = session.token
+            token = asked if await self._known(asked) else secrets.token_urlsafe(18)
             self.attached.add(token)
             await ws.send(json.dumps({"type": "hello", "model": self.model_name, "max_text": MAX_TEXT,
                                       "max_message": MAX_MESSAGE, "token": token}))
@@ -265,7 +259,12 @@ class AutocompleteServer:
                     return
                 if data is None:  # the reader saw the socket close
                     return
-                session = await self._open(token)  # back from the store if it was evicted
+                try:
+                    session = await self._open(token)  # made at the first message, or back from the store
+                except EdgeRNNError as exc:  # the model could not be loaded for this session
+                    await ws.send(json.dumps({"type": "error", "error": str(exc)}))
+                    await ws.close(1011, "session failed")
+                    return
                 session.last_active = time.monotonic()
                 await ws.send(json.dumps(await self._work(session, _answer, session, data)))
                 await self._learn_slice(ws, token)  # one slice right after the reply: a short commit is learned before the next keystroke
@@ -290,16 +289,23 @@ class AutocompleteServer:
             session.busy = False
 
     # --- sessions in memory and in the store --------------------------------------------------
+    async def _known(self, token: str) -> bool:
+        """A token this server can continue: well formed, not open in another tab, and held or stored."""
+        if not TOKEN.fullmatch(token) or token in self.attached:
+            return False
+        if token in self.sessions or token in self.storing:
+            return True
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self._fetch, token) is not None
+
     async def _open(self, token: str) -> Session:
-        """The session for `token`: in memory, back from the store, or new (a fresh token)."""
+        """The session for `token`: in memory, back from the store, or new. Made at a tab's first
+        message, not at its connection, so an idle tab holds a socket and no model."""
         if token in self.storing:
             await self.storing[token].wait()
         if token in self.sessions:
             return self.sessions[token]
         loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(self.pool, self._fetch, token) if TOKEN.fullmatch(token or "") else None
-        if data is None:
-            token = secrets.token_urlsafe(18)
+        data = await loop.run_in_executor(self.pool, self._fetch, token)
         while len(self.sessions) >= self.max_sessions and await self._evict_one():
             pass
         ac = await loop.run_in_executor(self.pool, self._restore if data is not None else self._fresh, data)
