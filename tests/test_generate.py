@@ -100,3 +100,15 @@ def test_no_repeat_ngram_guard(model, n):
     for options in ({}, {"temperature": 1.0, "seed": 3}):
         guarded = "the " + "".join(generate(model.stream(), "the ", max_new_tokens=80, no_repeat_ngram_size=n, **options))
         assert len(guarded) == 84 and not _ngrams_twice(guarded, n), guarded
+
+
+def test_options_beside_a_config_apply_and_unknown_ones_are_refused(model):
+    """generate(config=..., **options) once dropped the options silently."""
+    config = SamplingConfig(max_new_tokens=30, temperature=1.5, seed=3)
+    assert len("".join(generate(model.stream(), "the ", config, max_new_tokens=4))) == 4
+    greedy = "".join(generate(model.stream(), "the ", max_new_tokens=30))
+    assert "".join(generate(model.stream(), "the ", config, temperature=0.0)) == greedy
+    with pytest.raises(SettingsError, match="unknown generation option.*do_sample"):
+        "".join(generate(model.stream(), "the ", config, do_sample=False))
+    with pytest.raises(SettingsError, match="unknown generation option.*max_tokens"):
+        "".join(generate(model.stream(), "the ", max_tokens=3))

@@ -1,7 +1,6 @@
 """Token streaming: a generator that yields characters as the model produces them.
 
-Options follow onnxruntime-genai / Hugging Face: greedy (temperature 0 or do_sample
-False), temperature, top_k, top_p, seed, max_new_tokens, stop strings, and
+Options follow onnxruntime-genai / Hugging Face: greedy (temperature 0), temperature, top_k, top_p, seed, max_new_tokens, stop strings, and
 no_repeat_ngram_size: a greedy character model falls into loops (the same phrase over and
 over), so the guard forbids any character that would repeat an n-gram of the text so far.
 """
@@ -9,7 +8,7 @@ over), so the guard forbids any character that would repeat an n-gram of the tex
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -73,8 +72,9 @@ def banned_next(ids: list[int], n: int) -> list[int]:
 
 def generate(stream, prompt: str | None = None, config: SamplingConfig | None = None, **options) -> Iterator[str]:
     """Yield characters continuing `prompt` (or the stream's current text). The stream
-    advances with each character; a stop string is yielded whole, then generation ends."""
-    config = config or SamplingConfig(**options)
+    advances with each character; a stop string is yielded whole, then generation ends.
+    Settings: `config`, and SamplingConfig fields as keywords, which override its values."""
+    config = sampling_config(config, options)
     if prompt:
         stream.feed(prompt)
     elif stream.log_probs is None:
@@ -99,3 +99,12 @@ def generate(stream, prompt: str | None = None, config: SamplingConfig | None = 
         if any(tail.endswith(s) for s in config.stop):
             return
         stream.feed([token])
+
+
+def sampling_config(config: SamplingConfig | None, options: dict) -> SamplingConfig:
+    """`config` (default: SamplingConfig()) with `options` applied; an unknown name is refused, not dropped."""
+    names = [f.name for f in fields(SamplingConfig)]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise SettingsError(f"unknown generation option(s) {', '.join(unknown)}; use {', '.join(names)}")
+    return replace(config or SamplingConfig(), **options)
