@@ -1,0 +1,135 @@
+"""Capacity of `edge-rnn serve`, measured from a second process on 127.0.0.1 (issue 16 item 4).
+
+    python -m tests.capacity [MODEL] --connected 1000 --typing 10,25,50 --seconds 20 --json
+
+starts `edge-rnn serve` in a subprocess, opens `--connected` websockets to it, then for each
+count in `--typing` has that many of them type at `--cps` characters per second for `--seconds`
+(each keystroke waits for its suggestions) and reports p50/p95/p99 latency of the keystrokes after
+each typist's first (that one makes its session: reported apart) and the server's RSS;
+`memory` reports the RSS of 1 vs 9 learning Autocompleters in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+from websockets.asyncio.client import connect
+
+import edge_rnn
+from edge_rnn.app.autocomplete import Autocompleter
+
+TEXT = ("the quick brown fox jumps over the lazy dog while my friend writes to me about the weather and "
+        "her plans for the weekend, which sound better than mine. ")
+
+
+def rss_mb(pid: str | int = "self") -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024
+
+
+def memory_per_user(model_path=None, chars: int = 2000) -> dict:
+    """RSS of one learning Autocompleter, then of nine: (9 - 1) / 8 is what one more user costs."""
+    def user(k: int) -> Autocompleter:
+        ac = Autocompleter(edge_rnn.load(model_path))
+        ac.type((TEXT * 40)[k * 7 : k * 7 + chars])
+        return ac
+
+    base = rss_mb()
+    users = [user(0)]
+    one = rss_mb()
+    users += [user(k) for k in range(1, 9)]
+    nine = rss_mb()
+    return {"rss_mb_before": round(base, 1), "rss_mb_1": round(one, 1), "rss_mb_9": round(nine, 1),
+            "mb_per_learning_user": round((nine - one) / 8, 2), "chars_typed_each": chars}
+
+
+async def _typist(ws, k: int, cps: float, until: float, latencies: list, first: list) -> None:
+    """Type at `cps`, each keystroke waiting for its reply; the first (it makes the session) goes to `first`."""
+    text, seq, source = "", 0, TEXT * 20
+    start = (k * 13) % len(TEXT)
+    next_at = time.monotonic()
+    while time.monotonic() < until:
+        seq += 1
+        text = source[start : start + seq]
+        t0 = time.perf_counter()
+        await ws.send(json.dumps({"op": "text", "text": text, "seq": seq}))
+        while True:
+            m = json.loads(await ws.recv())
+            if m.get("seq") == seq:
+                break
+        (first if seq == 1 else latencies).append(1000 * (time.perf_counter() - t0))
+        next_at += 1 / cps
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+
+async def _load(port: int, server_pid: int, connected: int, typing: list[int], cps: float, seconds: float) -> dict:
+    t0 = time.perf_counter()
+    sockets = []
+    for i in range(connected):  # sequentially: a burst of connects is its own test (test_server_async)
+        ws = await connect(f"ws://127.0.0.1:{port}/ws", compression=None, max_size=None, open_timeout=60)
+        json.loads(await ws.recv())  # hello
+        sockets.append(ws)
+    result = {"connected": len(sockets), "connect_seconds": round(time.perf_counter() - t0, 1),
+              "server_rss_mb_connected": round(rss_mb(server_pid), 1), "rounds": []}
+    for n in typing:
+        latencies: list[float] = []
+        first: list[float] = []
+        until = time.monotonic() + seconds
+        await asyncio.gather(*(_typist(sockets[i], i, cps, until, latencies, first) for i in range(n)))
+        lat = np.array(latencies)
+        result["rounds"].append({"typing": n, "keystrokes": int(lat.size), "keystrokes_per_s": round(lat.size / seconds, 1),
+                                 "first_keystroke_ms_median": round(float(np.median(first)), 1),
+                                 **{f"p{q}_ms": round(float(np.percentile(lat, q)), 1) for q in (50, 95, 99)},
+                                 "server_rss_mb": round(rss_mb(server_pid), 1)})
+        print(json.dumps(result["rounds"][-1]), file=sys.stderr, flush=True)
+    over = [r["typing"] for r in result["rounds"] if r["p95_ms"] > 50]
+    result["typing_at_p95_over_50ms"] = over[0] if over else None
+    for ws in sockets:
+        await ws.close()
+    return result
+
+
+def capacity(model_path, connected: int, typing: list[int], cps: float, seconds: float, max_sessions: int) -> dict:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a thousand sockets on each side
+    cmd = [sys.executable, "-m", "edge_rnn.app.cli", "serve", *([str(model_path)] if model_path else []), "--port", "0",
+           "--max-sessions", str(max_sessions)]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", server.stdout.readline()).group(1))
+        return {"command": " ".join(cmd[1:]), "cps": cps, "seconds_per_round": seconds, "max_sessions": max_sessions,
+                **asyncio.run(_load(port, server.pid, connected, typing, cps, seconds))}
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.capacity", description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["load", "memory"])
+    p.add_argument("model", nargs="?")
+    p.add_argument("--connected", type=int, default=1000)
+    p.add_argument("--typing", default="10,25,50")
+    p.add_argument("--cps", type=float, default=8.0)
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--max-sessions", type=int, default=64)
+    args = p.parse_args(argv)
+    if args.what == "memory":
+        result = memory_per_user(args.model)
+    else:
+        result = capacity(args.model, args.connected, [int(n) for n in args.typing.split(",")], args.cps, args.seconds,
+                          args.max_sessions)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
