@@ -255,3 +255,13 @@ def test_folder_store_keeps_the_most_recent_users(tmp_path):
     assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".user")], "atomic writes leave no temp files"
     with pytest.raises(Exception, match="session token"):
         store.get("../../etc/passwd")
+
+
+def test_serve_without_the_serve_extra_names_it():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['websockets'] = None\n"  # as if websockets were not installed
+            "from edge_rnn.app.cli import main; sys.exit(main(['serve']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "pip install 'edge-rnn[serve]'" in done.stderr, done.stderr[-1000:]

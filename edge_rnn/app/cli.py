@@ -427,8 +427,8 @@ def _extra_commands():
         try:
             found.append(importlib.import_module(module).register)
         except ImportError as exc:
-            if exc.name in _EXTRAS:  # the command's optional dependency is missing: say which extra brings it
-                found.append(_needs_extra(*_EXTRAS[exc.name]))
+            if (exc.name or "").split(".")[0] in _EXTRAS:  # the command's optional dependency is missing: say which extra brings it
+                found.append(_needs_extra(*_EXTRAS[exc.name.split(".")[0]]))
             elif exc.name != module:
                 raise
     return found
