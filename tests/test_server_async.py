@@ -252,6 +252,7 @@ def test_folder_store_keeps_the_most_recent_users(tmp_path):
         store.put(token, bytes([k]))
         time.sleep(0.01)
     assert store.get("a" * 16) is None and store.get("c" * 16) == b"\x02" and len(store) == 2
+    assert "c" * 16 in store and "a" * 16 not in store
     assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".user")], "atomic writes leave no temp files"
     with pytest.raises(Exception, match="session token"):
         store.get("../../etc/passwd")

@@ -56,6 +56,7 @@ def test_redis_store_keeps_the_most_recent_users(redis_url):
         store.put(token, bytes([k]) * 1000)
         time.sleep(0.01)
     assert store.get("a" * 16) is None and store.get("c" * 16) == b"\x02" * 1000 and len(store) == 2
+    assert "c" * 16 in store and "a" * 16 not in store
 
 
 def test_an_unreachable_redis_is_one_line():

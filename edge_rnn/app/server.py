@@ -295,7 +295,7 @@ class AutocompleteServer:
             return False
         if token in self.sessions or token in self.storing:
             return True
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self._fetch, token) is not None
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self._stored, token)
 
     async def _open(self, token: str) -> Session:
         """The session for `token`: in memory, back from the store, or new. Made at a tab's first
@@ -313,6 +313,13 @@ class AutocompleteServer:
         with self.lock:
             self.sessions[token] = session
         return session
+
+    def _stored(self, token: str) -> bool:
+        try:
+            return token in self.store
+        except Exception as exc:  # a gone Redis: the user starts afresh, the server goes on
+            log.warning("could not reach the store (%s: %s)", type(exc).__name__, exc)
+            return False
 
     def _fetch(self, token: str) -> bytes | None:
         try:

@@ -1,4 +1,5 @@
-"""Where the server keeps users' learning while they are away: one small interface, two stores.
+"""Where the server keeps users' learning while they are away: one small interface (get, put,
+delete, `in`, len), two stores.
 
 A user's state is the bytes of `user_state(ac)`: the online predictor's tables in their own
 serialisation (runtime/online/state.py state_bytes) and, when the RNN's weights adapted, the
@@ -91,6 +92,9 @@ class FolderStore:
     def delete(self, token: str) -> None:
         (self.folder / f"{_checked(token)}.user").unlink(missing_ok=True)
 
+    def __contains__(self, token: str) -> bool:
+        return (self.folder / f"{_checked(token)}.user").is_file()
+
     def __len__(self) -> int:
         return sum(1 for _ in self.folder.glob("*.user"))
 
@@ -125,6 +129,9 @@ class RedisStore:
     def delete(self, token: str) -> None:
         self.client.delete(self.prefix + token)
         self.client.zrem(self.prefix + "stored", token)
+
+    def __contains__(self, token: str) -> bool:
+        return bool(self.client.exists(self.prefix + _checked(token)))
 
     def __len__(self) -> int:
         return int(self.client.zcard(self.prefix + "stored"))
