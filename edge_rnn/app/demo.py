@@ -3,15 +3,18 @@
 A curses program (works on a plain Linux terminal and under tmux): the text you type,
 the top suggestion as grey ghost text after the cursor, the suggestions below it, and
 a status line with the keystroke-to-suggestions latency and how many characters the
-model has learned from. Tab accepts the highlighted suggestion, Up/Down choose,
+model has learned from. Tab accepts the highlighted suggestion and adds a space, Up/Down choose,
 Backspace deletes, Ctrl-L turns learning on/off, Ctrl-R resets to the base model,
 Esc or Ctrl-C quits. Keys that arrive together (a paste) are typed as one prefill.
+Like a phone keyboard, punctuation typed right after that automatic space replaces it
+("morning." not "morning .") and a space typed there is absorbed.
 Learning runs after the suggestions are drawn and only while no key waits, so the
 latency shown is keystroke to suggestions.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import statistics
@@ -30,6 +33,8 @@ ESC, CTRL_C, CTRL_D, CTRL_L, CTRL_R = "\x1b", "\x03", "\x04", "\x0c", "\x12"
 BACKSPACES = ("\x7f", "\x08") + ((curses.KEY_BACKSPACE,) if curses else ())
 ENTERS = ("\n", "\r") + ((curses.KEY_ENTER,) if curses else ())
 HELP = "Tab accept  Up/Down choose  Ctrl-L learning  Ctrl-R reset learning  Esc quit"
+CLOSING = ".,;:!?)]}"  # punctuation that takes the place of an automatic space, as on a phone keyboard
+NOTICE_SECONDS = 3.0  # how long a notice stays on the status line
 
 
 class Demo:
@@ -39,7 +44,8 @@ class Demo:
         self.screen, self.ac, self.title = screen, ac, title
         self.selected = 0
         self.latencies: deque[float] = deque(maxlen=500)  # ms per keystroke with model work
-        self.notice = ""
+        self.notice, self.notice_until = "", 0.0
+        self.auto_space = False  # the text ends in the space that accepting a suggestion added
 
     def run(self) -> None:
         curses.raw()  # Ctrl-C arrives as a key: quitting is one clean path
@@ -57,9 +63,14 @@ class Demo:
                 self.draw()
 
     def _read_keys(self) -> list:
-        """The next key, plus any already waiting; runs of printable keys merge into one paste."""
-        self.screen.nodelay(False)
-        keys = [self.screen.get_wch()]
+        """The next key, plus any already waiting; runs of printable keys merge into one paste.
+        While a notice shows, waits at most until it expires (then no keys: a redraw clears it)."""
+        left = self.notice_until - time.monotonic()
+        self.screen.timeout(max(1, math.ceil(1000 * left)) if self.notice and left > 0 else -1)
+        try:
+            keys = [self.screen.get_wch()]
+        except curses.error:
+            return []
         self.screen.nodelay(True)
         while len(keys) < 100_000:
             try:
@@ -78,33 +89,42 @@ class Demo:
         """Apply one key (or pasted run); False means quit."""
         if key in (ESC, CTRL_C, CTRL_D):
             return False
+        auto_space, self.auto_space = self.auto_space, False
         if key in (curses.KEY_UP, curses.KEY_DOWN):
             count = max(1, len(self.ac.suggestions))
             self.selected = (self.selected + (1 if key == curses.KEY_DOWN else -1)) % count
+            self.auto_space = auto_space
             return True
         t0 = time.perf_counter()
         if key == "\t":
             if self.selected < len(self.ac.suggestions):
                 self.ac.accept(self.selected)
+                self.auto_space = self.ac.accept_suffix == " "
         elif key in BACKSPACES:
             self.ac.backspace()
         elif key in ENTERS:
             self.ac.type("\n")
         elif key == CTRL_L:
-            self.ac.learning = not self.ac.learning
-            self.notice = "learning on" if self.ac.learning else "learning off"
+            self.ac.learning = not self.ac.learning  # the status line's "learning on/off" shows it
             return True
         elif key == CTRL_R:
             self.ac.reset_learning()
-            self.notice = "back to the base model"
+            self.show_notice("back to the base model")
         elif _printable(key):
-            self.ac.type(key)
+            typed = after_auto_space(key) if auto_space else (0, key)
+            if typed[0]:
+                self.ac.backspace(typed[0])
+            if typed[1]:
+                self.ac.type(typed[1])
         else:
             return True  # other keys (function keys, resize) only redraw
         self.ac.suggestions  # noqa: B018 - computed here so the latency includes the search
         self.latencies.append(1000 * (time.perf_counter() - t0))
         self.selected = 0
         return True
+
+    def show_notice(self, text: str) -> None:
+        self.notice, self.notice_until = text, time.monotonic() + NOTICE_SECONDS
 
     # --- drawing ----------------------------------------------------------------------------
     def _colors(self) -> None:
@@ -162,14 +182,15 @@ class Demo:
     def _status(self) -> str:
         stats = self.ac.stats()
         if self.latencies:
-            ordered = sorted(self.latencies)
-            latency = (f"latency {self.latencies[-1]:.1f} ms (median {statistics.median(ordered):.1f}, "
-                       f"p95 {ordered[int(0.95 * (len(ordered) - 1))]:.1f})")
+            latency = (f"latency {self.latencies[-1]:.1f} ms (median {statistics.median(self.latencies):.1f}, "
+                       f"p95 {percentile(self.latencies, 95):.1f})")
         else:
             latency = "latency - ms"
         bpc = f"{stats['bpc']:.2f} bpc" if stats["tokens"] else "- bpc"
         learning = "learning on" if stats["learning"] else "learning off"
-        parts = [latency, f"learned {stats['tokens']} tokens", bpc, learning] + ([self.notice] if self.notice else [])
+        parts = [latency, f"learned {stats['tokens']} tokens", bpc, learning]
+        if self.notice and time.monotonic() < self.notice_until and self.notice not in parts:
+            parts.append(self.notice)
         return " " + " | ".join(parts)
 
     def _put(self, y: int, x: int, text: str, attr: int) -> None:
@@ -179,6 +200,23 @@ class Demo:
                 self.screen.addstr(y, x, text[: width - 1 - x], attr)
             except curses.error:
                 pass  # writing the last cell of the screen raises; nothing was lost
+
+
+def after_auto_space(typed: str) -> tuple[int, str]:
+    """(characters to delete, text to type) for keys typed right after an automatic space:
+    closing punctuation replaces the space, a typed space is absorbed."""
+    if typed[0] == " ":
+        return 0, typed[1:]
+    if typed[0] in CLOSING:
+        return 1, typed
+    return 0, typed
+
+
+def percentile(values, q: float) -> float:
+    """The nearest-rank q-th percentile: the smallest value with at least q% of them at or below it
+    (never below the median, unlike indexing at q% of n - 1)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def _printable(key) -> bool:
@@ -194,16 +232,43 @@ def _shown(text: str, newlines: bool = False) -> str:
     return "".join(c if c.isprintable() or (newlines and c == "\n") else "?" for c in text)
 
 
+LEARN_CHUNK = 2048  # characters typed per call while learning from a file: bounded memory, a moving bar
+
+
+def learn_from(ac, text: str, progress=None) -> dict:
+    """Type `text` into the Autocompleter with learning on and learn from all of it, then start a
+    fresh text (what was learned stays); `progress(chars)` after each chunk. Returns ac.stats()."""
+    learning, ac.learning = ac.learning, True
+    for start in range(0, len(text), LEARN_CHUNK):
+        chunk = text[start : start + LEARN_CHUNK]
+        ac.type(chunk if start + LEARN_CHUNK < len(text) else chunk + "\n")  # the end commits the last word
+        ac.learn_pending()
+        if progress is not None:
+            progress(len(chunk))
+    ac.reset()
+    ac.learning = learning
+    return ac.stats()
+
+
 def cmd_demo(args) -> None:
     import edge_rnn
-    from edge_rnn.app.autocomplete import Autocompleter
+    from tqdm import tqdm
 
+    from edge_rnn.app.autocomplete import Autocompleter
+    from edge_rnn.corpus import read_text_file
+
+    text = read_text_file(args.learn_from) if args.learn_from else ""  # a bad file fails first, before the model loads
     if curses is None:
         raise EdgeRNNError("the terminal demo needs curses, which this Python lacks; use `edge-rnn serve` for the web page")
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise EdgeRNNError("the demo needs an interactive terminal; run it in a terminal or tmux, not through a pipe")
     model = edge_rnn.load(args.model, backend=args.backend)
     ac = Autocompleter(model, n=args.n, learn=not args.no_learn, run_on=args.run_on, defer_learning=True)
+    if text:
+        with tqdm(total=len(text), desc=f"learning from {os.path.basename(args.learn_from)}", unit="char",
+                  unit_scale=True, file=sys.stderr, leave=False) as bar:
+            stats = learn_from(ac, text, progress=bar.update)
+        print(f"learned from {stats['tokens']} tokens of {args.learn_from} ({stats['bpc']:.2f} bpc online)", file=sys.stderr)
     os.environ.setdefault("ESCDELAY", "25")  # Esc quits without curses' one-second wait
     title = os.path.basename(str(model.file.path))
     try:
@@ -222,6 +287,8 @@ def register(subparsers) -> None:
     d.add_argument("-n", type=int, default=3, help="suggestions shown")
     d.add_argument("--no-learn", action="store_true", help="do not adapt to what you type")
     d.add_argument("--run-on", action="store_true", help="suggestions also finish the next word")
+    d.add_argument("--learn-from", metavar="TEXT", help="a text file of yours to learn from first (with a progress bar), "
+                                                         "so the suggestions start in your words")
     d.add_argument("--save", metavar="PATH", help="write the adapted model here on exit")
     d.add_argument("--backend", default="numpy", choices=["numpy", "cupy"], help="where the model runs and learns")
     d.set_defaults(func=cmd_demo)
