@@ -38,6 +38,7 @@ import logging
 import math
 import secrets
 import socket
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +53,7 @@ from websockets.http11 import Request, Response
 
 import edge_rnn
 from edge_rnn.app.autocomplete import Autocompleter
-from edge_rnn.app.store import TOKEN, open_store, restore_user, user_state
+from edge_rnn.app.store import TOKEN, FolderStore, open_store, restore_user, user_state
 from edge_rnn.errors import EdgeRNNError, SettingsError
 
 log = logging.getLogger("edge_rnn.app.server")
@@ -159,7 +160,8 @@ class AutocompleteServer:
         self.allowed = {h.lower().strip("[]") for h in (*ALLOWED_HOSTS, *allow_hosts)}
         self.model_name = Path(str(model.file.path)).name
         self.files = {p.name for p in WEB.iterdir() if p.suffix in TYPES}
-        self.store = store if store is not None else open_store(None)
+        self._folder = None if store is not None else tempfile.TemporaryDirectory(prefix="edge-rnn-users-")
+        self.store = store if store is not None else FolderStore(self._folder.name)  # this run's users, removed at close
         self.sessions: dict[str, Session] = {}
         self.storing: dict[str, asyncio.Event] = {}  # tokens being written to the store (a reload waits for them)
         self.attached: set[str] = set()  # tokens with an open socket: a second tab with the same token starts its own
@@ -193,6 +195,8 @@ class AutocompleteServer:
     def server_close(self) -> None:
         self.sock.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self._folder is not None:
+            self._folder.cleanup()
 
     async def _main(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()

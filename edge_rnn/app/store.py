@@ -137,10 +137,8 @@ class RedisStore:
         return int(self.client.zcard(self.prefix + "stored"))
 
 
-def open_store(where: str | Path | None, max_users: int = MAX_USERS):
-    """`redis://...` gives a RedisStore, a folder path a FolderStore, None a FolderStore in a fresh temp folder."""
-    if where is None:
-        return FolderStore(tempfile.mkdtemp(prefix="edge-rnn-users-"), max_users)
+def open_store(where: str | Path, max_users: int = MAX_USERS):
+    """`redis://...` gives a RedisStore, a folder path a FolderStore."""
     if str(where).startswith(("redis://", "rediss://", "unix://")):
         return RedisStore(str(where), max_users)
     return FolderStore(os.fspath(where), max_users)
