@@ -7,11 +7,36 @@ bars to stderr. Every EdgeRNNError becomes one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
+import math
+import os
+import re
+import resource
 import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
 
-from edge_rnn.errors import EdgeRNNError
+# Batch-1 recurrent work is latency-bound: BLAS threads fight each other (and anything else on
+# a small device) for no gain. Set before numpy loads, which the imports below do; the
+# environment wins.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from tqdm import tqdm  # noqa: E402 (after the thread limits, as all below)
+
+import edge_rnn  # noqa: E402
+from edge_rnn.app.generate import generate  # noqa: E402
+from edge_rnn.atomic import check_writable  # noqa: E402
+from edge_rnn.corpus import read_text_file  # noqa: E402
+from edge_rnn.errors import EdgeRNNError  # noqa: E402
+from edge_rnn.modelfile import read_model  # noqa: E402
+from edge_rnn.runtime.adapt import AdaptConfig  # noqa: E402
+from edge_rnn.runtime.evaluate import score_text  # noqa: E402
+from edge_rnn.runtime.online import online_predictor  # noqa: E402
+from edge_rnn.runtime.online.prior import build_prior, load_prior, rebind_prior, sample_text, save_prior  # noqa: E402
+from edge_rnn.runtime.online.score import score_online  # noqa: E402
 
 log = logging.getLogger("edge_rnn")
 
@@ -31,8 +56,6 @@ def _split_model(values: list[str], what: str) -> tuple[str | None, str]:
 
 def _require(module: str, extra: str, what: str) -> None:
     """One line naming the extra to install when an optional dependency is missing (exit 2, no traceback)."""
-    import importlib
-
     try:
         importlib.import_module(module)
     except ImportError:
@@ -42,7 +65,7 @@ def _require(module: str, extra: str, what: str) -> None:
 # --- subcommands ---------------------------------------------------------------------------
 def cmd_train(args) -> None:
     _require("torch", "train", "training")
-    from edge_rnn.export.train import TrainConfig, Trainer
+    from edge_rnn.export.train import TrainConfig, Trainer  # optional: torch (the train extra)
 
     fields = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
     trainer = Trainer(TrainConfig(**fields), args.checkpoint, resume=not args.no_resume)
@@ -53,20 +76,13 @@ def cmd_train(args) -> None:
 
 def cmd_export(args) -> None:
     _require("torch", "train", "export")
-    from edge_rnn.export import export_checkpoint
+    from edge_rnn.export import export_checkpoint  # optional: torch (the train extra)
 
     out = export_checkpoint(args.checkpoint, args.out, int8=args.int8)
     _emit(args, {"out": str(out), "bytes": out.stat().st_size}, f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
 
 
 def cmd_eval(args) -> None:
-    import edge_rnn
-    from edge_rnn.corpus import read_text_file
-    from edge_rnn.runtime.evaluate import score_text
-
-    from edge_rnn.runtime.online import online_predictor
-    from edge_rnn.runtime.online.score import score_online
-
     model = edge_rnn.load(args.model, backend=args.backend)
     mixture = _mixture_setting(args)
     text = read_text_file(args.text)
@@ -82,9 +98,6 @@ def cmd_eval(args) -> None:
 
 
 def cmd_complete(args) -> None:
-    import edge_rnn
-    from edge_rnn.app.generate import generate
-
     path, prefix = _split_model(args.args, "PREFIX")
     if not prefix:
         raise EdgeRNNError("the prefix is empty; give some text to continue, e.g. edge-rnn complete \"To be\"")
@@ -105,14 +118,6 @@ def cmd_complete(args) -> None:
 
 
 def cmd_adapt(args) -> None:
-    import time
-
-    import edge_rnn
-    from edge_rnn.atomic import check_writable
-    from edge_rnn.corpus import read_text_file
-    from edge_rnn.modelfile import read_model
-    from edge_rnn.runtime.evaluate import score_text
-
     if args.out:
         check_writable(args.out)  # before the work, not after it
     text = read_text_file(args.text)
@@ -160,12 +165,6 @@ def cmd_adapt(args) -> None:
 
 
 def cmd_prior(args) -> None:
-    import time
-
-    import edge_rnn
-    from edge_rnn.corpus import read_text_file
-    from edge_rnn.runtime.online.prior import build_prior, load_prior, rebind_prior, sample_text, save_prior
-
     if bool(args.train) == bool(args.rebind):
         raise EdgeRNNError("give --train TEXT (build the tables) or --rebind PRIOR (reuse another model's tables), one of them")
     model = edge_rnn.load(args.model)
@@ -189,8 +188,6 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 def unescape(text: str) -> str:
     """`\\n`, `\\t`, `\\r`, `\\\\` as typed in a shell (--stop "\\n") to the characters; any other backslash stays."""
-    import re
-
     return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], text)
 
 
@@ -225,15 +222,11 @@ def _shows_progress(args) -> bool:
 
 
 def _progress(args, total: int, desc: str):
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, unit="tok", unit_scale=True, file=sys.stderr, disable=not _shows_progress(args), leave=False)
 
 
 def _advance(bar):
     """A scoring progress callback (tokens scored, nats so far) moving the bar, with the live bits per character."""
-    import math
-
     def advance(tokens: int, nats: float) -> None:
         bar.set_postfix(bpc=f"{nats / max(bar.n + tokens, 1) / math.log(2):.3f}", refresh=False)  # shown by the update
         bar.update(tokens)
@@ -291,8 +284,6 @@ def _train_defaults() -> dict:
 
 
 def _adapt_defaults() -> dict:
-    from edge_rnn.runtime.adapt import AdaptConfig
-
     return {k: getattr(AdaptConfig, k) for k in AdaptConfig.__dataclass_fields__}
 
 
@@ -300,8 +291,6 @@ def _adapt_defaults() -> dict:
 
 
 def _peak_rss_mb() -> float:
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -311,8 +300,6 @@ CORE_COMMANDS = ("train", "export", "eval", "complete", "adapt", "prior")  # def
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole CLI; with `command` one of CORE_COMMANDS (the one about to run), without the
     subcommands of other modules, whose imports were a sixth of `edge-rnn complete`'s cold start."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         installed = version("edge-rnn")
     except PackageNotFoundError:  # run from a source tree that was never installed
@@ -420,8 +407,6 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
 
 def _extra_commands():
     """Subcommands living in their own modules (bench, demo, serve), registered if present."""
-    import importlib
-
     found = []
     for module in ("edge_rnn.app.bench", "edge_rnn.app.demo", "edge_rnn.app.server", "edge_rnn.app.fleet_cli", "edge_rnn.corpus_build", "edge_rnn.app.models_cli"):
         try:
@@ -450,12 +435,6 @@ def _needs_extra(command: str, extra: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
-    # Batch-1 recurrent work is latency-bound: BLAS threads fight each other (and anything
-    # else on a small device) for no gain. Set before numpy loads; the environment wins.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
