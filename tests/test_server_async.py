@@ -266,3 +266,35 @@ def test_serve_without_the_serve_extra_names_it():
             "from edge_rnn.app.cli import main; sys.exit(main(['serve']))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "pip install 'edge-rnn[serve]'" in done.stderr, done.stderr[-1000:]
+
+
+def test_a_flood_of_connects_is_capped_and_the_server_goes_on(serving):
+    import asyncio
+
+    from websockets.asyncio.client import connect as aconnect
+    from websockets.exceptions import InvalidStatus
+
+    srv = serving(max_connections=50)
+    host, port = srv.server_address[:2]
+
+    async def flood() -> tuple[list, list]:
+        async def one():
+            try:
+                ws = await aconnect(f"ws://{host}:{port}/ws", open_timeout=30)
+                await ws.recv()  # hello
+                return ws
+            except InvalidStatus as exc:
+                return exc.response.status_code
+
+        got = await asyncio.gather(*(one() for _ in range(300)))
+        opened = [g for g in got if not isinstance(g, int)]
+        for ws in opened:
+            await ws.close()
+        return opened, [g for g in got if isinstance(g, int)]
+
+    opened, refused = asyncio.run(flood())
+    assert len(opened) + len(refused) == 300 and set(refused) == {503}
+    print(f"\n{len(opened)} of 300 concurrent connects opened under a cap of 50")
+    assert 45 <= len(opened) <= 50, f"{len(opened)} opened under a cap of 50"
+    wait_until(lambda: srv.connections == 0)
+    assert fresh_client_works(srv)
