@@ -25,6 +25,7 @@ def _log_softmax(x) -> np.ndarray:
 class NumpyPeer:
     name = "edge-rnn numpy"
     how = "Stream.feed([token]) on backend='numpy' (returns probabilities, so it also pays for the softmax)"
+    prefill_how = "Stream.feed(prompt) on a reset stream, backend='numpy': the whole prompt in one call, probabilities of its last position"
 
     def __init__(self, path: str):
         import edge_rnn
@@ -60,6 +61,7 @@ def ort_session(path: str):
 class OrtRunPeer:
     name = "onnxruntime run"
     how = "InferenceSession.run on the same file, numpy feeds, state fed back; intra/inter_op_num_threads=1"
+    prefill_how = "InferenceSession.run on tokens [1, T] from a zero state, logits only; intra/inter_op_num_threads=1"
 
     def __init__(self, path: str, spec):
         self.sess, self.spec = ort_session(path), spec
@@ -89,6 +91,7 @@ class OrtBindingPeer:
 
     name = "onnxruntime iobinding"
     how = "run_with_iobinding on pre-bound OrtValues (state ping-pongs between two bound buffers); 1 thread"
+    prefill_how = "run_with_iobinding on OrtValues bound once per prompt length, tokens [1, T], zero input state; 1 thread"
 
     def __init__(self, path: str, spec):
         self.sess, self.spec = ort_session(path), spec
@@ -204,6 +207,6 @@ def run(models: list[dict], rounds: int, block: int, prefill_len: int, prefill_r
         out.append({
             "model": m["name"], "spec": vars(spec), "skipped": skipped,
             "step": [{"peer": p.name, "how": p.how, **summarize(steps[p.name], 1e6)} for p in [*peers, floor]],
-            "prefill": [{"peer": p.name, "how": p.how, **summarize(rates[p.name])} for p in peers],
+            "prefill": [{"peer": p.name, "how": p.prefill_how, **summarize(rates[p.name])} for p in peers],
         })
     return {"models": out, "prefill_len": prefill_len}

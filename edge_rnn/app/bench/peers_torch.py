@@ -75,6 +75,8 @@ class TorchPeer:
         self.name = "pytorch eager" + ("" if onednn else " (oneDNN off)")
         self.how = ("CharRNN(tokens [1,1], state) under torch.inference_mode, torch.set_num_threads(1)"
                     + ("" if onednn else ", torch.backends.mkldnn.enabled = False"))
+        self.prefill_how = ("CharRNN(tokens [1,T], zero state) in one call under torch.inference_mode, torch.set_num_threads(1)"
+                            + ("" if onednn else ", torch.backends.mkldnn.enabled = False"))
         self.reset()
 
     def _mode(self):
