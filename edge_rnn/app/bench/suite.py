@@ -127,8 +127,9 @@ def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_
     return steps
 
 
-def run(quick: bool = False, model: str | None = None, prior: str | None = None) -> dict:
-    """Every measurement of one bench run; returns the report (see report.assemble). `prior`: see plan."""
+def run(quick: bool = False, model: str | None = None, prior: str | None = None, progress: bool = False) -> dict:
+    """Every measurement of one bench run; returns the report (see report.assemble). `prior`: see plan.
+    progress: a bar per task on stderr (the CLI's choice: a terminal, and not --quiet or --json)."""
     import edge_rnn
     from edge_rnn.corpus import other_style_text
     from edge_rnn.modelfile import default_model_path
@@ -147,7 +148,7 @@ def run(quick: bool = False, model: str | None = None, prior: str | None = None)
         memory_label = report.label(edge_rnn.load(memory_model).spec, "random")
         steps = plan(s, models, memory_model, tmp, len(other_style_text("gpl-3")), prior or model_corpus(given_path))
         raw, notes = {}, []
-        for key, task, args in tqdm(steps, desc="bench", unit="task", file=sys.stderr, disable=None, leave=False):
+        for key, task, args in tqdm(steps, desc="bench", unit="task", file=sys.stderr, disable=not progress, leave=False):
             log.info("bench task %s", key)
             t0 = time.perf_counter()
             result = call(task, **args)

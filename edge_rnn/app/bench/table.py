@@ -1,7 +1,12 @@
 """The report as Markdown text: one table per section (median [p10-p90], x ratio to each peer),
-the way each column was measured under it, so the printed table can go into docs as is."""
+the way each column was measured under it, so the printed table can go into docs as is; or as
+plain text for a terminal (to_plain): per row one line per peer, so no line outgrows the screen."""
 
 from __future__ import annotations
+
+import textwrap
+
+WIDTH = 88  # plain text wraps its prose here
 
 
 def num(x: float) -> str:
@@ -63,4 +68,54 @@ def to_text(report: dict) -> str:
         lines += section_text(key, sec)
     if report.get("plots"):
         lines.append("Plots: " + ", ".join(report["plots"]))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _spread(entry: dict) -> str:
+    return f"[{num(entry['p10'])}-{num(entry['p90'])}]" if entry.get("n", 1) > 1 else ""
+
+
+def _wrapped(text: str, indent: str = "") -> list[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ") or [""]
+
+
+def section_plain(key: str, sec: dict) -> list[str]:
+    lines = _wrapped(sec["title"])
+    lines.append("=" * max(map(len, lines)))
+    if sec["rows"]:
+        lines += _wrapped(f"{key}: median [p10-p90] over n samples; x R = the first line / that line; {sec['better']} is better")
+    for r in sec["rows"]:
+        entries = [r["value"], *r["peers"]]
+        medians, spreads = [num(e["median"]) for e in entries], [_spread(e) for e in entries]
+        widths = [max(len(e["peer"]) for e in entries), max(map(len, medians)), max(map(len, spreads))]
+        lines += ["", f"{r['name']} ({r['unit']})"]
+        for e, median, spread in zip(entries, medians, spreads):
+            ratio = f"  x{e['ratio']:.2f}" if e.get("ratio") is not None else ""
+            line = f"  {e['peer']:<{widths[0]}}  {median:>{widths[1]}} {spread:<{widths[2]}}{ratio}"
+            lines.append(line.rstrip())
+    if sec["how"] or sec["notes"]:
+        lines.append("")
+    for name, how in sec["how"].items():
+        lines += _wrapped(f"{name}: {how}", "  ")
+    for note in sec["notes"]:
+        lines += _wrapped(note, "  ")
+    return lines + ["", ""]
+
+
+def to_plain(report: dict) -> str:
+    """The report as plain text for a terminal: the same figures as to_text, laid out to be read there."""
+    m, b = report["machine"], report["bench"]
+    v = m["versions"]
+    lines = [f"edge-rnn bench{' --quick' if b['quick'] else ''}, {b['started_utc']}, {b['seconds']:.0f} s"]
+    lines += _wrapped(f"{m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}; numpy {v['numpy']}, "
+                      f"onnxruntime {v['onnxruntime']}, torch {v['torch']}; load average {m['loadavg_start']} -> "
+                      f"{m.get('loadavg_end')}; model {b['model']} (sha256 {b['model_sha256'][:12]})")
+    lines.append("")
+    for note in b.get("notes", []):
+        lines += _wrapped(note, "  ")
+    lines += [""] if b.get("notes") else []
+    for key, sec in report["sections"].items():
+        lines += section_plain(key, sec)
+    if report.get("plots"):
+        lines += _wrapped("Plots: " + ", ".join(report["plots"]))
     return "\n".join(lines).rstrip() + "\n"
