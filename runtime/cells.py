@@ -80,37 +80,42 @@ class Product:
     """x @ M.T for one weight matrix M [N, K]: x [K] -> [N] or x [B, K] -> [B, N], into `out`
     when given.
 
-    A vector (a keystroke) and up to GEMV_BATCH rows (numpy) are one gemv each, more rows one
-    gemm. MT, a contiguous copy of M.T, switches BLAS to the other gemv orientation
-    (runtime/fastpath measures which one this BLAS runs faster for the shape); None runs M @ x
-    on M's own row-major layout. A block of M's rows (GRU's z, r | h without
+    A vector (a keystroke, a one-stream sequence) is one gemv; up to `by_row` rows (default
+    GEMV_BATCH on numpy) one gemv per row, more rows one gemm. MT: a contiguous copy of M.T, the
+    gemm's operand (about twice as fast as M.T's strided view) and, with `transposed`, the gemv's:
+    OpenBLAS's two gemv orientations differ by 10-25% either way with the shape, so
+    runtime/fastpath measures which one to use. A block of M's rows (GRU's z, r | h without
     linear_before_reset) is a Product of its own, made once."""
 
-    def __init__(self, xp, M, MT=None):
+    def __init__(self, xp, M, MT=None, *, transposed: bool = False, by_row: int | None = None):
         self.xp, self.M, self.MT = xp, M, MT
-        self.small = GEMV_BATCH if xp.__name__ == "numpy" else 0
+        self.transposed = transposed and MT is not None
+        self.by_row = (GEMV_BATCH if xp.__name__ == "numpy" else 0) if by_row is None else by_row
         self._rows: dict = {}
 
     def __call__(self, x, out=None):
-        if x.ndim == 1:  # a keystroke: the common case, first
-            return self.xp.matmul(self.M, x, out=out) if self.MT is None else self.xp.matmul(x, self.MT, out=out)
+        if x.ndim == 1:  # the common case first
+            return self.xp.matmul(x, self.MT, out=out) if self.transposed else self.xp.matmul(self.M, x, out=out)
         if out is None:
             out = self.xp.empty((x.shape[0], self.M.shape[0]), dtype=x.dtype)
-        if x.shape[0] <= self.small:
+        if x.shape[0] <= self.by_row:
             for row, dest in zip(x, out):
                 self(row, dest)
-        elif out.flags.c_contiguous:
-            self.xp.matmul(x, self.M.T if self.MT is None else self.MT, out=out)
+            return out
+        MT = self.M.T if self.MT is None else self.MT
+        if out.flags.c_contiguous:
+            self.xp.matmul(x, MT, out=out)
         else:  # a block of a work space: BLAS writes contiguous memory, so product then copy
-            out[...] = self.xp.matmul(x, self.M.T if self.MT is None else self.MT)
+            out[...] = self.xp.matmul(x, MT)
         return out
 
     def rows(self, start: int, stop: int) -> "Product":
-        """The Product of M[start:stop] (its own contiguous MT where this one has one)."""
+        """The Product of M[start:stop], with its own contiguous MT where this one has one."""
         block = self._rows.get((start, stop))
         if block is None:
             MT = None if self.MT is None else self.xp.ascontiguousarray(self.MT[:, start:stop])
-            block = self._rows.setdefault((start, stop), Product(self.xp, self.M[start:stop], MT))
+            block = Product(self.xp, self.M[start:stop], MT, transposed=self.transposed, by_row=self.by_row)
+            block = self._rows.setdefault((start, stop), block)
         return block
 
 
@@ -298,11 +303,15 @@ def run(xp, cell: str, X, W, R, B, state, o: Options = DEFAULT, *, keep_cache: b
     masks = xp.empty((T, Bn, GH), dtype=bool) if keep_cache and o.clip is not None else None
     fwd, product = STEPS[cell], Product(xp, R)
     state0 = state
+    Xs, Ys, Cs, Gs, Ms = XW, Y, C, gates, masks
+    if Bn == 1:  # one stream (prefill, TBPTT): vectors, as the keystroke kernel steps them
+        Xs, Ys, Cs, Gs, Ms = (None if a is None else a[:, 0] for a in (XW, Y, C, gates, masks))
+        state = tuple(s[0] for s in state)
     for t in range(T):
-        out = (Y[t],) if C is None else (Y[t], C[t])
-        save = None if gates is None else gates[t if keep_cache else 0]
-        state = fwd(xp, XW[t], state, product, Rb, o, save, None if masks is None else masks[t], out)
-    new_state = tuple(s.copy() for s in state)  # not views into Y and C
+        out = (Ys[t],) if Cs is None else (Ys[t], Cs[t])
+        save = None if Gs is None else Gs[t if keep_cache else 0]
+        state = fwd(xp, Xs[t], state, product, Rb, o, save, None if Ms is None else Ms[t], out)
+    new_state = tuple(s.reshape(Bn, H).copy() for s in state)  # not views into Y and C
     cache = Cache(cell, o, X, W, R, state0, Y, C, gates, masks) if keep_cache else None
     return Y, new_state, cache
 

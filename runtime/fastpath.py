@@ -46,9 +46,12 @@ def transpose_is_faster(xp, M) -> bool:
     return _TRANSPOSE_FASTER[key]
 
 
-def measured_product(xp, M) -> cells.Product:
-    """x @ M.T in the gemv orientation this BLAS runs faster for M's shape."""
-    return cells.Product(xp, M, xp.ascontiguousarray(M.T) if transpose_is_faster(xp, M) else None)
+def measured_product(xp, M, by_row: int | None = None) -> cells.Product:
+    """x @ M.T in the gemv orientation this BLAS runs faster for M's shape, with a contiguous
+    M.T for batches (numpy; cupy's gemm takes the transposed view as it is)."""
+    if xp is not np:
+        return cells.Product(xp, M, by_row=by_row)
+    return cells.Product(xp, M, np.ascontiguousarray(M.T), transposed=transpose_is_faster(xp, M), by_row=by_row)
 
 
 class StepKernel:
@@ -68,8 +71,12 @@ class StepKernel:
             bias = B[: G * H] + (B[G * H :] if fold else 0)  # (G*H,)
             Rb = None if fold else B[G * H :]
             table = w[S.EMBEDDING] @ W.T + bias if layer == 0 else None  # (V, G*H)
-            self.layers.append((table, None if layer == 0 else measured_product(xp, W), bias, measured_product(xp, R), Rb))
-        self.head = cells.Product(xp, xp.ascontiguousarray(w[S.HEAD_WEIGHT].T))  # (V, H): a gemv on its row-major layout
+            # R row by row up to GEMV_BATCH beams (OpenBLAS's small-M sgemm loses to gemvs at 1792x448); W and
+            # the head as one gemm for any batch (they win at their shapes), as before
+            W = None if layer == 0 else measured_product(xp, W, by_row=0)
+            self.layers.append((table, W, bias, measured_product(xp, R), Rb))
+        head_t = xp.ascontiguousarray(w[S.HEAD_WEIGHT].T)  # (V, H): a gemv on its row-major layout
+        self.head = cells.Product(xp, head_t, w[S.HEAD_WEIGHT], by_row=0)  # head.weight is head_t's contiguous transpose
         self.head_b = w[S.HEAD_BIAS]
         save = cells.save_width(spec.cell, self.options) * H
         self._sizes = [(save, G * H)] * spec.layers  # batch 1's step work space and input projection, per layer

@@ -58,7 +58,7 @@ def test_step_is_the_same_in_either_gemv_orientation(cell, lbr, batch):
     GH = W.shape[0]
     xw, o = X[0] @ W.T + B[:GH], cells.Options(lbr)
     plain = cells.step(np, cell, xw, cells.Product(np, R), B[GH:], state, o)
-    transposed = cells.step(np, cell, xw, cells.Product(np, R, np.ascontiguousarray(R.T)), B[GH:], state, o)
+    transposed = cells.step(np, cell, xw, cells.Product(np, R, np.ascontiguousarray(R.T), transposed=True), B[GH:], state, o)
     for a, b in zip(plain, transposed):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
@@ -86,7 +86,7 @@ def _ours(form, cell, lbr, clip, X, W, R, B, state):
         return Y, final
     # a keystroke (vectors, batch 1) or a batch of beams, step by step as runtime/fastpath runs them,
     # with the recurrent product in the transposed gemv orientation
-    product = cells.Product(np, R, np.ascontiguousarray(R.T))
+    product = cells.Product(np, R, np.ascontiguousarray(R.T), transposed=True)
     s = tuple(v[0] for v in state) if form == "keystroke" else state
     Y = []
     for t in range(X.shape[0]):
