@@ -2,7 +2,9 @@
 // suggestions for the word at the cursor, and charts bits per character as the
 // session's own copy of the model adapts. One message in flight at a time: keystrokes
 // that arrive meanwhile are coalesced into the next message, so a slow reply never
-// queues up stale work.
+// queues up stale work. Like a phone keyboard: the chosen suggestion shows as grey text at the
+// cursor, Tab accepts it with a space, and punctuation typed right after that automatic space
+// takes its place ("morning." not "morning .") while a typed space there is absorbed.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -13,6 +15,10 @@ let outstanding = 0;
 let lastSent = null;
 let maxText = 20000;
 let options = [];
+let selected = 0; // the suggestion Tab accepts, shown as ghost text; Up/Down move it
+let hidden = false; // Esc hid the suggestions until the next edit, so the arrows move the cursor again
+let autoSpaceAt = null; // the cursor position right after a space that accepting added
+const CLOSING = ".,;:!?)]}"; // punctuation that takes an automatic space's place
 let points = [];
 let lastMs = null;
 
@@ -68,6 +74,7 @@ function onMessage(m) {
     if (m.type === "suggestions") {
       $("error").hidden = true;
       if (lastSent === context()) showSuggestions(m);
+      drawGhost();
       lastMs = m.ms;
     }
     showStatus(m);
@@ -80,12 +87,14 @@ function onMessage(m) {
 
 function showSuggestions(m) {
   options = m.suggestions;
+  selected = 0;
+  hidden = false;
   const chips = $("suggestions");
   chips.replaceChildren();
   options.forEach(([completion, prob], i) => {
     const chip = document.createElement("button");
     chip.type = "button";
-    chip.className = "suggestion";
+    chip.className = "suggestion" + (i === selected ? " selected" : "");
     chip.dataset.completion = completion;
     const bold = document.createElement("b");
     bold.textContent = completion;
@@ -108,11 +117,58 @@ function showStatus(m) {
   $("learning").checked = m.learning;
 }
 
+function choose(i) {
+  selected = (i + options.length) % options.length;
+  document.querySelectorAll(".suggestion").forEach((chip, k) => chip.classList.toggle("selected", k === selected));
+  drawGhost();
+}
+
 function accept(i) {
   if (!options[i]) return;
   box.focus();
   box.setRangeText(options[i][0] + " ", box.selectionStart, box.selectionEnd, "end");
+  autoSpaceAt = box.selectionEnd;
   flush();
+  drawGhost();
+}
+
+function afterAutoSpace(event) {
+  // A key typed right after an automatic space: closing punctuation replaces the space, a space is absorbed.
+  const at = autoSpaceAt;
+  autoSpaceAt = null;
+  if (at === null || box.selectionStart !== at || box.selectionEnd !== at || box.value[at - 1] !== " ") return false;
+  if (event.key === " ") return true;
+  if (!CLOSING.includes(event.key)) return false;
+  box.setRangeText(event.key, at - 1, at, "end");
+  flush();
+  return true;
+}
+
+function current() {
+  // Suggestions that belong to the text at the cursor and are not hidden.
+  return options.length > 0 && !hidden && lastSent === context() && box.selectionStart === box.selectionEnd;
+}
+
+function drawGhost() {
+  // The text up to the cursor, invisible, then the chosen completion: it lands where it would be typed.
+  const ghost = $("ghost");
+  const atEnd = box.selectionEnd === box.value.length;
+  ghost.replaceChildren();
+  if (current() && atEnd && box.value && options[selected]) { // an empty box shows its placeholder instead
+    const completion = document.createElement("span");
+    completion.className = "completion";
+    completion.textContent = options[selected][0];
+    ghost.append(box.value, completion);
+  }
+  ghost.scrollTop = box.scrollTop;
+}
+
+function axisLabels(W, H, left, top, bottom) {
+  const middle = top + (H - top - bottom) / 2;
+  return [
+    `<text class="axis label" x="${(W + left) / 2}" y="${H - 6}" text-anchor="middle">characters learned</text>`,
+    `<text class="axis label" x="18" y="${middle}" text-anchor="middle" transform="rotate(-90 18 ${middle})">bits/char</text>`,
+  ];
 }
 
 function drawChart() {
@@ -122,6 +178,7 @@ function drawChart() {
   const parts = [];
   if (shown.length === 0) {
     parts.push(`<text class="axis" x="${W / 2}" y="${H / 2}" text-anchor="middle">type a few words: each one is scored, then learned from</text>`);
+    parts.push(...axisLabels(W, H, left, top, bottom));
     svg.innerHTML = parts.join("");
     return;
   }
@@ -134,8 +191,9 @@ function drawChart() {
     parts.push(`<line class="grid" x1="${left}" x2="${W - right}" y1="${sy(y)}" y2="${sy(y)}"/>`);
     parts.push(`<text class="axis" x="${left - 6}" y="${sy(y) + 4}" text-anchor="end">${y}</text>`);
   }
-  parts.push(`<text class="axis" x="${W - right}" y="${H - 6}" text-anchor="end">${x1} characters learned</text>`);
+  parts.push(`<text class="axis" x="${W - right}" y="${H - 6}" text-anchor="end">${x1}</text>`);
   parts.push(`<text class="axis" x="${left}" y="${H - 6}">${x0}</text>`);
+  parts.push(...axisLabels(W, H, left, top, bottom));
   let ema = shown[0][1];
   const trend = shown.map(([t, b]) => {
     ema = 0.8 * ema + 0.2 * b;
@@ -146,13 +204,39 @@ function drawChart() {
   svg.innerHTML = parts.join("");
 }
 
-box.addEventListener("input", flush);
-box.addEventListener("keyup", flush); // cursor moves change the word at the cursor
-box.addEventListener("click", flush);
+box.addEventListener("input", () => {
+  hidden = false;
+  flush();
+  drawGhost();
+});
+box.addEventListener("keyup", () => {
+  flush(); // cursor moves change the word at the cursor
+  drawGhost();
+});
+box.addEventListener("click", () => {
+  autoSpaceAt = null;
+  flush();
+  drawGhost();
+});
+box.addEventListener("scroll", drawGhost);
 box.addEventListener("keydown", (event) => {
-  if (event.key === "Tab" && !event.shiftKey && options.length && lastSent === context()) {
+  if (event.ctrlKey || event.metaKey || event.altKey || ["Shift", "CapsLock"].includes(event.key)) return;
+  if (event.key.length === 1 && afterAutoSpace(event)) {
     event.preventDefault();
-    accept(0);
+    drawGhost();
+    return;
+  }
+  autoSpaceAt = null;
+  if (!current()) return;
+  if (event.key === "Tab" && !event.shiftKey) {
+    event.preventDefault();
+    accept(selected);
+  } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+    event.preventDefault();
+    choose(selected + (event.key === "ArrowDown" ? 1 : -1));
+  } else if (event.key === "Escape") {
+    hidden = true;
+    drawGhost();
   }
 });
 $("learning").addEventListener("change", (event) => send({ op: "learning", on: event.target.checked }));
