@@ -385,7 +385,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="the prior file; ship it as MODEL.prior.npz beside the model")
     r.add_argument("--chars", type=int, default=8_000_000, help="training characters used, in evenly spaced blocks")
     r.add_argument("--mixer-chars", type=int, default=150_000, help="held-out characters the mixer learns from")
-    r.add_argument("--rows-log2", type=int, default=18, help="log2 of the prior table's rows (2^N contexts)")
+    r.add_argument("--rows-log2", type=int, default=22, help="log2 of the most contexts the prior table holds (the most frequent of those seen twice)")
     add_output_options(r, bar=False)
     r.set_defaults(func=cmd_prior)
 

@@ -19,6 +19,7 @@ from edge_rnn.runtime.online.config import MixtureConfig
 from edge_rnn.runtime.online.contexts import ContextHasher, finalise
 from edge_rnn.runtime.online.match import BUCKETS as MATCH_BUCKETS, History
 from edge_rnn.runtime.online.mixer import Mixer2
+from edge_rnn.runtime.online.sparse import SparseTable
 from edge_rnn.runtime.online.tables import CountTable
 from edge_rnn.vocab import is_word_char
 
@@ -73,7 +74,7 @@ class OnlinePredictor:
         self.history = History(1 << config.history_log2, config.history_log2 - 3, config.match_min,
                                bytes(state["history"]) if state else b"", state.get("history_index"),
                                is_word, state.get("history_word_index"))
-        self.prior_table = prior.table if prior is not None else CountTable(0, V)
+        self.prior_table = prior.table if prior is not None else SparseTable.empty(V)
         self.prior_history = prior.history if prior is not None else History(1, 1, config.match_min)
         kc = self.hasher.count
         self.inputs = 2 * kc + 4  # user and prior rows per context, the word match, two matches, the RNN
@@ -122,7 +123,7 @@ class OnlinePredictor:
         low, check = CountTable.keys(finalise(np.array([k[0] for k in keyed], np.uint64)))  # (B, Kc) each
         B, kc, V = len(tails), low.shape[1], self.vocab_size
         rp = self.prior_table.lookup(low, check)
-        counts = self.prior_table.counts[rp]  # (B, Kc, V) uint8
+        counts = self.prior_table.dense(rp)  # (B, Kc, V) uint8
         totals = self.prior_table.total[rp]  # (B, Kc)
         S = np.empty((B, self.inputs, V), np.float32)
         np.take(self.log_alpha, counts, out=S[:, kc : 2 * kc])

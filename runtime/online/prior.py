@@ -27,11 +27,11 @@ from edge_rnn.modelfile import shipped_models
 from edge_rnn.runtime.online.config import MixtureConfig
 from edge_rnn.runtime.online.contexts import ContextHasher
 from edge_rnn.runtime.online.match import History
-from edge_rnn.runtime.online.tables import CountTable
+from edge_rnn.runtime.online.sparse import SparseTable, build_sparse
 from edge_rnn.vocab import is_word_char
 
 log = logging.getLogger(__name__)
-PRIOR_FORMAT = "edge-rnn-prior-1"
+PRIOR_FORMAT = "edge-rnn-prior-2"  # 2: the table is sparse (SparseTable)
 SUFFIX = ".prior.npz"
 
 
@@ -43,7 +43,7 @@ class Prior:
 
     fingerprint: str
     vocab: tuple  # the symbols its ids stand for
-    table: CountTable
+    table: SparseTable
     history: History
     mixer: dict | None
     orders: tuple
@@ -72,25 +72,6 @@ def context_hashes(hasher: ContextHasher, ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def _assign_rows(unique: np.ndarray, freq: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows for the most frequent contexts, as CountTable places them: a context's pair of rows
-    (i, i ^ 1), the more frequent context first. Returns (row per unique context or -1, check)."""
-    order = np.argsort(-freq, kind="stable")
-    mask = np.uint64(rows - 1)
-    first = (unique & mask).astype(np.int64)
-    assigned = np.full(len(unique), -1, np.int64)
-    free = np.ones(rows, bool)
-    for slot in (first, first ^ 1):
-        pending = order[assigned[order] < 0]
-        pending = pending[free[slot[pending]]]
-        taken, where = np.unique(slot[pending], return_index=True)  # the first (most frequent) per slot
-        winners = pending[where]
-        assigned[winners] = taken
-        free[taken] = False
-    check = ((unique >> np.uint64(48)) | np.uint64(1)).astype(np.uint16)
-    return assigned, check
-
-
 def sample_text(text: str, chars: int, block: int = 1 << 16) -> str:
     """At most `chars` characters of `text` in evenly spaced blocks: every part of a corpus made
     of concatenated sources is represented, and the result is deterministic."""
@@ -101,10 +82,13 @@ def sample_text(text: str, chars: int, block: int = 1 << 16) -> str:
     return "".join(text[round(i * step) : round(i * step) + block] for i in range(blocks))
 
 
-def build_prior(model, train_text: str, *, rows_log2: int = 18, config: MixtureConfig | None = None,
-                mixer_text: str | None = None, history_chars: int = 8 << 20, index_log2: int = 22) -> Prior:
+def build_prior(model, train_text: str, *, rows_log2: int = 22, config: MixtureConfig | None = None,
+                mixer_text: str | None = None, history_chars: int = 4 << 20, index_log2: int = 21) -> Prior:
     """Count tables and match text from `train_text`; mixer weights pretrained on `mixer_text`
-    (held-out text of the same corpus) with the model's own predictions, if given."""
+    (held-out text of the same corpus) with the model's own predictions, if given.
+    rows_log2: at most 2^N contexts (the most frequent of those seen twice). Why the match text
+    is the last 4 Mi characters only: a longer one bought under 0.003 bpc per text (issue 15),
+    and the memory goes further as contexts."""
     config = config or MixtureConfig()
     V = model.spec.vocab_size
     if V > 255:
@@ -112,26 +96,11 @@ def build_prior(model, train_text: str, *, rows_log2: int = 18, config: MixtureC
     ids = model.encode(train_text)
     hasher = ContextHasher([is_word_char(s) for s in model.vocab.symbols], config.orders, config.words)
     H = context_hashes(hasher, ids)  # (N-1, Kc)
-    Y = np.repeat(ids[1:].astype(np.int64), H.shape[1])
-    unique, inverse, freq = np.unique(H.ravel(), return_inverse=True, return_counts=True)
-    freq[freq < 2] = 0  # a context seen once says little; leave its row to another
-    rows = 1 << rows_log2
-    assigned, check = _assign_rows(unique, freq.astype(np.int64), rows)
-    assigned[freq == 0] = -1
-    row_of = assigned[inverse]  # (N-1 * Kc,)
-    keep = row_of >= 0
-    counts = np.bincount(row_of[keep] * V + Y[keep], minlength=(rows + 1) * V).reshape(rows + 1, V)
-    top = counts.max(axis=1, keepdims=True)
-    scaled = np.where(top > 255, np.floor(counts * (255.0 / np.maximum(top, 1))), counts)
-    table_counts = np.maximum(scaled, counts > 0).astype(np.uint8)  # a seen symbol keeps a count
-    table_check = np.zeros(rows + 1, np.uint16)
-    table_check[assigned[assigned >= 0]] = check[assigned >= 0]
-    table = CountTable(rows, V, 255, {"counts": table_counts, "check": table_check,
-                                      "total": table_counts.sum(axis=1, dtype=np.uint16)})
+    table, seen_twice = build_sparse(H, ids[1:], V, 1 << rows_log2)
     history = History.build(ids[-history_chars:], index_log2, config.match_min)
     prior = Prior(model.fingerprint, tuple(model.vocab.symbols), table, history, None, tuple(config.orders), config.words,
                   config.match_min)
-    log.info("prior: %d contexts (of %d seen twice), %.1f MiB", int((assigned >= 0).sum()), int((freq > 0).sum()), prior.nbytes / 2**20)
+    log.info("prior: %d contexts (of %d seen twice), %.1f MiB", table.rows, seen_twice, prior.nbytes / 2**20)
     if mixer_text:
         prior = _pretrain_mixer(model, prior, mixer_text, config)
     return prior
@@ -183,21 +152,18 @@ def _load_cached(path: str, mtime_ns: int) -> Prior:
     try:
         with np.load(path, allow_pickle=False) as f:
             if str(f["format"]) != PRIOR_FORMAT:
-                raise StateError(f"{path} is not an edge-rnn prior (format {str(f['format'])!r})")
-            rows = int(f["rows"])
-            V = f["table_counts"].shape[1]
-            table = CountTable(rows, V, 255, {k: f[f"table_{k}"] for k in ("counts", "check", "total")})
+                raise StateError(f"{path} is not an edge-rnn prior of this version (format {str(f['format'])!r}, expected "
+                                 f"{PRIOR_FORMAT!r}); rebuild it with `edge-rnn prior`")
+            vocab = tuple(json.loads(str(f["vocab"])))
+            table = SparseTable(len(vocab), {k[6:]: f[k] for k in f.files if k.startswith("table_")})
             mixer = {k[6:]: f[k] for k in f.files if k.startswith("mixer_")} or None
             history = History.build(f["text"], int(f["index_log2"]), int(f["match_min"]))
-            vocab = tuple(json.loads(str(f["vocab"])))
-            if len(vocab) != V:
-                raise ValueError("vocabulary and tables disagree")
             prior = Prior(str(f["fingerprint"]), vocab, table, history, mixer, tuple(int(o) for o in f["orders"]),
                           bool(f["words"]), int(f["match_min"]))
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise StateError(f"prior file {path} is corrupt or truncated ({type(exc).__name__}); rebuild it with `edge-rnn prior`") from None
-    for array in (table.counts, table.check, table.total, history.index):
-        array.flags.writeable = False  # shared by every user of the model
+    table.read_only()  # shared by every user of the model
+    history.index.flags.writeable = False
     return prior
 
 

@@ -1,0 +1,63 @@
+"""The prior's sparse count table (edge_rnn.runtime.online.sparse): what it holds is what was counted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_rnn.errors import StateError
+from edge_rnn.runtime.online.sparse import SparseTable, build_sparse
+from edge_rnn.runtime.online.tables import CountTable
+
+
+def _random_stream(seed=0, n=3000, contexts=40, V=7):
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, 2**63, size=contexts, dtype=np.uint64) * np.uint64(2) + np.uint64(1)  # full 64-bit spread
+    which = rng.integers(0, contexts, size=(n, 3))  # three contexts before each symbol
+    symbols = (which[:, 0] * 3 + rng.integers(0, 2, size=n)) % V  # each context prefers a few symbols
+    return hashes[which], symbols, hashes, V
+
+
+def test_dense_rows_are_the_counts_of_each_context():
+    H, y, hashes, V = _random_stream()
+    table, seen_twice = build_sparse(H, y, V, max_contexts=1 << 10)
+    assert seen_twice == table.rows == len(np.unique(H))
+    low, check = CountTable.keys(hashes)
+    rows = table.lookup(low, check)
+    assert (rows < table.rows).all()
+    dense = table.dense(rows)  # (contexts, V)
+    for c, h in enumerate(hashes):
+        expected = np.bincount(np.repeat(y, 3)[H.ravel() == h], minlength=V)
+        top = expected.max()
+        if top > 255:
+            expected = np.maximum(np.floor(expected * (255.0 / top)), expected > 0)
+        assert np.array_equal(dense[c], expected.astype(np.uint8)), c
+        assert table.total[rows[c]] == dense[c].sum()
+
+
+def test_unknown_contexts_read_the_empty_sentinel_and_the_budget_keeps_the_most_frequent():
+    H, y, hashes, V = _random_stream(seed=1)
+    table, _ = build_sparse(H, y, V, max_contexts=5)
+    assert table.rows == 5
+    freq = np.array([(H == h).sum() for h in hashes])
+    low, check = CountTable.keys(hashes)
+    rows = table.lookup(low, check)
+    held = rows < table.rows
+    assert held.sum() == 5 and freq[held].min() >= np.sort(freq)[-5]
+    assert (table.dense(rows[~held]) == 0).all() and (table.total[rows[~held]] == 0).all()
+    stranger = CountTable.keys(np.array([12345678901234567], np.uint64))
+    assert table.lookup(*stranger)[0] == table.rows
+    empty = SparseTable.empty(V)
+    assert empty.rows == 0 and (empty.dense(empty.lookup(low, check)) == 0).all()
+
+
+def test_inconsistent_arrays_are_refused():
+    H, y, _, V = _random_stream(seed=2)
+    table, _ = build_sparse(H, y, V, max_contexts=64)
+    arrays = table.arrays()
+    for name, bad in (("start", arrays["start"][:-1]), ("keys", arrays["keys"][::-1].copy()),
+                      ("symbols", np.full_like(arrays["symbols"], V))):
+        with pytest.raises(StateError, match="corrupt"):
+            SparseTable(V, {**arrays, name: bad})
+    with pytest.raises(StateError, match="lacks"):
+        SparseTable(V, {k: v for k, v in arrays.items() if k != "check"})
