@@ -131,7 +131,10 @@ def complete_word(model, state: tuple, log_probs: np.ndarray, *, word_started: b
         state = tuple(s[:, index] for s in state)  # ([L, B, H],...)
         logits, state = model.forward(tokens[:, None].astype(np.int64), state)  # (B, 1, V)
         if predictor is not None:
-            lp = predictor.predict_batch([tail + i for i in ids], log_softmax(np, to_numpy(logits)[:, 0])).astype(np.float64)
+            # each beam's context as the learning stream keeps it (its last tail_needed ids): a beam that goes on
+            # from the last keystroke's then has the same tail, and the predictor's cache knows its contexts
+            tails = [(tail + i)[-predictor.hasher.tail_needed :] for i in ids]
+            lp = predictor.predict_batch(tails, log_softmax(np, to_numpy(logits)[:, 0])).astype(np.float64)
         else:
             lp = log_softmax(np, to_numpy(logits)[:, 0].astype(np.float64))  # (B, V)
     best = sorted(finished.items(), key=lambda item: -item[1])[: config.n]
