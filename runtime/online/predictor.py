@@ -29,6 +29,7 @@ _TOTAL_BUCKET = np.minimum(np.ceil(np.log2(np.maximum(np.arange(1 << 16), 1))).a
 FINAL_SELECTORS = 6 * 4  # the final mixer's weights by the last character's class and the partial word
 WORD_MATCH = -4  # the word match's input (then the two matches, then the RNN)
 MATCH_SCORE = 2.0  # a match's score for the symbol it predicts (log(1 + alpha) - log(alpha) ~ 2.4 for a count of 1)
+_TAIL_CACHE = 512  # tails whose raw hashes a predictor keeps (~0.7 KB each): a keystroke's beams are a few dozen
 _ROW_BUCKET = np.stack([_TOTAL_BUCKET, _TOTAL_BUCKET + COUNT_BUCKETS])  # (2, 2^16) by (one symbol seen, total)
 _DOUBT = np.log([0.005, 0.05, 0.3]).astype(np.float32)  # the RNN's probability of a match's symbol, bucketed
 _DOUBT_ABOVE = [float(d) for d in _DOUBT[1:]]  # as Python floats: searchsorted of one value is a comparison or two
@@ -186,7 +187,7 @@ class OnlinePredictor:
         raw = self._keyed.get(tail)
         if raw is None:
             raw = self.hasher.raw(tail)
-            if len(self._keyed) >= 4096:
+            if len(self._keyed) >= _TAIL_CACHE:
                 self._keyed.clear()
             self._keyed[tail] = raw
         return raw
