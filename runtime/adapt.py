@@ -136,8 +136,10 @@ class Adapter:
         self.model, self.config, self.xp = model, config, model.xp
         self.predictor = predictor
         self.names = trainable_names(model.spec, config.trainable)
-        self.params = {k: model.weights[k] for k in self.names}
-        self.base = {k: v.copy() for k, v in self.params.items()}
+        # On the file's shared weights the base is those read-only arrays (no copy), and the
+        # model copies its weights on the first update (Model.writable_weights).
+        self._on_shared = getattr(model, "shares_weights", False)
+        self.base = {k: (v if self._on_shared else v.copy()) for k, v in self.params.items()}
         self.rule = self._new_rule()
         self.lr = config.lr
         self.uniform_loss = math.log(model.spec.vocab_size)  # nats/token of knowing nothing
@@ -147,9 +149,14 @@ class Adapter:
         self.loss_ema: float | None = None
         self._save_good()
 
+    @property
+    def params(self) -> dict:
+        """The trainable weights as the model holds them now (shared until the first update)."""
+        return {k: self.model.weights[k] for k in self.names}
+
     def _new_rule(self) -> Rule:
         c = self.config
-        return Rule(self.xp, c.rule, self.params, self.base, beta1=c.beta1, beta2=c.beta2, eps=c.eps, decay=c.decay)
+        return Rule(self.xp, c.rule, self.base, self.base, beta1=c.beta1, beta2=c.beta2, eps=c.eps, decay=c.decay)
 
     # --- stream bookkeeping ---------------------------------------------------------------
     def reset_stream(self) -> None:
@@ -166,8 +173,10 @@ class Adapter:
         """Back to the base weights the adapter started from, with fresh rule state and, with a
         predictor, fresh tables."""
         with self.model.adapting():  # other threads' streams of this model refuse to step meanwhile
-            for k, v in self.base.items():
-                self.params[k][...] = v
+            if not (self._on_shared and self.model.use_shared_weights()):
+                params = self.params
+                for k, v in self.base.items():
+                    params[k][...] = v
             self.rule = self._new_rule()
             self.lr = self.config.lr
             self.model.version += 1
@@ -253,6 +262,7 @@ class Adapter:
         self.spikes = 0
         scale = cfg.clip / norm if cfg.clip and norm > cfg.clip else 1.0  # the rule folds it in
         if self.lr > 0:
+            self.model.writable_weights()  # copy-on-write: the first update copies the shared weights
             self.rule.step(self.params, grads, self.lr, scale)
             self.model.version += 1
         self.updates += 1
@@ -266,13 +276,25 @@ class Adapter:
 
     # --- the guard --------------------------------------------------------------------------
     def _save_good(self) -> None:
-        self.good = ({k: v.copy() for k, v in self.params.items()}, self.rule.state())
+        """The roll-back point, kept cheaply: the weights' distance from the base in float16 (a
+        quarter of weights plus moments in float32), none while the weights are the base's.
+        A roll-back restarts the rule's moments (fresh statistics for a stream that went bad)."""
+        if self._on_shared and self.model.shares_weights:
+            self.good = None
+            return
+        params = self.params
+        self.good = {k: (params[k] - self.base[k]).astype(self.xp.float16) for k in self.names}
 
     def _rollback(self) -> None:
-        weights, rule_state = self.good
-        for k, v in weights.items():
-            self.params[k][...] = v
-        self.rule.load(rule_state)
+        if self.good is None and self._on_shared:
+            self.model.use_shared_weights()
+        else:
+            params = self.params
+            for k in self.names:
+                params[k][...] = self.base[k]
+                if self.good is not None:
+                    params[k] += self.good[k]
+        self.rule = self._new_rule()
         self.lr = max(self.lr * 0.5, self.config.lr * 1e-3)  # a floor: the adapter never silently dies
         self.loss_ema, self.spikes = None, 0  # re-anchor the running loss on what comes next
         self.rollbacks += 1

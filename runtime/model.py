@@ -10,12 +10,20 @@ observes (or resets) on a thread, a stream step of the same Model on another thr
 StateError rather than return a mix of two weight versions; streams on the adapter's own
 thread interleave with it as usual (the Autocompleter does). Threads that must run beside
 an adapter load their own Model.
+
+Sharing: `load` reads a model file once per process (keyed by its path, inode, size and mtime,
+on one backend) and every Model of that file shares its weight arrays and step-kernel tables,
+read-only (numpy's writeable flag is off). A Model that changes its weights (an Adapter with a
+step size, set_weights) copies them first, on the first write (`writable_weights`), so the
+other Models of the file never see the change; an Adapter's reset goes back to the shared arrays.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,7 +32,7 @@ import numpy as np
 from edge_rnn import spec as S
 from edge_rnn.errors import ModelFileError, SettingsError, StateError
 from edge_rnn.graph import build_model
-from edge_rnn.modelfile import ModelFile, load_proto, parse_metadata, write_model
+from edge_rnn.modelfile import ModelFile, load_proto, parse_metadata, resolve_model, write_model
 from edge_rnn.runtime import network
 from edge_rnn.runtime.adapt import Adapter, adapt_config
 from edge_rnn.runtime.backend import BACKENDS, array_module, to_numpy
@@ -49,6 +57,40 @@ def load(path: str | Path | None = None, backend: str = "numpy", vocab: Vocabula
     return cls.load(path, backend=backend, vocab=vocab)
 
 
+class SharedBase:
+    """One model file's weights on one backend, loaded once per process and shared read-only by
+    every Model of the file (with their fingerprint and step-kernel tables); see the module doc."""
+
+    def __init__(self, modelfile: ModelFile, weights: dict, xp):
+        self.file = modelfile
+        self.weights = {k: xp.asarray(np.ascontiguousarray(v, dtype=np.float32)) for k, v in weights.items()}
+        for v in self.weights.values():
+            if isinstance(v, np.ndarray):
+                v.flags.writeable = False  # a write through any Model of the file is an error, not a leak into the others
+        self.fingerprint = modelfile.sha256()
+        self._kernel = None
+        self._lock = threading.Lock()
+
+    def kernel(self, model) -> StepKernel:
+        with self._lock:  # threads stepping their first keystroke at once build it once
+            if self._kernel is None:
+                self._kernel = StepKernel(model)
+            return self._kernel
+
+
+_SHARED: "weakref.WeakValueDictionary[tuple, SharedBase]" = weakref.WeakValueDictionary()  # gone with its last Model
+_SHARED_LOCK = threading.Lock()
+
+
+def _file_key(path: Path, backend: str) -> tuple | None:
+    """What identifies a model file's contents without reading it: an atomic rewrite changes the inode."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # load_proto names what is wrong
+    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, backend)
+
+
 class Model(BaseModel):
     """Weights (on `xp`), architecture, vocabulary and provenance of one model file.
 
@@ -57,10 +99,17 @@ class Model(BaseModel):
     writes the current (possibly adapted) weights as a model file of the contract.
     """
 
-    def __init__(self, modelfile: ModelFile, weights: dict[str, np.ndarray], backend: str = "numpy"):
+    def __init__(self, modelfile: ModelFile, weights: dict[str, np.ndarray] | None, backend: str = "numpy",
+                 shared: SharedBase | None = None):
+        """weights: this Model's own; or None with `shared`, the file's read-only weights (see the module doc)."""
+        self._shared = shared
         super().__init__(modelfile, array_module(backend))
         self.backend = backend
-        self.weights = {k: self.xp.asarray(np.ascontiguousarray(v, dtype=np.float32)) for k, v in weights.items()}
+        if shared is not None:
+            self.weights = dict(shared.weights)  # the same arrays: copied on the first write (writable_weights)
+        else:
+            self.weights = {k: self.xp.asarray(np.ascontiguousarray(v, dtype=np.float32)) for k, v in weights.items()}
+        self._owns = shared is None
         self.base_weights = None  # set by adapters that decay toward the base
         self.version = 0  # bumped whenever weights change, to invalidate derived tables
         self._kernel = None
@@ -69,17 +118,25 @@ class Model(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path | None = None, backend: str = "numpy", vocab: Vocabulary | None = None) -> "Model":
-        proto, path = load_proto(path)
-        array_module(backend)  # fail early on an unavailable backend
-        if vocab is not None and not any(p.key == S.KEY_SPEC for p in proto.metadata_props):
-            return cls._foreign(proto, path, vocab, backend)
-        modelfile = parse_metadata(proto, path)
-        if modelfile.quantization:
-            raise ModelFileError(
-                f"{path} is {modelfile.quantization} quantized, which runs on backend='onnxruntime' only; "
-                "load the float model for the numpy/cupy backends"
-            )
-        return cls(modelfile, checked_weights(proto, modelfile).weights, backend)
+        key = _file_key(resolve_model(path), backend) if vocab is None else None
+        with _SHARED_LOCK:
+            shared = _SHARED.get(key) if key else None
+        if shared is None:
+            proto, path = load_proto(path)
+            array_module(backend)  # fail early on an unavailable backend
+            if vocab is not None and not any(p.key == S.KEY_SPEC for p in proto.metadata_props):
+                return cls._foreign(proto, path, vocab, backend)
+            modelfile = parse_metadata(proto, path)
+            if modelfile.quantization:
+                raise ModelFileError(
+                    f"{path} is {modelfile.quantization} quantized, which runs on backend='onnxruntime' only; "
+                    "load the float model for the numpy/cupy backends"
+                )
+            shared = SharedBase(modelfile, checked_weights(proto, modelfile).weights, array_module(backend))
+            if key:
+                with _SHARED_LOCK:
+                    shared = _SHARED.setdefault(key, shared)  # of threads loading at once, the first one's is everyone's
+        return cls(shared.file, None, backend, shared=shared)
 
     @classmethod
     def _foreign(cls, proto, path, vocab: Vocabulary, backend: str) -> "Model":
@@ -127,7 +184,14 @@ class Model(BaseModel):
                 "step streams of an adapting model on the adapter's thread, or load a Model per thread (edge_rnn.load)"
             )
 
+    def _fingerprint(self) -> str:
+        if self._shared is not None and not any("base_sha256" in r for r in self.file.adaptation):
+            return self._shared.fingerprint  # hashed once per file, not once per Model
+        return super()._fingerprint()
+
     def _step_kernel(self):
+        if not self._owns:  # on the file's shared weights: the file's shared tables
+            return self._shared.kernel(self)
         kernel = self._kernel
         if kernel is None or kernel.version != self.version:
             kernel = self._kernel = StepKernel(self)
@@ -144,9 +208,34 @@ class Model(BaseModel):
         """Copies on the host, safe to keep while the weights adapt."""
         return {k: np.array(to_numpy(v), copy=True) for k, v in self.weights.items()}
 
+    @property
+    def shares_weights(self) -> bool:
+        """Whether this Model still runs on the file's shared, read-only weights."""
+        return not self._owns
+
+    def writable_weights(self) -> dict:
+        """This Model's weights, to change in place: the shared arrays are copied on the first call
+        (copy-on-write), so the file's other Models never see the change."""
+        if not self._owns:
+            self.weights = {k: v.copy() for k, v in self.weights.items()}
+            self._owns, self._kernel = True, None
+            self.version += 1
+        return self.weights
+
+    def use_shared_weights(self) -> bool:
+        """Drop this Model's own weights for the file's shared ones (an adapter's reset): True if it could."""
+        if self._shared is None:
+            return False
+        if self._owns:
+            self.weights = dict(self._shared.weights)
+            self._owns, self._kernel = False, None
+            self.version += 1
+        return True
+
     def set_weights(self, weights: dict) -> None:
+        own = self.writable_weights()
         for k, v in weights.items():
-            self.weights[k][...] = self.xp.asarray(v)
+            own[k][...] = self.xp.asarray(v)
         self.version += 1
 
     def save(self, path: str | Path, record: dict | None = None) -> Path:

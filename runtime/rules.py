@@ -9,6 +9,8 @@ more (allocation and page faults) than the arithmetic.
 
 from __future__ import annotations
 
+import threading
+
 RULES = ("sgd", "adam", "dynamic")
 # The moments' defaults, AdaptConfig's too: beta2 = 0.99 (not Adam's usual 0.999) is what the
 # adaptation defaults, tests and bench were tuned and measured with; a stream's statistics move.
@@ -22,14 +24,21 @@ class Rule:
         self.xp, self.name, self.t = xp, name, 0
         self.beta1, self.beta2, self.eps, self.decay = beta1, beta2, eps, decay
         self.base = base
-        zeros = lambda: {k: xp.zeros_like(v) for k, v in weights.items()}  # noqa: E731
-        self.m = zeros() if name == "adam" else {}
-        self.v = zeros() if name in ("adam", "dynamic") else {}
-        self.buf = zeros() if name != "sgd" else {}
+        # The moments are allocated on the first step (a learner that never updates holds none);
+        # `buf` is scratch, recomputed in every step: one per thread and shape, not one per learner.
+        self._like = {k: (v.shape, v.dtype) for k, v in weights.items()}
+        self.m: dict = {}
+        self.v: dict = {}
+        self.buf = _Scratch(xp, self._like) if name != "sgd" else {}
 
     def step(self, weights: dict, grads: dict, lr: float, scale: float = 1.0) -> None:
         """Apply the gradients `scale * grads` (scale: the clipping factor, folded into the
         rule's scalars instead of a pass over every gradient). Overwrites `grads`."""
+        zeros = lambda: {k: self.xp.zeros(shape, dtype) for k, (shape, dtype) in self._like.items()}  # noqa: E731
+        if self.name == "adam" and not self.m:
+            self.m = zeros()
+        if self.name in ("adam", "dynamic") and not self.v:
+            self.v = zeros()
         self.t += 1
         getattr(self, f"_{self.name}")(weights, grads, lr, scale)
 
@@ -101,7 +110,22 @@ class Rule:
 
     def load(self, state: dict) -> None:
         self.t = state["t"]
-        for k, v in state["m"].items():
-            self.m[k][...] = v
-        for k, v in state["v"].items():
-            self.v[k][...] = v
+        self.m = {k: v.copy() for k, v in state["m"].items()}
+        self.v = {k: v.copy() for k, v in state["v"].items()}
+
+
+class _Scratch:
+    """A rule's work buffers: this thread's array of each weight's shape, shared by every Rule."""
+
+    _local = threading.local()
+
+    def __init__(self, xp, like: dict):
+        self.xp, self.like = xp, like
+
+    def __getitem__(self, name):
+        shape, dtype = self.like[name]
+        pool = self._local.__dict__.setdefault("pool", {})
+        key = (self.xp.__name__, shape, str(dtype))
+        if key not in pool:
+            pool[key] = self.xp.empty(shape, dtype)
+        return pool[key]

@@ -29,13 +29,14 @@ def _runtime_tbptt(path, backend, streams, window, repeats, sync):
     xp = model.xp
     ids = text_ids(model.vocab, streams * (window + 1)).reshape(streams, window + 1)
     x, y = xp.asarray(ids[:, :-1]), xp.asarray(ids[:, 1:])  # (B, k)
-    rule = Rule(xp, "adam", model.weights, None)
+    weights = model.writable_weights()  # its own copy: the file's shared weights stay the base (copy-on-write)
+    rule = Rule(xp, "adam", weights, None)
     times = []
     for r in range(repeats + 1):
         sync()
         t0 = time.perf_counter()
-        _, grads, _ = loss_and_grads(xp, model.spec, model.weights, x, y, model.initial_state(streams))
-        rule.step(model.weights, grads, 1e-4)
+        _, grads, _ = loss_and_grads(xp, model.spec, weights, x, y, model.initial_state(streams))
+        rule.step(weights, grads, 1e-4)
         sync()
         if r:  # the first is warm-up
             times.append(streams * window / (time.perf_counter() - t0))

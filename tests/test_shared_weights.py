@@ -1,0 +1,100 @@
+"""Compact per-user state (issue 16 item 1): the Models of one file share its weights read-only,
+a learner with a step size copies them on its first update, and a user costs what is measured."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import edge_rnn
+from edge_rnn import spec as S
+from edge_rnn.app.autocomplete import Autocompleter
+from tests.capacity import TEXT
+from tests.conftest import small_model_file
+
+MIB = 2**20
+
+
+def test_models_of_one_file_share_read_only_weights(tmp_path):
+    path = small_model_file(tmp_path, cell="lstm")
+    a, b = edge_rnn.load(path), edge_rnn.load(path)
+    assert a is not b and a.shares_weights and b.shares_weights
+    for name in a.weights:
+        assert np.shares_memory(a.weights[name], b.weights[name])
+    with pytest.raises(ValueError):
+        a.weights[S.HEAD_BIAS][...] = 1.0  # a write must go through writable_weights
+    (tmp_path / "other").mkdir()
+    other = small_model_file(tmp_path / "other", cell="lstm", seed=1)
+    assert not np.shares_memory(edge_rnn.load(other).weights[S.HEAD_WEIGHT], a.weights[S.HEAD_WEIGHT])
+
+
+def test_rewritten_file_is_read_again(tmp_path):
+    path = small_model_file(tmp_path, cell="gru")
+    before = edge_rnn.load(path)
+    small_model_file(tmp_path, cell="gru", seed=3)  # the same path, new weights
+    after = edge_rnn.load(path)
+    assert not np.allclose(before.weights[S.HEAD_WEIGHT], after.weights[S.HEAD_WEIGHT])
+
+
+def test_learning_rnn_copies_on_write_and_leaves_the_other_alone(tmp_path):
+    path = small_model_file(tmp_path, cell="lstm", hidden=32)
+    learner = Autocompleter(edge_rnn.load(path), adapt_settings={"lr": 3e-2, "rule": "dynamic"})
+    other = Autocompleter(edge_rnn.load(path), learn=False)  # its predictions are its weights' alone
+    before = other.type("the cat sat on th")
+    learner.type("the cat sat on the mat and the dog sat on the log. " * 6)
+    assert learner.stats()["updates"] > 0 and not learner.model.shares_weights
+    assert other.model.shares_weights
+    assert not np.shares_memory(learner.model.weights[S.HEAD_WEIGHT], other.model.weights[S.HEAD_WEIGHT])
+    assert not np.allclose(learner.model.weights[S.HEAD_WEIGHT], other.model.weights[S.HEAD_WEIGHT])
+    other.backspace(2)
+    assert other.type("th") == before  # its predictions did not move
+    assert Autocompleter(edge_rnn.load(path), learn=False).type("the cat sat on th") == before
+    learner.reset_learning()  # back to the shared base: the copy is dropped
+    assert learner.model.shares_weights
+    assert np.shares_memory(learner.model.weights[S.HEAD_WEIGHT], other.model.weights[S.HEAD_WEIGHT])
+
+
+def test_rollback_point_is_a_float16_delta(tmp_path):
+    model = edge_rnn.load(small_model_file(tmp_path, cell="gru", hidden=32))
+    adapter = model.adapter(rule="sgd", lr=0.1, k1=8, k2=8, checkpoint_every=1, mixture=False)
+    assert adapter.good is None  # on the base: nothing to keep
+    adapter.observe(TEXT)
+    weights = sum(v.nbytes for v in adapter.params.values())
+    assert sum(v.nbytes for v in adapter.good.values()) == weights // 2
+    good = {k: adapter.base[k] + adapter.good[k].astype(np.float32) for k in adapter.names}
+    adapter.model.weights[S.HEAD_WEIGHT][...] = np.nan
+    adapter.observe(TEXT[:9])
+    assert adapter.rollbacks >= 1 and all(np.isfinite(v).all() for v in model.weights.values())
+
+
+def _traced_per_user(make, users: int = 4) -> float:
+    """Bytes one more user keeps, by tracemalloc (numpy reports its buffers to it), over `users` more."""
+    keep = [make(0)]  # the file's shared weights and the thread's scratch are the first one's
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        keep += [make(k) for k in range(1, users + 1)]
+        gc.collect()
+        return (tracemalloc.get_traced_memory()[0] - start) / users
+    finally:
+        tracemalloc.stop()
+
+
+def _user(settings=None):
+    def make(k: int) -> Autocompleter:
+        ac = Autocompleter(edge_rnn.load(), adapt_settings=settings)
+        ac.type((TEXT * 40)[k * 7 : k * 7 + 1200])
+        return ac
+    return make
+
+
+def test_a_user_of_the_default_model_costs_at_most_16_mib():
+    """The default model and settings: the RNN is the file's, shared; a user holds a stream,
+    its snapshots and the online predictor's tables."""
+    per_user = _traced_per_user(_user())
+    assert per_user < 16 * MIB, f"{per_user / MIB:.1f} MiB per user"
+    assert per_user > 0.5 * MIB  # measured, not zero: the predictor's tables are the user's own
