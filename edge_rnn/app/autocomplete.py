@@ -17,9 +17,10 @@ tables, word contexts and a match model mixed with the RNN), prequentially: each
 is scored before it is learned from, which gives the bits-per-character curve. It learns
 from the RNN's predictions the stream made while the user typed, so no character runs
 through the RNN twice. The predictor's state is the user's own; the RNN's weights stay
-the model's, shared, unless `adapt_settings` gives the RNN a step size of its own
-(then the adapter changes the model's weights in place: give each such Autocompleter its
-own Model).
+the model file's, shared read-only by every Model of the file in the process (runtime.model),
+unless `adapt_settings` gives the RNN a step size of its own: then the Model copies its weights
+on the first update (copy-on-write) and the adapter changes that copy, so give each such
+Autocompleter its own Model (`edge_rnn.load` per user is cheap: the file is read once).
 Deleting committed text and typing again commits the new text (corrections are
 learned); what was learned before stays learned.
 """

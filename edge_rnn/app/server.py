@@ -7,8 +7,10 @@ machine: websockets p50 354-380 us, Starlette/uvicorn 365-440 us) and because it
 dependency with none of its own (Starlette + uvicorn bring anyio, h11, click) for a server
 that has one route with a body and one websocket.
 
-Each websocket is one browser tab with its own Autocompleter (its own model copy and learning),
-so two tabs never share what they learned. The model work runs in a small thread pool; the
+Each websocket is one browser tab with its own Autocompleter (its own Model and learning), so
+two tabs never share what they learned; the Models of one file share its weights read-only (a
+tab's RNN that learns copies them on its first update), so a tab costs its stream and its
+predictor's tables (docs/reliability.md section 6). The model work runs in a small thread pool; the
 event loop owns the `sessions` dict (changed only on the loop, under `lock` for readers in
 other threads). Limits: a handshake and an idle timeout, a cap on open connections, a Host
 allowlist (127.0.0.1 and localhost, more with --allow-host) and an Origin that must name an
@@ -333,7 +335,7 @@ class AutocompleteServer:
             return None
 
     def _fresh(self, _=None) -> Autocompleter:
-        return self._autocompleter(edge_rnn.load(self.model_path, backend=self.backend))  # a copy: learning stays in this tab
+        return self._autocompleter(edge_rnn.load(self.model_path, backend=self.backend))  # its own Model on the shared weights
 
     def _restore(self, data: bytes) -> Autocompleter:
         load = lambda path: edge_rnn.load(path or self.model_path, backend=self.backend)  # noqa: E731
