@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_rnn.corpus import load_shakespeare, shakespeare_paths
 from edge_rnn.errors import CorpusError
 
 log = logging.getLogger(__name__)
@@ -292,8 +293,6 @@ def _strip_markup(text: str) -> str:
 
 
 def shakespeare_documents(src: Sources) -> Iterator[tuple[str, str]]:
-    from edge_rnn.corpus import load_shakespeare, shakespeare_paths
-
     for path, text in zip(shakespeare_paths(), load_shakespeare()):
         yield path.stem, text
 

@@ -16,6 +16,7 @@ from flwr.app import Context
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.serverapp import Grid, ServerApp
 
+from edge_rnn.corpus import read_text_file
 from edge_rnn.fleet.client import file_text, make_client_app
 from edge_rnn.fleet.data import Device, Fleet
 from edge_rnn.fleet.local import LocalConfig
@@ -43,8 +44,6 @@ def plan_from(run_config) -> Plan:
 
 
 def _read(path: str) -> str:
-    from edge_rnn.corpus import read_text_file
-
     return read_text_file(path.strip())
 
 

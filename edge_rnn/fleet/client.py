@@ -14,7 +14,10 @@ from collections.abc import Callable
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from edge_rnn.corpus import read_text_file
+from edge_rnn.errors import SettingsError
 from edge_rnn.fleet import local
+from edge_rnn.fleet.data import Device
 from edge_rnn.runtime.evaluate import score_text
 
 # (context, server round, characters) -> the text this device writes in that round
@@ -29,8 +32,6 @@ def to_record(model, weights: dict) -> ArrayRecord:
 
 def from_record(model, record: ArrayRecord) -> dict:
     if set(record.keys()) != set(local.names(model)):
-        from edge_rnn.errors import SettingsError
-
         raise SettingsError(f"got weights {sorted(record.keys())} for a model with {local.names(model)}; "
                             "the server and the device must run the same base model file")
     return local.from_ndarrays(model, (record[n].numpy() for n in local.names(model)))
@@ -48,10 +49,6 @@ def partition_texts(fleet) -> TextSource:
 
 def file_text(context: Context, round_: int, chars: int) -> str:
     """Deployment: the device's text file, named by the SuperNode's node config `text-path`."""
-    from edge_rnn.corpus import read_text_file
-    from edge_rnn.errors import SettingsError
-    from edge_rnn.fleet.data import Device
-
     if "text-path" not in context.node_config:
         raise SettingsError("this SuperNode has no text: start it with --node-config 'text-path=\"/path/to/text.txt\"'")
     text = read_text_file(context.node_config["text-path"])

@@ -14,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
+import edge_rnn
 from edge_rnn.errors import SettingsError
 from edge_rnn.runtime.adapt import AdaptConfig
 from edge_rnn.runtime.evaluate import score_text
@@ -66,8 +67,6 @@ def one_thread():
 @lru_cache(maxsize=2)
 def load_model(path: str | None):
     """One numpy Model per process and path: a Ray worker reuses it for every message."""
-    import edge_rnn
-
     return edge_rnn.load(path, backend="numpy")
 
 

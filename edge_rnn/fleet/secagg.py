@@ -28,6 +28,7 @@ from edge_rnn.errors import SettingsError
 from edge_rnn.fleet import local
 from edge_rnn.fleet.client import TextSource, partition_texts
 from edge_rnn.fleet.server import Plan, RoundEnd
+from edge_rnn.fleet.simulate import backend_config, quiet_flower, ray_started, report
 
 
 class DeviceClient(NumPyClient):
@@ -106,8 +107,6 @@ def _by_round(metrics: dict[str, list[tuple[int, float]]]) -> dict[int, dict]:
 
 def simulate_secagg(plan: Plan, workers: int = 2, verbose: bool = False, progress=None) -> dict:
     from flwr.simulation import run_simulation
-
-    from edge_rnn.fleet.simulate import backend_config, quiet_flower, ray_started, report
 
     sink: dict = {}
     t0 = time.perf_counter()
