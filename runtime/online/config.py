@@ -24,12 +24,12 @@ class MixtureConfig:
     orders: tuple = (0, 1, 2, 3, 4, 5, 6, 8)
     words: bool = True
     user_rows_log2: int = 16
-    count_limit: int = 250
+    count_limit: int = 120
     alpha: float = 0.1
     history_log2: int = 19
     match_min: int = 5
     lr: float = 0.01  # tuned on GPL-3, the fortunes and Shakespeare's validation split (README)
-    lr_final: float = 0.002
+    lr_final: float = 0.0005  # the final mixer starts pretrained (the prior's); slow, it holds (issue 15)
 
     def __post_init__(self):
         orders = self.orders
