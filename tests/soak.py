@@ -203,11 +203,15 @@ def _check_sessions(server, words: list[str], controls: int) -> dict:
         word = max(own, key=len) if own else ""
         texts_ok &= word in words and all(word.startswith(w) for w in own) and word not in owner
         owner[word] = session
-    embeddings = [s.ac.model.weights["embedding"] for s in live]
-    for i in range(len(embeddings)):
-        shared += sum(np.shares_memory(embeddings[i], e) for e in embeddings[i + 1 :])
+    # Sessions on the file's shared read-only weights may share them; a session's own (learned)
+    # weights must be nobody else's
+    models = [s.ac.model for s in live]
+    for i in range(len(models)):
+        shared += sum(np.shares_memory(models[i].weights["embedding"], m.weights["embedding"]) for m in models[i + 1 :]
+                      if not (models[i].shares_weights and m.shares_weights))
     unchanged = {w: all(np.array_equal(v, base[k]) for k, v in owner[w].ac.model.host_weights().items()) for w in owner}
-    return {"sessions": len(live), "texts_own_word_only": bool(texts_ok), "shared_weight_arrays": int(shared),
+    return {"sessions": len(live), "texts_own_word_only": bool(texts_ok), "own_weight_arrays_shared": int(shared),
+            "controls_on_shared_weights": sum(owner[w].ac.model.shares_weights for w in words[:controls] if w in owner),
             "controls_unchanged": sum(unchanged.get(w, False) for w in words[:controls]),
             "learners_changed": sum(not unchanged.get(w, True) for w in words[controls:])}
 

@@ -66,8 +66,9 @@ def test_fifty_sessions_from_a_second_process(model_path):
 
     checks = result["server_checks"]
     checks.pop("server_rss_mb")
-    assert checks == {"sessions": SESSIONS, "texts_own_word_only": True, "shared_weight_arrays": 0,
-                      "controls_unchanged": CONTROLS, "learners_changed": SESSIONS - CONTROLS}
+    assert checks == {"sessions": SESSIONS, "texts_own_word_only": True, "own_weight_arrays_shared": 0,
+                      "controls_on_shared_weights": CONTROLS, "controls_unchanged": CONTROLS,
+                      "learners_changed": SESSIONS - CONTROLS}
 
     hostile = result["hostile"]
     assert hostile == {"malformed_errors": "6/6", "still_serves": True, "oversized": "closed 1009", "unmasked": "closed 1002"}
