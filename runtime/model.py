@@ -20,9 +20,11 @@ other Models of the file never see the change; an Adapter's reset goes back to t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,6 +70,7 @@ class SharedBase:
             if isinstance(v, np.ndarray):
                 v.flags.writeable = False  # a write through any Model of the file is an error, not a leak into the others
         self.fingerprint = modelfile.sha256()
+        self.digest: str | None = None  # the file's sha256 when it was read within RECENT_NS of a change (see load)
         self._kernel = None
         self._lock = threading.Lock()
 
@@ -82,13 +85,28 @@ _SHARED: "weakref.WeakValueDictionary[tuple, SharedBase]" = weakref.WeakValueDic
 _SHARED_LOCK = threading.Lock()
 
 
+RECENT_NS = 2 * 10**9  # a file changed this recently may have been rewritten in place within one mtime tick
+
+
 def _file_key(path: Path, backend: str) -> tuple | None:
-    """What identifies a model file's contents without reading it: an atomic rewrite changes the inode."""
+    """What identifies a model file's contents without reading it: an atomic rewrite changes the
+    inode, an edit the mtime; a file modified in the last RECENT_NS is also checked by its digest."""
     try:
         st = os.stat(path)
     except OSError:
         return None  # load_proto names what is wrong
     return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, backend)
+
+
+def _recent_digest(path: Path, key: tuple) -> str | None:
+    """The file's sha256 when it changed recently (an in-place rewrite of the same size may keep
+    its mtime, racily: the clock ticks in milliseconds), else None: the stat key is enough."""
+    if time.time_ns() - key[4] >= RECENT_NS:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 class Model(BaseModel):
@@ -118,9 +136,13 @@ class Model(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path | None = None, backend: str = "numpy", vocab: Vocabulary | None = None) -> "Model":
-        key = _file_key(resolve_model(path), backend) if vocab is None else None
+        resolved = resolve_model(path)
+        key = _file_key(resolved, backend) if vocab is None else None
+        digest = _recent_digest(resolved, key) if key else None
         with _SHARED_LOCK:
             shared = _SHARED.get(key) if key else None
+        if shared is not None and digest is not None and digest != shared.digest:
+            shared = None  # rewritten in place within one mtime tick: read it again
         if shared is None:
             proto, path = load_proto(path)
             array_module(backend)  # fail early on an unavailable backend
@@ -133,9 +155,13 @@ class Model(BaseModel):
                     "load the float model for the numpy/cupy backends"
                 )
             shared = SharedBase(modelfile, checked_weights(proto, modelfile).weights, array_module(backend))
+            shared.digest = digest
             if key:
                 with _SHARED_LOCK:
-                    shared = _SHARED.setdefault(key, shared)  # of threads loading at once, the first one's is everyone's
+                    if digest is not None:
+                        _SHARED[key] = shared  # the newest read of a recently changed file
+                    else:
+                        shared = _SHARED.setdefault(key, shared)  # of threads loading at once, the first one's is everyone's
         return cls(shared.file, None, backend, shared=shared)
 
     @classmethod

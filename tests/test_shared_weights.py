@@ -4,6 +4,7 @@ a learner with a step size copies them on its first update, and a user costs wha
 from __future__ import annotations
 
 import gc
+import os
 import tracemalloc
 
 import numpy as np
@@ -98,3 +99,21 @@ def test_a_user_of_the_default_model_costs_at_most_16_mib():
     per_user = _traced_per_user(_user())
     assert per_user < 16 * MIB, f"{per_user / MIB:.1f} MiB per user"
     assert per_user > 0.5 * MIB  # measured, not zero: the predictor's tables are the user's own
+
+
+def test_file_rewritten_in_place_is_read_again(tmp_path):
+    """Same inode, same size, likely the same mtime tick: the digest of a recently changed file tells them apart."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = small_model_file(tmp_path / "a", cell="gru").read_bytes()
+    b = small_model_file(tmp_path / "b", cell="gru", seed=5).read_bytes()
+    assert len(a) == len(b) and a != b
+    path = tmp_path / "m.onnx"
+    path.write_bytes(a)
+    first = edge_rnn.load(path)
+    stat = os.stat(path)
+    with open(path, "r+b") as f:  # in place: the inode stays
+        f.write(b)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # within one mtime tick, as a fast rewrite can be
+    second = edge_rnn.load(path)
+    assert not np.allclose(first.weights[S.HEAD_WEIGHT], second.weights[S.HEAD_WEIGHT])
