@@ -3,11 +3,14 @@ bar on stderr only at a terminal and never under --quiet or --json, each section
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -57,6 +60,7 @@ def test_prefill_legend_says_how_prefill_was_measured(tmp_path):
 def test_quick_bench_at_a_terminal_prints_plain_tables_and_a_bar_on_stderr_only(tmp_path):
     """stderr a pseudo-terminal, stdout a file: the bar goes to the terminal, the report alone to stdout."""
     main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size (tqdm draws to its width)
     with open(tmp_path / "out.txt", "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "edge_rnn.app.cli", "bench", "--quick", "--format", "text"],
                                 stdout=out, stderr=child, stdin=subprocess.DEVNULL)
