@@ -11,6 +11,7 @@ the step when the loss turns non-finite or explodes.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from dataclasses import asdict, dataclass
 
@@ -145,6 +146,7 @@ class Adapter:
         self.uniform_loss = math.log(model.spec.vocab_size)  # nats/token of knowing nothing
         self.reset_stream()
         self.tokens, self.nats, self.mix_nats, self.updates, self.rollbacks = 0, 0.0, 0.0, 0, 0
+        self.predictor_seconds = 0.0
         self.spikes, self.skipped, self.unknown_skipped = 0, 0, 0
         self.loss_ema: float | None = None
         self._save_good()
@@ -222,7 +224,9 @@ class Adapter:
         logp = network.log_softmax(xp, logits[0])  # (n, V)
         self.nats -= float(logp[xp.arange(len(chunk)), xp.asarray(chunk)].sum())
         if self.predictor is not None:  # the mixture scores each token, then learns it
+            t0 = time.perf_counter()
             self.mix_nats += float(self.predictor.steps(to_numpy(logp).astype(np.float32), chunk).sum())
+            self.predictor_seconds += time.perf_counter() - t0  # its own cost, for the bench
         self.tokens += len(chunk)
         self.ring_in.extend(inputs.tolist())
         self.ring_out.extend(chunk.tolist())

@@ -36,16 +36,18 @@ def adapt(path: str, tokens: int, chunk: int, settings: dict) -> dict:
     meter = PeakMeter().start()
     adapter = model.adapter(**settings)
     adapter.observe(ids[:1])  # context only: the first token is never scored
-    rates = []
+    rates, predictor_us = [], []
     for start in range(1, tokens + 1, chunk):
         piece = ids[start : start + chunk]
-        t0 = time.perf_counter()
+        t0, p0 = time.perf_counter(), adapter.predictor_seconds
         adapter.observe(piece)
         rates.append(len(piece) / (time.perf_counter() - t0))
+        predictor_us.append(1e6 * (adapter.predictor_seconds - p0) / len(piece))
     stats = adapter.stats()
     mixture = adapter.predictor
     return {"tokens_per_s": summarize(rates), "peak_rss_mb": peak_rss_mb(), "rss_growth_mb": meter.growth_mb(), "bpc": stats["bpc"],
             "rnn_bpc": stats["rnn_bpc"], "mixture": mixture is not None,
+            "predictor_us_per_char": summarize(predictor_us) if mixture is not None else None,  # timed inside the same run
             "predictor_mib": mixture.nbytes / 2**20 if mixture is not None else 0.0,
             "prior_mib": mixture.prior.nbytes / 2**20 if mixture is not None and mixture.prior is not None else 0.0, "tokens": stats["tokens"],
             "updates": stats["updates"], "rollbacks": stats["rollbacks"], "settings": adapter.record()["settings"]}
