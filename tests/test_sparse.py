@@ -61,3 +61,16 @@ def test_inconsistent_arrays_are_refused():
             SparseTable(V, {**arrays, name: bad})
     with pytest.raises(StateError, match="lacks"):
         SparseTable(V, {k: v for k, v in arrays.items() if k != "check"})
+
+
+def test_shipped_priors_are_within_their_stated_size():
+    """README: the shared prior is at most 64 MiB per process."""
+    from edge_rnn.modelfile import shipped_models
+    from edge_rnn.runtime.online.prior import SUFFIX, load_prior
+
+    for name, path in shipped_models().items():
+        prior_file = path.with_name(path.name.removesuffix(".onnx") + SUFFIX)
+        if prior_file.is_file():
+            prior = load_prior(prior_file)
+            assert prior.nbytes <= 64 * 2**20, f"{name}'s prior is {prior.nbytes / 2**20:.1f} MiB"
+            assert prior.table.rows > 1 << 20 or name != "default", "the default prior holds every context seen twice"
