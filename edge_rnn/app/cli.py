@@ -228,8 +228,8 @@ def _progress(args, total: int, desc: str):
 def _advance(bar):
     """A scoring progress callback (tokens scored, nats so far) moving the bar, with the live bits per character."""
     def advance(tokens: int, nats: float) -> None:
-        bar.set_postfix(bpc=f"{nats / max(bar.n + tokens, 1) / math.log(2):.3f}", refresh=False)  # shown by the update
         bar.update(tokens)
+        bar.set_postfix(bpc=f"{nats / max(bar.n, 1) / math.log(2):.3f}")  # drawn now: update() skips drawing within tqdm's mininterval
 
     return advance
 
