@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -42,3 +52,30 @@ def make_model_file(tmp_path):
     folder = tmp_path / "made"
     folder.mkdir(exist_ok=True)
     return lambda **options: small_model_file(folder, **options)
+
+
+@pytest.fixture(scope="session")
+def quick_bench(tmp_path_factory):
+    """One `edge-rnn bench --quick --format text --out DIR` run for every test that reads a bench
+    (it takes minutes): stderr on a pseudo-terminal with a size (tqdm draws to its width), stdout a
+    file. (bench.json as a dict, DIR, the printed report, what the terminal saw)."""
+    out = tmp_path_factory.mktemp("bench")
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    with open(out / "stdout.txt", "w") as stdout:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_rnn.app.cli", "bench", "--quick", "--format", "text", "--out", str(out)],
+                                stdout=stdout, stderr=child, stdin=subprocess.DEVNULL)
+    os.close(child)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        err += chunk
+    code = proc.wait(timeout=900)
+    os.close(main)
+    assert code == 0, err[-3000:]
+    return json.loads((out / "bench.json").read_text()), Path(out), (out / "stdout.txt").read_text(), err.decode(errors="replace")

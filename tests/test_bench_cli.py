@@ -3,17 +3,8 @@ bar on stderr only at a terminal and never under --quiet or --json, each section
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import pty
-import struct
-import subprocess
-import sys
-import termios
 from pathlib import Path
-
-import pytest
 
 from edge_rnn.app.bench import text_format
 from edge_rnn.app.bench.table import WIDTH, num, to_plain, to_text
@@ -56,27 +47,9 @@ def test_prefill_legend_says_how_prefill_was_measured(tmp_path):
     assert "Stream.feed(prompt)" in prefill["edge-rnn numpy"] and "[1, T]" in prefill["onnxruntime run"]
 
 
-@pytest.mark.slow
-def test_quick_bench_at_a_terminal_prints_plain_tables_and_a_bar_on_stderr_only(tmp_path):
+def test_quick_bench_at_a_terminal_prints_plain_tables_and_a_bar_on_stderr_only(quick_bench):
     """stderr a pseudo-terminal, stdout a file: the bar goes to the terminal, the report alone to stdout."""
-    main, child = pty.openpty()
-    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size (tqdm draws to its width)
-    with open(tmp_path / "out.txt", "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "edge_rnn.app.cli", "bench", "--quick", "--format", "text"],
-                                stdout=out, stderr=child, stdin=subprocess.DEVNULL)
-    os.close(child)
-    err = b""
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        err += chunk
-    assert proc.wait(timeout=900) == 0, err[-3000:]
-    os.close(main)
-    stdout, stderr = (tmp_path / "out.txt").read_text(), err.decode(errors="replace")
+    _, _, stdout, stderr = quick_bench
     assert "bench:" in stderr and "task" in stderr, "the progress bar showed on the terminal"
     assert stdout.startswith("edge-rnn bench --quick,") and "Prefill throughput" in stdout
     assert "bench:" not in stdout and "\r" not in stdout and "|---|" not in stdout
