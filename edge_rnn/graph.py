@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_rnn import spec as S
+from edge_rnn.errors import ModelFileError
 from edge_rnn.spec import ModelSpec
 from edge_rnn.vocab import Vocabulary
 
@@ -46,7 +47,6 @@ def random_weights(spec: ModelSpec, seed: int = 0, scale: float = 0.3) -> dict[s
 
 
 def check_weight_shapes(spec: ModelSpec, weights: dict[str, np.ndarray]) -> None:
-    from edge_rnn.errors import ModelFileError
 
     g, E, H, V = spec.gates, spec.embed_size, spec.hidden_size, spec.vocab_size
     want = {S.EMBEDDING: (V, E), S.HEAD_WEIGHT: (H, V), S.HEAD_BIAS: (V,)}

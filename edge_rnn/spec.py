@@ -10,6 +10,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from edge_rnn.errors import ModelFileError, SettingsError
+
 FORMAT_VERSION = "1"
 CELLS = ("rnn", "gru", "lstm")
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # gate blocks stacked in W and R (ONNX order: -, z r h, i o f c)
@@ -64,7 +66,6 @@ class ModelSpec:
     linear_before_reset: int = 1
 
     def __post_init__(self) -> None:
-        from edge_rnn.errors import SettingsError
 
         if self.cell not in CELLS:
             raise SettingsError(f"unknown cell {self.cell!r}; use one of {', '.join(CELLS)}")
@@ -99,7 +100,6 @@ class ModelSpec:
     def from_json(cls, text: str, linear_before_reset: int = 1) -> "ModelSpec":
         """linear_before_reset: the value for files written before the spec carried it (the
         graph's GRU attribute, see edge_rnn.graph.graph_linear_before_reset)."""
-        from edge_rnn.errors import ModelFileError, SettingsError
 
         try:
             fields = json.loads(text)

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from edge_rnn.errors import ModelFileError
+from edge_rnn.runtime import network
 
 _PASS = {"Squeeze", "Unsqueeze", "Slice", "Reshape", "Identity", "Gather"}  # how a step takes linear[t]
 
@@ -130,9 +131,12 @@ def _unreadable(node: onnx.NodeProto, why: str) -> ModelFileError:
 def check_against_onnxruntime(proto: onnx.ModelProto, spec, weights: dict) -> None:
     """Run the file itself in onnxruntime at its fixed shape and the weights read from it in
     numpy; refuse unless the logits agree (the pattern above is read, not proven)."""
-    import onnxruntime as ort  # a base dependency, imported here because only this path needs it
-
-    from edge_rnn.runtime import network
+    try:
+        import onnxruntime as ort  # optional: the `ort` extra; only this check of unrolled foreign exports needs it
+    except ImportError:
+        raise ModelFileError(f"this file unrolls its recurrent layers ({spec.cell} exported with dynamo=True); reading it "
+                             "needs onnxruntime to check the result: pip install 'edge-rnn[ort]', or export with "
+                             "torch.onnx.export(..., dynamo=False)") from None
 
     tokens_input = next(i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer})
     shape = [d.dim_value if d.HasField("dim_value") else 1 for d in tokens_input.type.tensor_type.shape.dim]
