@@ -269,8 +269,9 @@ class Autocompleter:
         before = self._learner_stats()
         if self.predictor is not None:
             self.predictor.tail = self._tail(start)
-            for y in self._ids[start:end]:
-                self.predictor.step(self._logps.popleft(), y)
+            ids = self._ids[start:end]
+            if len(ids):  # one chunk: what the user's learning cannot change is computed once for it
+                self.predictor.steps(np.stack([self._logps.popleft() for _ in ids]), ids)
         if self._adapter is not None:
             self._adapter.observe(chunk)
         after = self._learner_stats()
