@@ -87,8 +87,7 @@ function onMessage(m) {
 
 function showSuggestions(m) {
   options = m.suggestions;
-  selected = 0;
-  hidden = false;
+  selected = 0; // not `hidden`: a reply arriving after Esc must not bring back what Esc hid
   const chips = $("suggestions");
   chips.replaceChildren();
   options.forEach(([completion, prob], i) => {
