@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import random
 import re
 import resource
 import subprocess
@@ -35,6 +37,30 @@ def rss_mb(pid: str | int = "self") -> float:
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024
 
 
+def tree(pid: int) -> list[int]:
+    """A process and its children (the workers of `edge-rnn serve --processes N`)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [pid, *map(int, f.read().split())]
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size: pages shared between processes (copy-on-write weights) count once in a sum."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return int(re.search(r"Pss:\s+(\d+)", f.read()).group(1)) / 1024
+
+
+def server_memory(pid: int) -> dict:
+    pids = tree(pid)
+    return {"server_rss_mb": round(sum(rss_mb(p) for p in pids), 1), "server_pss_mb": round(sum(pss_mb(p) for p in pids), 1)}
+
+
+def cpu_seconds(pid: str | int = "self") -> float:
+    """User + system CPU seconds of a process, all its threads (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def memory_per_user(model_path=None, chars: int = 2000) -> dict:
     """RSS of one learning Autocompleter, then of nine: (9 - 1) / 8 is what one more user costs."""
     def user(k: int) -> Autocompleter:
@@ -51,11 +77,13 @@ def memory_per_user(model_path=None, chars: int = 2000) -> dict:
             "mb_per_learning_user": round((nine - one) / 8, 2), "chars_typed_each": chars}
 
 
-async def _typist(ws, k: int, cps: float, until: float, latencies: list, first: list) -> None:
-    """Type at `cps`, each keystroke waiting for its reply; the first (it makes the session) goes to `first`."""
+async def _typist(ws, k: int, cps: float, until: float, latencies: list, first: list, compute: list) -> None:
+    """Type at `cps`, each keystroke waiting for its reply; the first (it makes the session) goes to `first`;
+    `compute` gets the server's own time for each later one (its reply's "ms": the handler, not the queue)."""
     text, seq, source = "", 0, TEXT * 20
     start = (k * 13) % len(TEXT)
-    next_at = time.monotonic()
+    next_at = time.monotonic() + random.Random(k).random() / cps  # people do not type in step: each its own phase
+    await asyncio.sleep(next_at - time.monotonic())
     while time.monotonic() < until:
         seq += 1
         text = source[start : start + seq]
@@ -66,6 +94,8 @@ async def _typist(ws, k: int, cps: float, until: float, latencies: list, first: 
             if m.get("seq") == seq:
                 break
         (first if seq == 1 else latencies).append(1000 * (time.perf_counter() - t0))
+        if seq > 1:
+            compute.append(m["ms"])
         next_at += 1 / cps
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
@@ -78,17 +108,25 @@ async def _load(port: int, server_pid: int, connected: int, typing: list[int], c
         json.loads(await ws.recv())  # hello
         sockets.append(ws)
     result = {"connected": len(sockets), "connect_seconds": round(time.perf_counter() - t0, 1),
-              "server_rss_mb_connected": round(rss_mb(server_pid), 1), "rounds": []}
+              **{f"{k}_connected": v for k, v in server_memory(server_pid).items()}, "rounds": []}
     for n in typing:
         latencies: list[float] = []
         first: list[float] = []
+        compute: list[float] = []
         until = time.monotonic() + seconds
-        await asyncio.gather(*(_typist(sockets[i], i, cps, until, latencies, first) for i in range(n)))
+        pids = tree(server_pid)
+        cpu0, own0, wall0 = sum(map(cpu_seconds, pids)), cpu_seconds(), time.monotonic()
+        await asyncio.gather(*(_typist(sockets[i], i, cps, until, latencies, first, compute) for i in range(n)))
+        wall = time.monotonic() - wall0
+        server_cpu, own_cpu = (sum(map(cpu_seconds, pids)) - cpu0) / wall, (cpu_seconds() - own0) / wall
         lat = np.array(latencies)
         result["rounds"].append({"typing": n, "keystrokes": int(lat.size), "keystrokes_per_s": round(lat.size / seconds, 1),
                                  "first_keystroke_ms_median": round(float(np.median(first)), 1),
                                  **{f"p{q}_ms": round(float(np.percentile(lat, q)), 1) for q in (50, 95, 99)},
-                                 "server_rss_mb": round(rss_mb(server_pid), 1)})
+                                 **{f"compute_p{q}_ms": round(float(np.percentile(compute, q)), 1) for q in (50, 95)},
+                                 **server_memory(server_pid),
+                                 "server_cpu_cores": round(server_cpu, 2), "load_generator_cpu_cores": round(own_cpu, 2),
+                                 "load_average_1min": os.getloadavg()[0]})
         print(json.dumps(result["rounds"][-1]), file=sys.stderr, flush=True)
     over = [r["typing"] for r in result["rounds"] if r["p95_ms"] > 50]
     result["typing_at_p95_over_50ms"] = over[0] if over else None
@@ -97,15 +135,16 @@ async def _load(port: int, server_pid: int, connected: int, typing: list[int], c
     return result
 
 
-def capacity(model_path, connected: int, typing: list[int], cps: float, seconds: float, max_sessions: int) -> dict:
+def capacity(model_path, connected: int, typing: list[int], cps: float, seconds: float, max_sessions: int,
+             processes: int = 1) -> dict:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a thousand sockets on each side
     cmd = [sys.executable, "-m", "edge_rnn.app.cli", "serve", *([str(model_path)] if model_path else []), "--port", "0",
-           "--max-sessions", str(max_sessions)]
+           "--max-sessions", str(max_sessions), "--processes", str(processes)]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", server.stdout.readline()).group(1))
-        return {"command": " ".join(cmd[1:]), "cps": cps, "seconds_per_round": seconds, "max_sessions": max_sessions,
+        return {"command": " ".join(cmd[1:]), "processes": processes, "cps": cps, "seconds_per_round": seconds, "max_sessions": max_sessions,
                 **asyncio.run(_load(port, server.pid, connected, typing, cps, seconds))}
     finally:
         server.terminate()
@@ -120,13 +159,14 @@ def main(argv=None) -> int:
     p.add_argument("--typing", default="10,25,50")
     p.add_argument("--cps", type=float, default=8.0)
     p.add_argument("--seconds", type=float, default=20.0)
-    p.add_argument("--max-sessions", type=int, default=64)
+    p.add_argument("--max-sessions", type=int, default=64, help="per server process")
+    p.add_argument("--processes", type=int, default=1, help="edge-rnn serve --processes")
     args = p.parse_args(argv)
     if args.what == "memory":
         result = memory_per_user(args.model)
     else:
         result = capacity(args.model, args.connected, [int(n) for n in args.typing.split(",")], args.cps, args.seconds,
-                          args.max_sessions)
+                          args.max_sessions, args.processes)
     print(json.dumps(result))
     return 0
 

@@ -19,6 +19,8 @@ slices: a long paste is answered first and learned `LEARN_SLICE` characters at a
 the tab's keystrokes. Sessions idle for `evict_after` seconds, or the least recently active
 when `max_sessions` are in memory, go to the store (edge_rnn.app.store) while their socket
 stays open; the next message restores them exactly, and so does a reload, by token.
+`--processes N` forks N such servers on one listening socket and one store (`serve_processes`):
+the beam search is mostly Python under one GIL, so a process per core is what uses the cores.
 
 Messages from the page: {"op": "text", "text": str, "offset": int, "seq": int} (the text up to
 the cursor; `offset` is where it starts when the page sends only an aligned tail of a long
@@ -38,7 +40,9 @@ import ctypes
 import json
 import logging
 import math
+import os
 import secrets
+import signal
 import socket
 import tempfile
 import threading
@@ -55,7 +59,7 @@ from websockets.http11 import Request, Response
 
 import edge_rnn
 from edge_rnn.app.autocomplete import Autocompleter
-from edge_rnn.app.store import TOKEN, FolderStore, open_store, restore_user, user_state
+from edge_rnn.app.store import TOKEN, FolderStore, RedisStore, open_store, restore_user, user_state
 from edge_rnn.errors import EdgeRNNError, SettingsError
 
 log = logging.getLogger("edge_rnn.app.server")
@@ -67,6 +71,7 @@ MAX_CONNECTIONS = 2_000  # open websockets (an evicted session's socket costs a 
 HANDSHAKE_TIMEOUT = 10.0  # seconds from TCP connect to an open websocket
 IDLE_TIMEOUT = 3600.0  # seconds without a message before the socket is closed (1000)
 EVICT_AFTER = 300.0  # seconds without a message before the session goes to the store
+RESTORE_WAIT = 2.0  # seconds a returning token waits for another process to finish storing it (shared stores)
 LEARN_SLICE = 256  # characters learned between two looks at the tab's next keystroke
 ALLOWED_HOSTS = ("127.0.0.1", "localhost")
 WEB = Path(__file__).parent / "web"
@@ -175,6 +180,8 @@ class AutocompleteServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._stopped = threading.Event()
+        self.stop_on_sigterm = False
+        self.restore_wait = 0.0  # RESTORE_WAIT when other processes share the store (cmd_serve sets it)
 
     @property
     def url(self) -> str:
@@ -202,6 +209,8 @@ class AutocompleteServer:
 
     async def _main(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        if self.stop_on_sigterm:  # a worker process: its parent stops it with SIGTERM, sockets close with 1001
+            self._loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         async with serve(self._connection, sock=self.sock, process_request=self._http, max_size=MAX_MESSAGE,
                          open_timeout=self.handshake_timeout, compression=None, server_header="edge-rnn"):
             evictor = asyncio.create_task(self._evict_idle())
@@ -301,7 +310,13 @@ class AutocompleteServer:
             return False
         if token in self.sessions or token in self.storing:
             return True
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self._stored, token)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.restore_wait  # a reload can reach this process before the old one stored it
+        while not await loop.run_in_executor(self.pool, self._stored, token):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     async def _open(self, token: str) -> Session:
         """The session for `token`: in memory, back from the store, or new. Made at a tab's first
@@ -433,16 +448,73 @@ def _return_memory() -> None:
         pass
 
 
+def serve_processes(server: AutocompleteServer, processes: int) -> None:
+    """Serve with `processes` worker processes on the server's one listening socket, each with its own
+    event loop, thread pool and sessions (Python threads share one GIL, and the beam search is mostly
+    Python: a process per core is what uses the cores). Forked after the constructor, so the model file
+    is read once and its weights are shared copy-on-write; the kernel hands each new connection to one
+    worker. They share the store: a session evicted or closed in one is restored by whichever worker the
+    tab's next connection reaches. Returns on SIGTERM or Ctrl-C (the workers close their sockets with
+    1001); a worker that dies is replaced. Linux and macOS (os.fork)."""
+    workers: set[int] = set()
+
+    def start() -> None:
+        pid = os.fork()
+        if pid:
+            workers.add(pid)
+            return
+        code = 1
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
+            server.stop_on_sigterm = True
+            server.serve_forever()
+            code = 0
+        except BaseException:
+            log.exception("worker process %d failed", os.getpid())
+        finally:
+            os._exit(code)  # no cleanup of the parent's objects (its store folder) in a child
+
+    def stop(*_) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        for _ in range(processes):
+            start()
+        while True:
+            pid, status = os.wait()
+            workers.discard(pid)
+            log.warning("worker process %d exited (status %d); starting another", pid, status)
+            time.sleep(1.0)  # a worker that cannot start does not spin the parent
+            start()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+        for pid in workers:
+            os.waitpid(pid, 0)
+
+
 def cmd_serve(args) -> None:
+    if args.processes < 1:
+        raise SettingsError(f"--processes must be at least 1, got {args.processes}")
     try:
         store = open_store(args.store) if args.store else None
         server = AutocompleteServer(args.model, args.host, args.port, n=args.n, backend=args.backend,
                                     max_sessions=args.max_sessions, allow_hosts=args.allow_host, store=store)
     except OSError as exc:
         raise EdgeRNNError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); pick another --port") from None
-    print(f"serving {server.model_name} at {server.url} (Ctrl-C stops)", flush=True)
+    if args.processes > 1 or isinstance(store, RedisStore):
+        server.restore_wait = RESTORE_WAIT
+    workers = f", {args.processes} processes" if args.processes > 1 else ""
+    print(f"serving {server.model_name} at {server.url}{workers} (Ctrl-C stops)", flush=True)
     try:
-        server.serve_forever()
+        if args.processes > 1:
+            serve_processes(server, args.processes)
+        else:
+            server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
@@ -460,6 +532,9 @@ def register(subparsers) -> None:
                                                     f"goes to the store (default {MAX_SESSIONS})")
     s.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="a host name the server answers to besides 127.0.0.1 and localhost (repeatable)")
+    s.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="worker processes sharing the port and the store, one per core (default 1); "
+                        "--max-sessions and the connection cap apply to each")
     s.add_argument("--store", metavar="FOLDER|redis://HOST:PORT",
                    help="where users' learning is kept between visits (default: a temp folder for this run)")
     s.set_defaults(func=cmd_serve)
