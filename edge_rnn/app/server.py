@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import json
 import logging
 import math
@@ -166,6 +167,7 @@ class AutocompleteServer:
         self.handshake_timeout, self.idle_timeout, self.evict_after = handshake_timeout, idle_timeout, evict_after
         self.allowed = {h.lower().strip("[]") for h in (*ALLOWED_HOSTS, *allow_hosts)}
         self.model_name = Path(str(model.file.path)).name
+        self._autocompleter(model).type("a")  # the prior's tables and the step kernels load now (~2 s), not in the first tab
         self.files = {p.name for p in WEB.iterdir() if p.suffix in TYPES}
         self._folder = None if store is not None else tempfile.TemporaryDirectory(prefix="edge-rnn-users-")
         self.store = store if store is not None else FolderStore(self._folder.name)  # this run's users, removed at close
@@ -478,6 +480,8 @@ def serve_processes(server: AutocompleteServer, processes: int) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
+    gc.collect()
+    gc.freeze()  # the loaded model's objects: no worker's collector touches (and so copies) their pages
     try:
         for _ in range(processes):
             start()
