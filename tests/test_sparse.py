@@ -74,3 +74,19 @@ def test_shipped_priors_are_within_their_stated_size():
             prior = load_prior(prior_file)
             assert prior.nbytes <= 64 * 2**20, f"{name}'s prior is {prior.nbytes / 2**20:.1f} MiB"
             assert prior.table.rows > 1 << 20 or name != "default", "the default prior holds every context seen twice"
+
+
+def test_bucket_index_finds_what_a_binary_search_finds():
+    """The load-time bucket index answers exactly as np.searchsorted over the sorted keys would,
+    for held keys, strangers, keys sharing their low 32 bits, and keys past either end."""
+    rng = np.random.default_rng(3)
+    hashes = rng.integers(0, 2**63, size=5000, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    hashes[1::7] = (hashes[::7][: len(hashes[1::7])] & np.uint64(0xFFFFFFFF)) | (hashes[1::7] & ~np.uint64(0xFFFFFFFF))
+    H = np.repeat(hashes, 2)[:, None]  # each seen twice: all are kept
+    table, _ = build_sparse(H, rng.integers(0, 5, size=len(H)), 5, max_contexts=1 << 16)
+    queries = np.concatenate([hashes, rng.integers(0, 2**63, size=5000, dtype=np.uint64), np.array([0, 2**64 - 1], np.uint64)])
+    low, check = CountTable.keys(queries)
+    i = np.minimum(np.searchsorted(table.keys, low.astype(np.uint32)), table.rows - 1)
+    expected = np.where((table.keys[i] == low) & (table.check[i] == check), i, table.rows)
+    assert table._window is not None and np.array_equal(table.lookup(low, check), expected)
+    assert (table.lookup(low, check)[: len(hashes)] < table.rows).mean() > 0.8
