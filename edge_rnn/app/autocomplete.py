@@ -9,7 +9,9 @@ Per keystroke the work is bounded, not proportional to the text: the stream keep
 state, a typed character is one step, a paste is one prefill call, and backspace
 restores a snapshot (a bounded stack of recent ones plus sparse older ones; past
 them the text is re-fed from the nearest kept point). The suggestions are a batched
-beam search of at most `max_chars` steps (see edge_rnn.app.beam for what a completion is).
+beam search of at most `max_chars` steps (see edge_rnn.app.beam for what a completion is);
+typing on within what the last search expanded reuses its nodes (beam.SearchMemo): the typed
+character's state is the search's own, and only the nodes the last search did not reach are stepped.
 
 Learning: text is committed when a word boundary is typed or a suggestion accepted,
 and committed text is learned by the online predictor (edge_rnn.runtime.online: count
@@ -33,10 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_rnn.app.beam import BeamConfig, WordClasses, complete_word, is_word_char
+from edge_rnn.app.beam import BeamConfig, SearchMemo, WordClasses, complete_word, complete_words, is_word_char, stamp, step_like_search
 from edge_rnn.errors import SettingsError
 from edge_rnn.runtime.adapt import adapt_config
 from edge_rnn.runtime.online import online_predictor, save_with_state
+from edge_rnn.runtime.stream import Snapshot
 
 # The RNN's own learning while typing (TBPTT on committed text); lr 0 leaves its weights alone
 # and the online predictor does the learning. Measured, not guessed: README, "Live autocomplete".
@@ -86,6 +89,7 @@ class Autocompleter:
         self._committed = 0  # text[:_committed] is committed (a boundary typed or a suggestion accepted)
         self._learned = 0  # text[:_learned] went to the adapter
         self._suggestions: list[tuple[str, float]] | None = None
+        self._memo = SearchMemo()  # the last search's nodes, while the text only grows by typed characters
         self.stream = model.stream()
         self._start_text()
         self.learning = learn
@@ -103,12 +107,13 @@ class Autocompleter:
             i -= 1
         return self._text[i:]
 
-    def type(self, text: str) -> list[tuple[str, float]]:
-        """Append typed (or pasted) text in one call and return the new suggestions."""
+    def type(self, text: str, suggest: bool = True) -> list[tuple[str, float]] | None:
+        """Append typed (or pasted) text in one call and return the new suggestions (suggest=False: None,
+        and the search waits for `.suggestions` or `suggest_together`)."""
         if not isinstance(text, str):
             raise SettingsError(f"type() takes text (str), got {type(text).__name__}")
         self._append(text)
-        return self.suggestions
+        return self.suggestions if suggest else None
 
     def backspace(self, n: int = 1) -> list[tuple[str, float]]:
         """Delete the last n characters (fewer if the text is shorter) and return the suggestions."""
@@ -143,12 +148,17 @@ class Autocompleter:
             return
         ids = self.model.encode(text)
         before = self.stream.log_probs
-        if self._learning and self.predictor is not None:  # keep what the RNN predicted at each position
-            after = self.stream.feed_log_probs(ids)  # (n, V): one step per keystroke, one prefill per paste
+        keep = self._learning and self.predictor is not None  # keep what the RNN predicted at each position
+        if keep:
             self._logps.append(before)
-            self._logps.extend(after[:-1])
+        if len(ids) == 1 and self._steps_like_search(int(ids[0])):
+            self._step(int(ids[0]))
         else:
-            self.stream.feed(ids)
+            self._memo.clear()
+            if keep:
+                self._logps.extend(self.stream.feed_log_probs(ids)[:-1])  # (n, V): one step, or one prefill per paste
+            else:
+                self.stream.feed(ids)
         self._ids += bytes(ids.astype(np.uint8))
         self._text += text
         self._push(len(self._text))
@@ -156,6 +166,20 @@ class Autocompleter:
         if last is not None:
             self._commit(len(self._text) - len(text) + last + 1)
         self._suggestions = None
+
+    def _steps_like_search(self, token: int) -> bool:
+        """Whether a typed character may be a node of the memo (a letter after a letter: the memo holds
+        searches inside a word): then it is stepped as the search steps it (exactly its node, if it has one)."""
+        return bool(self.classes.word[token]) and bool(self._text) and is_word_char(self._text[-1])
+
+    def _step(self, token: int) -> None:
+        """The stream takes the last search's node for `token` (no RNN step), or steps like the search."""
+        node = self._memo.advance(token, stamp(self.model, self.predictor))
+        if node is None:
+            state, log_probs = step_like_search(self.model, self.stream.state, token, self.config.width)
+        else:
+            state, log_probs = node.state, node.rnn  # ([L, 1, H],...), [V]
+        self.stream.restore(Snapshot(state, log_probs, self.stream.position + 1))
 
     def _delete(self, n: int) -> None:
         target = len(self._text) - min(n, len(self._text))
@@ -167,11 +191,15 @@ class Autocompleter:
     def suggestions(self) -> list[tuple[str, float]]:
         """(completion, probability) pairs, best first; see edge_rnn.app.beam."""
         if self._suggestions is None:
-            started = bool(self._text) and is_word_char(self._text[-1])
-            self._suggestions = complete_word(self.model, self.stream.state, self.stream.log_probs,
-                                              word_started=started, classes=self.classes, config=self.config,
-                                              predictor=self.predictor, tail=self._tail(len(self._ids)))
+            self._suggestions = complete_word(**self._search())
         return list(self._suggestions)
+
+    def _search(self) -> dict:
+        """complete_word's arguments for the text as it stands."""
+        started = bool(self._text) and is_word_char(self._text[-1])
+        return dict(model=self.model, state=self.stream.state, log_probs=self.stream.log_probs, word_started=started,
+                    classes=self.classes, config=self.config, predictor=self.predictor, tail=self._tail(len(self._ids)),
+                    memo=self._memo)
 
     def reset(self) -> None:
         """Start a new text; what was learned stays."""
@@ -292,6 +320,7 @@ class Autocompleter:
         self._recent: deque = deque()  # (position, Snapshot), one per keystroke, newest last
         self._sparse: list = [(0, self.stream.snapshot())]  # (position, Snapshot), spaced >= history apart
         self._suggestions = None
+        self._memo.clear()
 
     def _push(self, position: int) -> None:
         self._recent.append((position, self.stream.snapshot()))
@@ -309,6 +338,7 @@ class Autocompleter:
             self._sparse.pop()
         position, snapshot = max([self._sparse[-1]] + ([self._recent[-1]] if self._recent else []), key=lambda kept: kept[0])
         self.stream.restore(snapshot)
+        self._memo.clear()  # the search's root moved back: its nodes are the deleted text's
         if position < target:
             ends = list(range(target, position, -self.history))[::-1]  # ..., target - history, target
             for start, end in zip([position] + ends, ends):
@@ -356,3 +386,14 @@ def _common_prefix(a: str, b: str) -> int:
         else:
             hi = mid - 1
     return lo
+
+
+def suggest_together(completers: list) -> list[list[tuple[str, float]]]:
+    """Each Autocompleter's `.suggestions`, the searches they still owe run in lockstep
+    (beam.complete_words: at each search step one RNN batch for all whose Models share weights,
+    as one file's Models do). For a server: apply the keystrokes that arrived together with
+    `type(text, suggest=False)`, then call this once."""
+    owing = [ac for ac in completers if ac._suggestions is None]
+    for ac, found in zip(owing, complete_words([ac._search() for ac in owing])):
+        ac._suggestions = found
+    return [ac.suggestions for ac in completers]

@@ -11,6 +11,16 @@ the joint probability of its characters and of a boundary coming next. When the 
 word is empty (the text ends with a space or punctuation), the completion may start
 with boundary characters (after "end." it can be " The"). With `run_on`, a completion
 crosses one boundary and also finishes the next word ("qu" -> "quick brown").
+
+Across keystrokes (SearchMemo): typing the next character moves the root one node down the
+last search's tree, most of which the new search needs again. The memo keeps each node's
+RNN state and scores by its characters, so a search steps only the nodes it has not seen.
+The reuse is exact (the same suggestions and probabilities to the bit as a search from
+scratch) because a node's values never depend on what else shares its batch: the RNN steps
+beams in batches of a few fixed shapes (`batch_rows`, padded), where BLAS gives a row the same
+bits at any position and in any of them (tests/test_beam_memo.py checks it), and
+a typed character is stepped the same way (`step_like_search`), so the text's own stream can
+take over a node's state.
 """
 
 from __future__ import annotations
@@ -74,28 +84,124 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
     return safe + np.log(np.exp(x - safe[:, None]).sum(axis=-1))
 
 
-def complete_word(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, classes: WordClasses,
-                  config: BeamConfig, predictor=None, tail: bytes = b"") -> list[tuple[str, float]]:
-    """The n most likely completions of the current word, best first, as (text, probability).
+@dataclass(frozen=True)
+class Node:
+    """One search node: the RNN state after its characters, row `row` of the batch state `batch`
+    ([L, B, H],... on the backend, shared by the nodes stepped with it), the RNN's log-probabilities
+    of the next character rnn [V] float32, and the scores the search ranks the next character by,
+    lp [V] float64 (the predictor's mixture of rnn, else rnn)."""
 
-    state: the stream's state after the typed text, ([L, 1, H],...) on the model's backend;
-    log_probs: [V] the RNN's next-character log-probabilities there; word_started: whether
-    the text ends inside a word (then a completion may be ended by a boundary right away).
-    predictor: an OnlinePredictor whose mixture scores every beam (nothing learns), with
-    `tail` the ids of the text before (bytes); None scores with the RNN alone.
-    """
+    batch: tuple
+    row: int
+    rnn: np.ndarray
+    lp: np.ndarray
+
+    @property
+    def state(self) -> tuple:
+        """([L, 1, H],...)"""
+        return tuple(s[:, self.row : self.row + 1] for s in self.batch)
+
+
+def stamp(model, predictor) -> tuple:
+    """What a node's values depend on besides its text: the weights (the model and their version)
+    and the predictor's learning (the predictor and how many tokens it has learned)."""
+    return id(model), getattr(model, "version", 0), id(predictor), predictor.tokens if predictor is not None else 0
+
+
+class SearchMemo:
+    """The nodes the last search visited, keyed by their token ids after the text's end (bytes;
+    the root is b""), for the next search. `advance` moves the root on by a typed character;
+    `clear` forgets everything (its owner calls it on any other edit). Nodes are used only under
+    the stamp they were made under, so learning invalidates them by itself. Memory: one search's
+    nodes, at most 1 + width x max_chars (~4.7 KB each for the default model)."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        self.nodes: dict[bytes, Node] = {}
+        self.stamp = None
+
+    def advance(self, token: int, stamp_now: tuple) -> Node | None:
+        """The text grew by `token`: the node there, if the last search (under `stamp_now`) expanded it;
+        else None, and the memo is cleared."""
+        key = bytes((token,))
+        node = self.nodes.get(key) if stamp_now == self.stamp else None
+        if node is None:
+            self.clear()
+        else:  # keys become relative to the new root; the rest of the tree can never be reached again
+            self.nodes = {k[1:]: v for k, v in self.nodes.items() if k[:1] == key}
+        return node
+
+
+AGREEING_ROWS = 16  # batches of 4, 8, 12 and 16 rows give a row the same bits (measured: tests/test_beam_memo.py)
+
+
+def batch_rows(n: int, width: int) -> int:
+    """The batch shape the search steps n <= width nodes in: n rounded up to a multiple of 4. OpenBLAS's
+    sgemm works in blocks of 4 rows: in such a batch a row has the same bits at any position, and in
+    any such batch of up to AGREEING_ROWS; a tail of 1-3 rows is computed otherwise, and so are larger
+    batches, so a width above that steps every batch at its one shape, width rounded up."""
+    wide = -(-width // 4) * 4
+    return min(-(-n // 4) * 4, wide) if wide <= AGREEING_ROWS else wide
+
+
+def expand(model, parents: list, tokens: list, rows: int) -> tuple[tuple, np.ndarray]:
+    """Step each parent Node by its token as one model.forward of exactly `rows` (>= len(parents);
+    padded with the first) -> (the new batch state ([L, rows, H],...), whose row j is parent j's child;
+    the RNN's log-probabilities there (n, V) float32)."""
+    n, xp = len(parents), model.xp
+    pad = rows - n
+    first = parents[0].batch
+    if all(p.batch is first for p in parents):  # a search from scratch: every parent is a row of the last step
+        index = [p.row for p in parents] + [parents[0].row] * pad
+        state = tuple(s[:, index] for s in first)  # ([L, rows, H],...)
+    else:
+        state = tuple(xp.concatenate([p.batch[k][:, p.row : p.row + 1] for p in parents + parents[:1] * pad], axis=1)
+                      for k in range(len(first)))
+    ids = np.array(tokens + tokens[:1] * pad, dtype=np.int64)[:, None]  # (rows, 1)
+    logits, new = model.forward(ids, state)  # (rows, 1, V)
+    rnn = log_softmax(np, to_numpy(logits)[:, 0])[:n]  # (n, V), a row's bits independent of its position
+    return new, rnn.astype(np.float32, copy=False)
+
+
+def step_like_search(model, state: tuple, token: int, width: int) -> tuple[tuple, np.ndarray]:
+    """One typed character stepped exactly as the search steps a beam, so that the search's node for
+    it can stand in for it: state ([L, 1, H],...) -> (new state ([L, 1, H],...), RNN log-probs [V])."""
+    new, rnn = expand(model, [Node(state, 0, None, None)], [int(token)], batch_rows(1, width))
+    return tuple(s[:, :1] for s in new), rnn[0]
+
+
+def _scores(predictor, tails: list, rnn: np.ndarray) -> np.ndarray:
+    """(n, V) float64 scores of the next character: the predictor's mixture, else the RNN's own."""
+    return (rnn if predictor is None else predictor.predict_batch(tails, rnn)).astype(np.float64)
+
+
+def search(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, classes: WordClasses, config: BeamConfig,
+           predictor=None, tail: bytes = b"", memo: SearchMemo | None = None):
+    """complete_word as a generator, for a driver that steps the RNN (complete_words): it yields
+    (parents, tokens, rows), the Nodes to step by their tokens (at most config.width) and the batch
+    shape, takes back (batch, at, rnn): `expand`'s batch state with their rows from `at` on, and
+    their RNN log-probabilities; and returns the suggestions."""
     symbols = model.vocab.symbols
-    xp = model.xp
+    if memo is not None and not word_started:
+        memo.clear()  # a word start's search is not reused (see complete_word)
+    reuse = memo is not None and word_started
+    memo = memo if reuse else SearchMemo()
+    now = stamp(model, predictor)
+    rnn0 = np.asarray(log_probs, np.float32)
+    root = memo.nodes.get(b"") if memo.stamp == now else None
+    if root is None or not np.array_equal(root.rnn, rnn0):  # not the memo of this text's end: afresh
+        memo.clear()
+        root = Node(state, 0, rnn0, _scores(predictor, [tail], rnn0[None])[0])
+    memo.stamp, nodes, visited = now, memo.nodes, {b""}
+    nodes[b""] = root
     words_left = 2 if config.run_on else 1
-    texts = [""]
+    keys, texts = [b""], [""]  # (B,) each beam's characters as ids (its memo key, the predictor's context) and text
     logp = np.zeros(1)  # (B,) log-probability of each beam's text
     started = np.array([word_started])  # (B,) the beam is inside a word
     crossed = np.zeros(1, dtype=int)  # (B,) boundaries crossed (run_on)
-    ids = [b""]  # (B,) each beam's characters as ids, for the predictor's contexts
-    lp = np.asarray(log_probs, dtype=np.float32)[None]  # (B, V)
-    if predictor is not None:
-        lp = predictor.predict_batch([tail], lp)
-    lp = lp.astype(np.float64)
+    lp = root.lp[None]  # (B, V)
     finished: dict[str, float] = {}
     for step in range(config.max_chars + 1):
         ending = started & (crossed == words_left - 1)
@@ -123,19 +229,98 @@ def complete_word(model, state: tuple, log_probs: np.ndarray, *, word_started: b
         is_word = classes.word[tokens]
         crossing = ~is_word & started[parents]
         texts = [texts[p] + symbols[t] for p, t in zip(parents, tokens)]
-        ids = [ids[p] + bytes((int(t),)) for p, t in zip(parents, tokens)]
+        above, keys = keys, [keys[p] + bytes((int(t),)) for p, t in zip(parents, tokens)]
+        new = [j for j, key in enumerate(keys) if key not in nodes]
+        if new:  # the beams no earlier search stepped: one batch
+            rows = batch_rows(len(new), config.width) if reuse else len(new)
+            batch, at, rnn = yield [nodes[above[parents[j]]] for j in new], [int(tokens[j]) for j in new], rows
+            # each beam's context as the learning stream keeps it (its last tail_needed ids): a beam that goes on
+            # from the last keystroke's then has the same tail, and the predictor's cache knows its contexts
+            tails = [(tail + keys[j])[-predictor.hasher.tail_needed :] for j in new] if predictor is not None else None
+            for row, (j, r, scored) in enumerate(zip(new, rnn, _scores(predictor, tails, rnn)), at):
+                nodes[keys[j]] = Node(batch, row, r, scored)
+        visited.update(keys)
         logp = flat[picked]
         started = is_word
         crossed = crossed[parents] + crossing
-        index = xp.asarray(parents)
-        state = tuple(s[:, index] for s in state)  # ([L, B, H],...)
-        logits, state = model.forward(tokens[:, None].astype(np.int64), state)  # (B, 1, V)
-        if predictor is not None:
-            # each beam's context as the learning stream keeps it (its last tail_needed ids): a beam that goes on
-            # from the last keystroke's then has the same tail, and the predictor's cache knows its contexts
-            tails = [(tail + i)[-predictor.hasher.tail_needed :] for i in ids]
-            lp = predictor.predict_batch(tails, log_softmax(np, to_numpy(logits)[:, 0])).astype(np.float64)
-        else:
-            lp = log_softmax(np, to_numpy(logits)[:, 0].astype(np.float64))  # (B, V)
+        lp = np.stack([nodes[key].lp for key in keys])  # (B, V)
+    memo.nodes = {key: nodes[key] for key in visited}
     best = sorted(finished.items(), key=lambda item: -item[1])[: config.n]
     return [(text, float(np.exp(score))) for text, score in best]
+
+
+def complete_word(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, classes: WordClasses,
+                  config: BeamConfig, predictor=None, tail: bytes = b"", memo: SearchMemo | None = None) -> list[tuple[str, float]]:
+    """The n most likely completions of the current word, best first, as (text, probability).
+
+    state: the stream's state after the typed text, ([L, 1, H],...) on the model's backend;
+    log_probs: [V] the RNN's next-character log-probabilities there; word_started: whether
+    the text ends inside a word (then a completion may be ended by a boundary right away).
+    predictor: an OnlinePredictor whose mixture scores every beam (nothing learns), with
+    `tail` the ids of the text before (bytes); None scores with the RNN alone.
+    memo: the SearchMemo of this text (its owner advances it as letters are typed, and the
+    state comes from `step_like_search` or the memo's node); None searches from scratch. Only a
+    search inside a word uses and fills it: a search at a word start (the costliest, after the
+    keystroke that learns) is not continued by the next one often enough to pay for the
+    padded batches that exact reuse needs, so it runs on unpadded ones and leaves nothing.
+    """
+    return complete_words([dict(model=model, state=state, log_probs=log_probs, word_started=word_started, classes=classes,
+                                config=config, predictor=predictor, tail=tail, memo=memo)])[0]
+
+
+def _weights_key(model):
+    """Models whose RNN steps can share one batch: the same weight arrays (runtime.model shares a file's)."""
+    weights = getattr(model, "weights", None)
+    return tuple(id(w) for w in weights.values()) if isinstance(weights, dict) else id(model)
+
+
+def complete_words(requests: list[dict]) -> list[list[tuple[str, float]]]:
+    """complete_word for many texts at once (each call's keyword arguments, as a dict), in
+    lockstep: at each search step the new nodes of the searches whose models share their weight
+    arrays (runtime.model: one file's Models share them, read-only) are stepped together, in RNN
+    batches of up to AGREEING_ROWS rows, each search's rows a block of its own batch shape; so
+    every row has the bits it has alone and each search returns exactly what complete_word does.
+    Each predictor then scores its own search's rows. Returns each request's suggestions, in order."""
+    results: list = [None] * len(requests)
+    running = {}  # request index -> (its generator, what it asks for now: (parents, tokens, rows))
+    for i, request in enumerate(requests):
+        _send(running, results, i, search(**request), None)
+    while running:
+        groups: dict = {}
+        for i in running:
+            groups.setdefault(_weights_key(requests[i]["model"]), []).append(i)
+        for members in groups.values():
+            for batch in _packed(members, {i: running[i][1][2] for i in members}):
+                parents, tokens = [], []
+                for i in batch:
+                    ps, ts, rows = running[i][1]
+                    parents += ps + ps[:1] * (rows - len(ps))
+                    tokens += ts + ts[:1] * (rows - len(ts))
+                new, rnn = expand(requests[batch[0]]["model"], parents, tokens, len(parents))
+                at = 0
+                for i in batch:
+                    ps, _, rows = running[i][1]
+                    _send(running, results, i, running[i][0], (new, at, rnn[at : at + len(ps)]))
+                    at += rows
+    return results
+
+
+def _packed(members: list, rows: dict) -> list[list]:
+    """Searches grouped into RNN batches of at most AGREEING_ROWS rows (a larger block alone)."""
+    batches, size = [], AGREEING_ROWS
+    for i in members:
+        if size + rows[i] > AGREEING_ROWS:
+            batches.append([])
+            size = 0
+        batches[-1].append(i)
+        size += rows[i]
+    return batches
+
+
+def _send(running: dict, results: list, i: int, generator, reply) -> None:
+    """Resume search i with `reply`; keep what it asks for next, or its result when it is done."""
+    try:
+        running[i] = (generator, generator.send(reply))
+    except StopIteration as done:
+        running.pop(i, None)
+        results[i] = done.value
