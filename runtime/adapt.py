@@ -127,6 +127,31 @@ def _loss_and_grads_from(xp, spec, weights, logits, cache, targets, trainable):
     return loss, network.backward(xp, spec, weights, dlogits, cache, trainable)
 
 
+LEVELS = 7  # the roll-back point's delta in 4 bits a weight: -7..7 steps of each row's largest change / 7
+
+
+def _quantized(xp, delta) -> tuple:
+    """delta [N, ...] float32 (an even number of values per row) -> (uint8 [N, M/2], two 4-bit
+    steps a byte; float32 scale [N, 1]): `_restored` gives delta to half a step."""
+    rows = delta.reshape(delta.shape[0], -1) if delta.ndim > 1 else delta.reshape(1, -1)  # (N, M)
+    scale = xp.abs(rows).max(axis=1, keepdims=True) / LEVELS  # (N, 1)
+    scale[scale == 0] = 1.0
+    rows /= scale
+    q = xp.rint(rows, out=rows).astype(xp.int8).view(xp.uint8) & 0x0F  # two's complement nibbles
+    return q[:, 0::2] | (q[:, 1::2] << 4), scale
+
+
+def _restored(xp, packed: tuple, shape) -> object:
+    """The float32 delta of shape `shape` that `_quantized` packed."""
+    q, scale = packed
+    signed = q.view(xp.int8)
+    rows = xp.empty((q.shape[0], 2 * q.shape[1]), xp.float32)
+    rows[:, 0::2] = (signed << 4) >> 4  # the low nibble, sign-extended
+    rows[:, 1::2] = signed >> 4
+    rows *= scale
+    return rows.reshape(shape)
+
+
 class Adapter:
     """Adapts a Model's weights in place while scoring a stream (see module doc)."""
 
@@ -140,7 +165,8 @@ class Adapter:
         # On the file's shared weights the base is those read-only arrays (no copy), and the
         # model copies its weights on the first update (Model.writable_weights).
         self._on_shared = getattr(model, "shares_weights", False)
-        self.base = {k: (v if self._on_shared else v.copy()) for k, v in self.params.items()}
+        base = model.learning_base() if self._on_shared else {}
+        self.base = {k: (base[k] if self._on_shared else v.copy(order="K")) for k, v in self.params.items()}
         self.rule = self._new_rule()
         self.lr = config.lr
         self.uniform_loss = math.log(model.spec.vocab_size)  # nats/token of knowing nothing
@@ -252,7 +278,7 @@ class Adapter:
             loss, grads, _ = loss_and_grads(xp, self.model.spec, self.model.weights, inputs, targets, self.boundaries[0], trainable=self.names)
         self.boundaries.append(tuple(s.copy() for s in self.state))
         loss = float(loss)
-        norm = math.sqrt(sum(float(xp.vdot(g.ravel(), g.ravel())) for g in grads.values()))  # no temporaries
+        norm = math.sqrt(sum(float(xp.vdot(g.ravel("K"), g.ravel("K"))) for g in grads.values()))  # no temporaries
         exploded = self.loss_ema is not None and loss > max(cfg.guard * self.loss_ema, self.uniform_loss)
         if not math.isfinite(loss) or not math.isfinite(norm):
             self._rollback()
@@ -280,14 +306,16 @@ class Adapter:
 
     # --- the guard --------------------------------------------------------------------------
     def _save_good(self) -> None:
-        """The roll-back point, kept cheaply: the weights' distance from the base in float16 (a
-        quarter of weights plus moments in float32), none while the weights are the base's.
-        A roll-back restarts the rule's moments (fresh statistics for a stream that went bad)."""
+        """The roll-back point, kept cheaply: the weights' distance from the base in 4 bits a weight
+        with one scale per row (an eighth of the weights, so that it, the weights and the moments
+        fit a learning user's 8 MiB), none while the weights are the base's. A safety net, not a
+        copy: each weight comes back within 1/14 of its row's largest change. A roll-back restarts
+        the rule's moments (fresh statistics for a stream that went bad)."""
         if self._on_shared and self.model.shares_weights:
             self.good = None
             return
         params = self.params
-        self.good = {k: (params[k] - self.base[k]).astype(self.xp.float16) for k in self.names}
+        self.good = {k: _quantized(self.xp, params[k] - self.base[k]) for k in self.names}
 
     def _rollback(self) -> None:
         if self.good is None and self._on_shared:
@@ -297,7 +325,7 @@ class Adapter:
             for k in self.names:
                 params[k][...] = self.base[k]
                 if self.good is not None:
-                    params[k] += self.good[k]
+                    params[k] += _restored(self.xp, self.good[k], params[k].shape)
         self.rule = self._new_rule()
         self.lr = max(self.lr * 0.5, self.config.lr * 1e-3)  # a floor: the adapter never silently dies
         self.loss_ema, self.spikes = None, 0  # re-anchor the running loss on what comes next

@@ -338,9 +338,13 @@ def _dtanh(y, mask):
     return d
 
 
-def _sum_outer(A, Bm):
-    """sum over (t, b) of A[t, b] outer Bm[t, b] as one matmul: [.., M], [.., N] -> [M, N]."""
-    return A.reshape(-1, A.shape[-1]).T @ Bm.reshape(-1, Bm.shape[-1])
+def _sum_outer(A, Bm, like=None):
+    """sum over (t, b) of A[t, b] outer Bm[t, b] as one matmul: [.., M], [.., N] -> [M, N], laid
+    out column-major when `like` (the weight it is the gradient of) is: a learner's R is (fastpath)."""
+    A, Bm = A.reshape(-1, A.shape[-1]), Bm.reshape(-1, Bm.shape[-1])
+    if like is not None and like.flags.f_contiguous and not like.flags.c_contiguous:
+        return (Bm.T @ A).T
+    return A.T @ Bm
 
 
 def sequence_backward(xp, cell: str, dY, d_state, cache: Cache):
@@ -367,7 +371,7 @@ def sequence_backward(xp, cell: str, dY, d_state, cache: Cache):
             da = xp.add(dY[t], dh, out=DXW[t])
             da *= K[t]
             dh = xp.matmul(da, R)
-        DHR, dR = DXW, _sum_outer(DXW, Hp)
+        DHR, dR = DXW, _sum_outer(DXW, Hp, R)
     elif cell == "gru" and c.o.linear_before_reset:
         z, r, hh, n = (_cols(c.gates, k, H) for k in range(4))
         Kn = (1 - z) * _dtanh(n, mk(2))
@@ -383,7 +387,7 @@ def sequence_backward(xp, cell: str, dY, d_state, cache: Cache):
             dh = xp.matmul(DHR[t].reshape(Bn, 3 * H), R)
             dh += dht[:, 0] * z[t]
         DXW, DHR = DXW.reshape(T, Bn, 3 * H), DHR.reshape(T, Bn, 3 * H)
-        dR = _sum_outer(DHR, Hp)
+        dR = _sum_outer(DHR, Hp, R)
     elif cell == "gru":
         z, r, n = (_cols(c.gates, k, H) for k in range(3))
         K = xp.stack([(Hp - n) * _dsigmoid(z, mk(0)), (1 - z) * _dtanh(n, mk(2))], axis=2)  # z and h blocks
@@ -400,6 +404,8 @@ def sequence_backward(xp, cell: str, dY, d_state, cache: Cache):
             dh += q * r[t]
         DXW = DHR = DA.reshape(T, Bn, 3 * H)
         dR = xp.concatenate([_sum_outer(DXW[..., : 2 * H], Hp), _sum_outer(DXW[..., 2 * H :], r * Hp)])
+        if R.flags.f_contiguous and not R.flags.c_contiguous:
+            dR = xp.asfortranarray(dR)
     else:
         i, og, fg, g = (_cols(c.gates, k, H) for k in range(4))
         tc = xp.tanh(c.C)
@@ -417,7 +423,7 @@ def sequence_backward(xp, cell: str, dY, d_state, cache: Cache):
             dh = xp.matmul(DA[t].reshape(Bn, 4 * H), R)
             dc = dct * fg[t]
         DXW = DHR = DA.reshape(T, Bn, 4 * H)
-        dR = _sum_outer(DXW, Hp)
+        dR = _sum_outer(DXW, Hp, R)
     GH = G * H
     dW = _sum_outer(DXW, c.X)
     dX = xp.matmul(DXW.reshape(T * Bn, GH), c.W).reshape(T, Bn, -1)

@@ -8,6 +8,13 @@ whichever of BLAS's two gemv orientations measures faster for its shape. The gat
 is cells.STEPS[cell], the same function the sequence path and TBPTT run. The tables are
 rebuilt when the model's weights change (Model.version).
 
+A kernel on weights that change (`copies=False`: a learning Model's own copy) makes no copies:
+the layer-0 input is a gemv through W of the embedding row instead of a table row, R is read in
+its own layout (column-major in a learner's copy, so R.T is contiguous: Model.learner_layout) and
+the head through head.weight's transposed view. Such weights change every
+update, so copies would be rebuilt that often, and they would cost every learning user ~3.9 MiB;
+the file's shared kernel (one per process) keeps them.
+
 Threads: a kernel is shared by every stream of its model, so the batch-1 path's work buffers
 are per thread (threading.local), never per model: one Model serves any number of threads
 that each step their own streams.
@@ -54,10 +61,18 @@ def measured_product(xp, M, by_row: int | None = None) -> cells.Product:
     return cells.Product(xp, M, np.ascontiguousarray(M.T), transposed=transpose_is_faster(xp, M), by_row=by_row)
 
 
+def _view_product(xp, M) -> cells.Product:
+    """x @ M.T without a copy: a column-major M (a learner's R, see Model.learner_layout) has a
+    contiguous M.T, the operand of the fast gemv and gemm orientations."""
+    MT = M.T if M.T.flags.c_contiguous else None
+    return cells.Product(xp, M, MT, transposed=MT is not None)
+
+
 class StepKernel:
     """Precomputed per-layer operands for one model version; call it with tokens and a state."""
 
-    def __init__(self, model):
+    def __init__(self, model, copies: bool = True):
+        """copies: precompute the layer-0 table and contiguous transposes (see the module doc)."""
         xp, spec, w = model.xp, model.spec, model.weights
         self.xp, self.version = xp, model.version
         self.step = cells.STEPS[spec.cell]
@@ -70,13 +85,15 @@ class StepKernel:
             W, R, B = w[Wn], w[Rn], w[Bn]
             bias = B[: G * H] + (B[G * H :] if fold else 0)  # (G*H,)
             Rb = None if fold else B[G * H :]
-            table = w[S.EMBEDDING] @ W.T + bias if layer == 0 else None  # (V, G*H)
+            table = w[S.EMBEDDING] @ W.T + bias if layer == 0 and copies else None  # (V, G*H)
             # R row by row up to GEMV_BATCH beams (OpenBLAS's small-M sgemm loses to gemvs at 1792x448); W and
             # the head as one gemm for any batch (they win at their shapes), as before
-            W = None if layer == 0 else measured_product(xp, W, by_row=0)
-            self.layers.append((table, W, bias, measured_product(xp, R), Rb))
-        head_t = xp.ascontiguousarray(w[S.HEAD_WEIGHT].T)  # (V, H): a gemv on its row-major layout
-        self.head = cells.Product(xp, head_t, w[S.HEAD_WEIGHT], by_row=0)  # head.weight is head_t's contiguous transpose
+            W = None if table is not None else (measured_product(xp, W, by_row=0) if copies else cells.Product(xp, W, by_row=0))
+            self.layers.append((table, W, bias, measured_product(xp, R) if copies else _view_product(xp, R), Rb))
+        self.embedding = w[S.EMBEDDING]  # (V, E): layer 0's input where there is no table
+        head = w[S.HEAD_WEIGHT]  # (H, V)
+        head_t = xp.ascontiguousarray(head.T) if copies else head.T  # (V, H): a gemv on its row-major layout, or the view
+        self.head = cells.Product(xp, head_t, head, transposed=not copies, by_row=0)  # head.weight is head_t's contiguous transpose
         self.head_b = w[S.HEAD_BIAS]
         save = cells.save_width(spec.cell, self.options) * H
         self._sizes = [(save, G * H)] * spec.layers  # batch 1's step work space and input projection, per layer
@@ -89,7 +106,7 @@ class StepKernel:
         xp, step, o = self.xp, self.step, self.options
         tokens = xp.asarray(tokens)
         new = tuple(xp.empty_like(s) for s in state)  # fresh: snapshots and beams may hold the old ones
-        x = None
+        x = None if self.layers[0][0] is not None else self.embedding[tokens]  # (B, E)
         for layer, (table, W, bias, R, Rb) in enumerate(self.layers):
             if x is None:
                 xw = table[tokens]  # (B, G*H)
@@ -108,7 +125,7 @@ class StepKernel:
         xp, step, o = self.xp, self.step, self.options
         new = tuple(xp.empty_like(s) for s in state)  # fresh: snapshots and beams may hold the old ones
         lstm = len(state) == 2
-        x = None
+        x = None if self.layers[0][0] is not None else self.embedding[token]  # (E,)
         for layer, ((table, W, bias, R, Rb), (save, xw)) in enumerate(zip(self.layers, self._buffers())):
             if x is None:
                 xw = table[token]  # (G*H,)

@@ -72,7 +72,23 @@ class SharedBase:
         self.fingerprint = modelfile.sha256()
         self.digest: str | None = None  # the file's sha256 when it was read within RECENT_NS of a change (see load)
         self._kernel = None
+        self._learner_layout: dict | None = None
         self._lock = threading.Lock()
+
+    def learner_layout(self) -> dict:
+        """The weights as a learner's copy lays them out (the base its rule pulls toward): each
+        recurrent matrix R column-major, so that R.T is contiguous and a learner's step kernel
+        runs the fast gemv and gemm orientations on its own copy without a transposed one
+        (fastpath); made once per process, read-only like the rest."""
+        with self._lock:
+            if self._learner_layout is None:
+                recurrent = {S.layer_weight_names(k)[1] for k in range(self.file.spec.layers)}
+                layout = {k: (np.asfortranarray(v) if k in recurrent and isinstance(v, np.ndarray) else v) for k, v in self.weights.items()}
+                for v in layout.values():
+                    if isinstance(v, np.ndarray):
+                        v.flags.writeable = False
+                self._learner_layout = layout
+            return self._learner_layout
 
     def kernel(self, model) -> StepKernel:
         with self._lock:  # threads stepping their first keystroke at once build it once
@@ -220,7 +236,7 @@ class Model(BaseModel):
             return self._shared.kernel(self)
         kernel = self._kernel
         if kernel is None or kernel.version != self.version:
-            kernel = self._kernel = StepKernel(self)
+            kernel = self._kernel = StepKernel(self, copies=self._shared is None)  # a learner's copy: views only
         return kernel
 
     def adapter(self, mixture=True, **settings):
@@ -243,10 +259,14 @@ class Model(BaseModel):
         """This Model's weights, to change in place: the shared arrays are copied on the first call
         (copy-on-write), so the file's other Models never see the change."""
         if not self._owns:
-            self.weights = {k: v.copy() for k, v in self.weights.items()}
+            self.weights = {k: v.copy(order="K") for k, v in self.learning_base().items()}
             self._owns, self._kernel = True, None
             self.version += 1
         return self.weights
+
+    def learning_base(self) -> dict:
+        """The weights before any update, in the layout `writable_weights` gives them (an Adapter's base)."""
+        return self._shared.learner_layout() if self._shared is not None and not self._owns else self.weights
 
     def use_shared_weights(self) -> bool:
         """Drop this Model's own weights for the file's shared ones (an adapter's reset): True if it could."""

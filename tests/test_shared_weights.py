@@ -58,17 +58,52 @@ def test_learning_rnn_copies_on_write_and_leaves_the_other_alone(tmp_path):
     assert np.shares_memory(learner.model.weights[S.HEAD_WEIGHT], other.model.weights[S.HEAD_WEIGHT])
 
 
-def test_rollback_point_is_a_float16_delta(tmp_path):
+def test_a_learners_copy_is_column_major_r_and_learns_as_a_row_major_one(tmp_path):
+    """A learner's own R is column-major (its step kernel needs no transposed copy); its gradients,
+    moments and updates are the same numbers as on a row-major copy of the same weights."""
+    from edge_rnn.runtime.model import Model
+
+    path = small_model_file(tmp_path, cell="lstm", hidden=32)
+    shared = edge_rnn.load(path)
+    own = Model(shared.file, shared.host_weights())  # row-major, its own from the start
+    R = S.layer_weight_names(0)[1]
+    text = TEXT * 3
+    a, b = (m.adapter(rule="dynamic", lr=3e-2, k1=8, k2=16, mixture=False) for m in (shared, own))
+    sa, sb = a.observe(text), b.observe(text)
+    assert shared.weights[R].flags.f_contiguous and not shared.weights[R].flags.c_contiguous
+    assert own.weights[R].flags.c_contiguous and sa["updates"] == sb["updates"] > 0
+    assert sa["bpc"] == pytest.approx(sb["bpc"], abs=1e-4)
+    for k in shared.weights:
+        np.testing.assert_allclose(shared.weights[k], own.weights[k], rtol=1e-3, atol=1e-4, err_msg=k)  # float32 sums in another order
+    assert a.rule.v[R].flags.f_contiguous  # the moments lie as the weights do
+    stream, other = shared.stream(), own.stream()  # the step kernel on the column-major copy
+    for ch in "the cat":
+        np.testing.assert_allclose(stream.feed(ch), other.feed(ch), rtol=1e-4, atol=1e-6)
+
+
+def test_rollback_point_is_a_4_bit_delta(tmp_path):
+    from edge_rnn.runtime.adapt import LEVELS, _restored
+
     model = edge_rnn.load(small_model_file(tmp_path, cell="gru", hidden=32))
     adapter = model.adapter(rule="sgd", lr=0.1, k1=8, k2=8, checkpoint_every=1, mixture=False)
     assert adapter.good is None  # on the base: nothing to keep
     adapter.observe(TEXT)
     weights = sum(v.nbytes for v in adapter.params.values())
-    assert sum(v.nbytes for v in adapter.good.values()) == weights // 2
-    good = {k: adapter.base[k] + adapter.good[k].astype(np.float32) for k in adapter.names}
+    kept = sum(q.nbytes + s.nbytes for q, s in adapter.good.values())
+    assert weights // 8 <= kept < weights // 8 + weights // 16  # 4 bits a weight, and one scale per row
+    good = {k: adapter.base[k] + _restored(np, adapter.good[k], adapter.base[k].shape) for k in adapter.names}
+    for k, v in good.items():  # within half a step of each row's largest change
+        delta = (adapter.params[k] - adapter.base[k]).reshape(len(v) if v.ndim > 1 else 1, -1)
+        step = np.abs(delta).max(axis=1, keepdims=True) / LEVELS
+        assert (np.abs((v - adapter.params[k]).reshape(delta.shape)) <= 0.501 * step + 1e-7).all(), k
+        assert np.abs(delta).max() > 0, k  # the check above is not vacuous
     adapter.model.weights[S.HEAD_WEIGHT][...] = np.nan
+    adapter._rollback()
+    for k, v in good.items():  # back at the last good point
+        assert np.allclose(adapter.params[k], v, atol=1e-6), k
+    adapter.model.weights[S.HEAD_WEIGHT][...] = np.nan  # and the guard finds a non-finite loss itself
     adapter.observe(TEXT[:9])
-    assert adapter.rollbacks >= 1 and all(np.isfinite(v).all() for v in model.weights.values())
+    assert adapter.rollbacks >= 2 and all(np.isfinite(v).all() for v in model.weights.values())
 
 
 def _traced_per_user(make, users: int = 4) -> float:
@@ -99,6 +134,15 @@ def test_a_user_of_the_default_model_costs_at_most_16_mib():
     per_user = _traced_per_user(_user())
     assert per_user < 16 * MIB, f"{per_user / MIB:.1f} MiB per user"
     assert per_user > 0.5 * MIB  # measured, not zero: the predictor's tables are the user's own
+
+
+def test_the_rnns_learning_costs_a_user_at_most_8_mib():
+    """A user whose RNN learns too (a step size, the dynamic rule) holds its own weights, the rule's
+    second moments and a 4-bit roll-back point; its step kernel copies nothing (fastpath)."""
+    plain = _traced_per_user(_user(), users=2)
+    learning = _traced_per_user(_user({"lr": 3e-4, "rule": "dynamic"}), users=2)
+    weights = sum(v.nbytes for v in edge_rnn.load().weights.values())
+    assert 2 * weights < learning - plain < 8 * MIB, f"{(learning - plain) / MIB:.2f} MiB for the RNN's learning"
 
 
 def test_file_rewritten_in_place_is_read_again(tmp_path):
