@@ -80,3 +80,26 @@ def test_the_memo_suggests_exactly_what_a_search_from_scratch_does(learn):
     if learn == "rnn too":
         assert reused.stats()["updates"] > 0 and reused.model.version > 0
     assert len(steps_reused) < 0.9 * len(steps_fresh), "the memo was hardly used"
+
+
+def test_searches_in_lockstep_suggest_what_each_does_alone():
+    """Four users of one model file type at once: their searches stepped together (suggest_together,
+    one RNN batch per search step) give every user exactly their own suggestions, in fewer RNN calls."""
+    from edge_rnn.app.autocomplete import suggest_together
+
+    text = GPL.read_text()
+    starts = [21000, 23000, 25000, 27000]
+    alone = [Autocompleter(edge_rnn.load(None)) for _ in starts]
+    together = [Autocompleter(edge_rnn.load(None)) for _ in starts]
+    for ac, s in zip(alone + together, starts + starts):
+        ac.type(text[s - 80 : s])
+    calls_alone = [forwards(ac.model) for ac in alone]
+    calls_together = [forwards(ac.model) for ac in together]
+    for k in range(60):
+        want = [ac.type(text[s + k]) for ac, s in zip(alone, starts)]
+        for ac, s in zip(together, starts):
+            assert ac.type(text[s + k], suggest=False) is None
+        assert suggest_together(together) == want
+        for a, b in zip(alone, together):
+            assert all(np.array_equal(x, y) for x, y in zip(a.stream.state, b.stream.state))
+    assert sum(map(len, calls_together)) < 0.8 * sum(map(len, calls_alone))

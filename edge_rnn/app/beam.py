@@ -306,10 +306,11 @@ def complete_words(requests: list[dict]) -> list[list[tuple[str, float]]]:
 
 
 def _packed(members: list, rows: dict) -> list[list]:
-    """Searches grouped into RNN batches of at most AGREEING_ROWS rows (a larger block alone)."""
+    """Searches grouped into RNN batches of at most AGREEING_ROWS rows; a larger block, or an unpadded
+    one (a word start's search, see complete_word), alone."""
     batches, size = [], AGREEING_ROWS
     for i in members:
-        if size + rows[i] > AGREEING_ROWS:
+        if size + rows[i] > AGREEING_ROWS or rows[i] % 4 or size % 4:
             batches.append([])
             size = 0
         batches[-1].append(i)
