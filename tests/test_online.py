@@ -188,6 +188,12 @@ def test_repeated_text_gets_cheap_and_beams_see_the_same_distribution():
     batch = p.predict_batch([p.tail, p.tail[:-3]], np.stack([uniform(len(v))] * 2))
     np.testing.assert_allclose(batch[0], single, rtol=1e-5, atol=1e-5)
     assert not np.allclose(batch[1], single)
+    # one tail at a time (the one-character path of the user's buckets) gives the batch's rows exactly
+    tails = [p.tail[: len(p.tail) - k] for k in range(12)]
+    rnn = log_softmax(np, np.random.default_rng(1).standard_normal((len(tails), len(v))).astype(np.float32))
+    together = p.predict_batch(tails, rnn)
+    for i, tail in enumerate(tails):
+        np.testing.assert_array_equal(p.predict_batch([tail], rnn[i : i + 1])[0], together[i])
 
 
 def test_steps_over_a_chunk_scores_and_learns_as_step_by_step():

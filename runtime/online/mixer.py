@@ -48,17 +48,29 @@ class Mixer2:
 
     def predict(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: np.ndarray):
         """S (B, K, V) scores, b (B, K) buckets, sel (B, M) selector values, fsel (B,) the final
-        mixer's -> (log p (B, V), per-mixer log p (B, M, V), weights used (B, M, K))."""
-        w = self.weights[(sel + self.offsets)[:, :, None], self.k[None, None], b[:, None, :]]  # (B, M, K)
+        mixer's -> (log p (B, V), per-mixer log p (B, M, V))."""
+        return self.predict_used(S, b, sel, fsel)[:2]
+
+    def predict_used(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: np.ndarray):
+        """`predict`, and the weights it used, (index, values (B, M, K)): `learn` of the same
+        prediction then writes them back without gathering them again."""
+        index = ((sel + self.offsets)[:, :, None], self.k[None, None], b[:, None, :])
+        w = self.weights[index]  # (B, M, K)
         X = np.matmul(w, S)  # (B, M, V) each mixer's logits
         v = self.final[fsel]  # (B, M)
         # the final mixer mixes log p_m = X_m - logsumexp(X_m); the logsumexps shift all V logits
         # alike, so they cancel in its softmax: v @ X is normalised with the M rows in one call
         Z = log_softmax(np, np.concatenate([X, np.matmul(v[:, None, :], X)], axis=1))  # (B, M + 1, V)
-        return Z[:, -1], Z[:, :-1]
+        return Z[:, -1], Z[:, :-1], (index, w)
 
-    def learn(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: int, L: np.ndarray, logp: np.ndarray, y: int) -> None:
-        """One prediction's update: S (K, V), b (K,), sel (M,), L (M, V), logp (V,)."""
+    def learn(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: int, L: np.ndarray, logp: np.ndarray, y: int,
+              used=None) -> None:
+        """One prediction's update: S (K, V), b (K,), sel (M,), L (M, V), logp (V,); used: what
+        `predict_used` gave for this one prediction (the weights have not changed since)."""
         G = S[:, y][None] - np.exp(L) @ S.T  # (M, K): d log p_m(y) / d w_m
-        self.weights[(sel + self.offsets)[:, None], self.k[None], b[None]] += self.lr * G
+        if used is None:
+            self.weights[(sel + self.offsets)[:, None], self.k[None], b[None]] += self.lr * G
+        else:
+            index, w = used
+            self.weights[index] = w + self.lr * G  # the same sums as += on the gathered weights
         self.final[fsel] += self.lr_final * (L[:, y] - L @ np.exp(logp))

@@ -30,6 +30,7 @@ FINAL_SELECTORS = 6 * 4  # the final mixer's weights by the last character's cla
 WORD_MATCH = -4  # the word match's input (then the two matches, then the RNN)
 MATCH_SCORE = 2.0  # a match's score for the symbol it predicts (log(1 + alpha) - log(alpha) ~ 2.4 for a count of 1)
 _TAIL_CACHE = 512  # tails whose raw hashes a predictor keeps (~0.7 KB each): a keystroke's beams are a few dozen
+_TOTAL_BUCKET_LIST = _TOTAL_BUCKET.tolist()
 _ROW_BUCKET = np.stack([_TOTAL_BUCKET, _TOTAL_BUCKET + COUNT_BUCKETS])  # (2, 2^16) by (one symbol seen, total)
 _DOUBT = np.log([0.005, 0.05, 0.3]).astype(np.float32)  # the RNN's probability of a match's symbol, bucketed
 _DOUBT_ABOVE = [float(d) for d in _DOUBT[1:]]  # as Python floats: searchsorted of one value is a comparison or two
@@ -104,6 +105,7 @@ class OnlinePredictor:
         self._keyed: dict = {}  # tail -> its contexts' raw hashes (see _raw)
         self._hit_bits = np.zeros(self.hasher.count, np.int64)  # (Kc,) the "order hit" selector's bit of each context
         self._hit_bits[self.hit_orders] = 1 << np.arange(len(self.hit_orders))
+        self._hit_list = self._hit_bits.tolist()
         self._boundary = next((i for i, w in enumerate(is_word) if i and not w), 0)
 
     # --- prediction -------------------------------------------------------------------------
@@ -124,14 +126,13 @@ class OnlinePredictor:
         low, check = CountTable.keys(finalise(np.array([k[0] for k in keyed], np.uint64)))  # (B, Kc) each
         B, kc, V = len(tails), low.shape[1], self.vocab_size
         rp = self.prior_table.lookup(low, check)
-        counts = self.prior_table.dense(rp)  # (B, Kc, V) uint8
         totals = self.prior_table.total[rp]  # (B, Kc)
         S = np.empty((B, self.inputs, V), np.float32)
-        np.take(self.log_alpha, counts, out=S[:, kc : 2 * kc])
+        one = self.prior_table.scores(rp, self.log_alpha, S[:, kc : 2 * kc])  # (B, Kc) a single symbol seen (or none)
         S[:, 2 * kc :] = 0.0
         S[:, -1] = rnn_logp
         b = np.empty((B, self.inputs), np.int64)
-        b[:, kc : 2 * kc] = _ROW_BUCKET[(counts.max(axis=-1) == totals).view(np.int8), totals]  # (B, Kc)
+        b[:, kc : 2 * kc] = _ROW_BUCKET[one.view(np.int8), totals]  # (B, Kc)
         sel = np.zeros((B, 6), np.int64)
         sel[:, 5] = self._prior_known(totals)
         for i, tail in enumerate(tails):
@@ -161,10 +162,16 @@ class OnlinePredictor:
         kc = low.shape[1]
         ru = self.user.lookup(low, check)
         counts = self.user.counts[ru]  # (B, Kc, V) uint8
-        totals = self.user.total[ru]  # (B, Kc)
         np.take(self.log_alpha, counts, out=S[:, :kc])
-        b[:, :kc] = _ROW_BUCKET[(counts.max(axis=-1) == totals).view(np.int8), totals]  # (B, Kc)
-        sel[:, 4] = (totals > 0) @ self._hit_bits
+        if len(tails) == 1:  # one character (steps): its ten buckets as Python ints cost less than five array calls
+            totals = self.user.total[ru[0]].tolist()
+            tops = counts[0].max(axis=-1).tolist()
+            b[0, :kc] = [_TOTAL_BUCKET_LIST[t] + COUNT_BUCKETS * (m == t) for m, t in zip(tops, totals)]
+            sel[0, 4] = sum(bit for t, bit in zip(totals, self._hit_list) if t)
+        else:
+            totals = self.user.total[ru]  # (B, Kc)
+            b[:, :kc] = _ROW_BUCKET[(counts.max(axis=-1) == totals).view(np.int8), totals]  # (B, Kc)
+            sel[:, 4] = (totals > 0) @ self._hit_bits
         for i, tail in enumerate(tails):
             sym_u, lb_u = self.history.find(tail)
             sym_w, typed, at = self.history.find_word(tail)
@@ -201,8 +208,8 @@ class OnlinePredictor:
     def predict(self, rnn_logp: np.ndarray) -> np.ndarray:
         """Log-probabilities [V] of the next symbol of the learned stream; `learn` uses them."""
         S, b, sel, (low, check), ru = self._inputs([self.tail], np.asarray(rnn_logp, np.float32)[None])
-        logp, L = self.mixer.predict(S, b, sel, sel[:, 1])
-        self._last = (S[0], b[0], sel[0], L[0], logp[0], low[0], check[0], ru[0])
+        logp, L, used = self.mixer.predict_used(S, b, sel, sel[:, 1])
+        self._last = (S[0], b[0], sel[0], L[0], logp[0], low[0], check[0], ru[0], used)
         return logp[0]
 
     def _known_word(self, at: int, typed: int) -> bool:
@@ -225,11 +232,11 @@ class OnlinePredictor:
         """Every part learns that `symbol` followed (after `predict`, which scored it)."""
         if self._last is None:
             raise RuntimeError("learn() follows predict(): the mixture must score a symbol before learning it")
-        S, b, sel, L, logp, low, check, ru = self._last
+        S, b, sel, L, logp, low, check, ru, used = self._last
         self._last = None
         self.tokens += 1
         self.nats -= float(logp[symbol])
-        self.mixer.learn(S, b, sel, sel[1], L, logp, symbol)
+        self.mixer.learn(S, b, sel, sel[1], L, logp, symbol, used)
         self.user.learn(low, check, symbol, ru)
         self.history.append(symbol)
         self.tail = (self.tail + bytes((symbol,)))[-self.hasher.tail_needed :]
@@ -255,8 +262,8 @@ class OnlinePredictor:
         for i, y in enumerate(symbols):
             row = slice(i, i + 1)
             ru = self._user_inputs(tails[row], rnn_logp[row], S[row], b[row], sel[row], (low[row], check[row]))
-            logp, L = self.mixer.predict(S[row], b[row], sel[row], sel[row, 1])
-            self._last = (S[i], b[i], sel[i], L[0], logp[0], low[i], check[i], ru[0])
+            logp, L, used = self.mixer.predict_used(S[row], b[row], sel[row], sel[row, 1])
+            self._last = (S[i], b[i], sel[i], L[0], logp[0], low[i], check[i], ru[0], used)
             self.learn(y)
             nats[i] = -float(logp[0, y])
         return nats

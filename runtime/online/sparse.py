@@ -91,15 +91,24 @@ class SparseTable:
 
     def dense(self, rows: np.ndarray) -> np.ndarray:
         """V counts (uint8) of each row (any shape) -> rows.shape + (V,)."""
+        out = np.zeros(np.shape(rows) + (self.vocab_size,), np.uint8)
+        self.scores(rows, np.arange(256, dtype=np.uint8), out)
+        return out
+
+    def scores(self, rows: np.ndarray, table: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """out[..., s] = table[count of symbol s] for each row (rows any shape, out rows.shape + (V,),
+        any strides): a row's few seen symbols are scattered over table[0], with no dense pass over
+        V counts. Returns (rows.shape) whether each row has seen at most one symbol."""
+        out[...] = table[0]
         flat = np.asarray(rows).ravel()
-        out = np.zeros((flat.size, self.vocab_size), np.uint8)
-        begin, end = self._start[flat], self._start[flat + 1]
-        lengths = end - begin
-        if lengths.sum():
+        begin = self._start[flat]
+        lengths = self._start[flat + 1] - begin
+        seen = int(lengths.sum())
+        if seen:
             owner = np.repeat(np.arange(flat.size), lengths)
-            at = np.arange(int(lengths.sum())) + np.repeat(begin - (np.cumsum(lengths) - lengths), lengths)
-            out[owner, self.symbols[at]] = self.counts[at]
-        return out.reshape(np.shape(rows) + (self.vocab_size,))
+            at = np.arange(seen) + np.repeat(begin - (np.cumsum(lengths) - lengths), lengths)
+            out[np.unravel_index(owner, np.shape(rows)) + (self.symbols[at],)] = table[self.counts[at]]
+        return (lengths <= 1).reshape(np.shape(rows))
 
 
 def build_sparse(hashes: np.ndarray, symbols: np.ndarray, vocab_size: int, max_contexts: int) -> tuple[SparseTable, int]:
