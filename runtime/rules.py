@@ -95,7 +95,7 @@ class Rule:
                 xp.divide(g, rms, out=g)
                 w -= g
             if self.decay and self.base is not None:  # w += min(decay * rms / mean(rms), 1) * (base - w)
-                c = self.decay * rms.size / float(rms.sum())
+                c = self.decay * rms.size / _sum(xp, rms)
                 pull = rms
                 pull *= c
                 if float(rms.max()) > 1:  # rare, and a minimum pass costs ~4x a max
@@ -129,6 +129,20 @@ class _Scratch:
         if key not in pool:
             pool[key] = self.xp.empty(shape, dtype, order)
         return pool[key]
+
+
+_SUM_WIDTH = 512
+
+
+def _sum(xp, a) -> float:
+    """The sum of a contiguous array as a gemv with a vector of ones: BLAS reads it at ~3x the
+    speed of numpy's pairwise sum (64 vs 180 us for 0.8M float32 here), with float32 accumulation."""
+    flat = a.ravel("K")
+    n = flat.size // _SUM_WIDTH * _SUM_WIDTH
+    total = float(flat[n:].sum()) if n < flat.size else 0.0
+    if n:
+        total += float((flat[:n].reshape(-1, _SUM_WIDTH) @ xp.ones(_SUM_WIDTH, a.dtype)).sum())
+    return total
 
 
 def _order(a) -> str:
