@@ -103,3 +103,12 @@ def test_searches_in_lockstep_suggest_what_each_does_alone():
         for a, b in zip(alone, together):
             assert all(np.array_equal(x, y) for x, y in zip(a.stream.state, b.stream.state))
     assert sum(map(len, calls_together)) < 0.8 * sum(map(len, calls_alone))
+
+    # exact=False: one batch per step for all, the same suggestions up to the probabilities' last bits
+    for k in range(60, 90):
+        want = [ac.type(text[s + k]) for ac, s in zip(alone, starts)]
+        for ac, s in zip(together, starts):
+            ac.type(text[s + k], suggest=False)
+        got = suggest_together(together, exact=False)
+        assert [[c for c, _ in g] for g in got] == [[c for c, _ in w] for w in want]
+        assert np.allclose([p for g in got for _, p in g], [p for w in want for _, p in w], rtol=1e-4, atol=0)

@@ -388,12 +388,12 @@ def _common_prefix(a: str, b: str) -> int:
     return lo
 
 
-def suggest_together(completers: list) -> list[list[tuple[str, float]]]:
+def suggest_together(completers: list, exact: bool = True) -> list[list[tuple[str, float]]]:
     """Each Autocompleter's `.suggestions`, the searches they still owe run in lockstep
     (beam.complete_words: at each search step one RNN batch for all whose Models share weights,
-    as one file's Models do). For a server: apply the keystrokes that arrived together with
-    `type(text, suggest=False)`, then call this once."""
+    as one file's Models do; `exact` as there). For a server: apply the keystrokes that arrived
+    together with `type(text, suggest=False)`, then call this once."""
     owing = [ac for ac in completers if ac._suggestions is None]
-    for ac, found in zip(owing, complete_words([ac._search() for ac in owing])):
+    for ac, found in zip(owing, complete_words([ac._search() for ac in owing], exact)):
         ac._suggestions = found
     return [ac.suggestions for ac in completers]
