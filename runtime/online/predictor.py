@@ -135,11 +135,12 @@ class OnlinePredictor:
         b[:, kc : 2 * kc] = _ROW_BUCKET[one.view(np.int8), totals]  # (B, Kc)
         sel = np.zeros((B, 6), np.int64)
         sel[:, 5] = self._prior_known(totals)
-        for i, tail in enumerate(tails):
-            sym_p, b[i, -2] = self.prior_history.find(tail)
-            if sym_p >= 0:
-                S[i, -2, sym_p] = MATCH_SCORE
-            sel[i, 1] = self.classes[tail[-1]] * 4 + keyed[i][1] if tail else 12
+        found = [self.prior_history.find(tail) for tail in tails]  # (symbol, length bucket) each
+        sym_p = np.array([f[0] for f in found], np.intp)  # (B,)
+        b[:, -2] = [f[1] for f in found]
+        hit = np.flatnonzero(sym_p >= 0)
+        S[hit, -2, sym_p[hit]] = MATCH_SCORE
+        sel[:, 1] = [self.classes[tail[-1]] * 4 + k[1] if tail else 12 for tail, k in zip(tails, keyed)]
         sel[:, 2] = b[:, -2]  # the prior match's length; the user's is added by _user_inputs
         b[:, -1] = sel[:, 3] = np.searchsorted(_LOG_CONFIDENCE, rnn_logp.max(axis=-1))
         return S, b, sel, (low, check)
