@@ -139,15 +139,16 @@ async def _load(port: int, server_pid: int, connected: int, typing: list[int], c
 
 
 def capacity(model_path, connected: int, typing: list[int], cps: float, seconds: float, max_sessions: int,
-             processes: int = 1) -> dict:
+             processes: int = 1, batch: bool = True) -> dict:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a thousand sockets on each side
     cmd = [sys.executable, "-m", "edge_rnn.app.cli", "serve", *([str(model_path)] if model_path else []), "--port", "0",
-           "--max-sessions", str(max_sessions), "--processes", str(processes)]
+           "--max-sessions", str(max_sessions), "--processes", str(processes),
+           "--batch" if batch else "--no-batch"]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", server.stdout.readline()).group(1))
-        return {"command": " ".join(cmd[1:]), "processes": processes, "cps": cps, "seconds_per_round": seconds, "max_sessions": max_sessions,
+        return {"command": " ".join(cmd[1:]), "processes": processes, "batch": batch, "cps": cps, "seconds_per_round": seconds, "max_sessions": max_sessions,
                 **asyncio.run(_load(port, server.pid, connected, typing, cps, seconds))}
     finally:
         server.terminate()
@@ -164,12 +165,13 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--max-sessions", type=int, default=64, help="per server process")
     p.add_argument("--processes", type=int, default=1, help="edge-rnn serve --processes")
+    p.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True, help="edge-rnn serve --batch")
     args = p.parse_args(argv)
     if args.what == "memory":
         result = memory_per_user(args.model)
     else:
         result = capacity(args.model, args.connected, [int(n) for n in args.typing.split(",")], args.cps, args.seconds,
-                          args.max_sessions, args.processes)
+                          args.max_sessions, args.processes, args.batch)
     print(json.dumps(result))
     return 0
 

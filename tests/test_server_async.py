@@ -298,3 +298,22 @@ def test_a_flood_of_connects_is_capped_and_the_server_goes_on(serving):
     assert 45 <= len(opened) <= 50, f"{len(opened)} opened under a cap of 50"
     wait_until(lambda: srv.connections == 0)
     assert fresh_client_works(srv)
+
+
+def test_keystrokes_of_several_tabs_search_together_with_the_same_suggestions(serving):
+    """One pool thread, six tabs sending at once: those that wait search in lockstep, and every reply is
+    what the same server without batching answers."""
+    texts = ["to be or no", "the quick br", "what light thro", "so fair and fo", "now is the wi", "a horse, a ho"]
+    replies = {}
+    for batch in (True, False):
+        srv = serving(workers=1, batch=batch)
+        tabs = [connect(srv) for _ in texts]
+        for rounds in range(3):
+            for k, (tab, text) in enumerate(zip(tabs, texts)):
+                tab.send({"op": "text", "text": text[: len(text) - 2 + rounds], "seq": rounds})
+            replies[batch, rounds] = [tab.reply(rounds)["suggestions"] for tab in tabs]
+        assert (srv.together > 0) == batch
+        for tab in tabs:
+            tab.close()
+    for rounds in range(3):
+        assert replies[True, rounds] == replies[False, rounds]

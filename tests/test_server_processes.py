@@ -57,7 +57,8 @@ def worker_of(client: Client, pids: list[int]) -> int:
     port = client.ws.socket.getsockname()[1]
     with open("/proc/net/tcp") as f:
         rows = [line.split() for line in f.readlines()[1:]]
-    inode = next(r[9] for r in rows if int(r[2].split(":")[1], 16) == port and int(r[1].split(":")[1], 16) != port)
+    inode = next(r[9] for r in rows if r[3] == "01" and int(r[2].split(":")[1], 16) == port  # established, to us
+                 and int(r[1].split(":")[1], 16) != port)
     for pid in pids:
         for fd in os.listdir(f"/proc/{pid}/fd"):
             try:

@@ -35,6 +35,7 @@ shutting down with 1001, a session that cannot start with 1011.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import ctypes
 import gc
@@ -59,7 +60,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 import edge_rnn
-from edge_rnn.app.autocomplete import Autocompleter
+from edge_rnn.app.autocomplete import Autocompleter, suggest_together
 from edge_rnn.app.store import TOKEN, FolderStore, RedisStore, open_store, restore_user, user_state
 from edge_rnn.errors import EdgeRNNError, SettingsError
 
@@ -94,6 +95,10 @@ class Session:
         self.busy = False  # work of this session is in the thread pool
 
     def handle(self, message) -> dict:
+        return self.apply(message)()
+
+    def apply(self, message):
+        """Apply one message; returns what makes its reply (the search runs there, or in suggest_together first)."""
         if not isinstance(message, dict):
             raise MessageError('a message is a JSON object such as {"op": "text", "text": "To be", "seq": 1}')
         seq, op, t0 = message.get("seq"), message.get("op"), time.perf_counter()
@@ -111,8 +116,10 @@ class Session:
             self.sent, reset = 0, True
         elif op != "ping":
             raise MessageError(f"unknown op {op!r}; use text, learning, reset_learning or ping")
-        suggestions = self.ac.suggestions
-        return self._reply(seq, 1000 * (time.perf_counter() - t0), suggestions, reset)
+        def reply() -> dict:
+            suggestions = self.ac.suggestions  # the search, unless suggest_together ran it
+            return self._reply(seq, 1000 * (time.perf_counter() - t0), suggestions, reset)
+        return reply
 
     def _set_text(self, text, offset) -> None:
         if not isinstance(text, str):
@@ -122,11 +129,19 @@ class Session:
         if len(text) > MAX_TEXT:
             offset, text = offset + len(text) - MAX_TEXT, text[-MAX_TEXT:]
         if offset == self.offset:
-            self.ac.set_text(text)
+            self._edit(text)
             return
         learning, self.ac.learning = self.ac.learning, False  # a shifted window is old text: read, don't learn it again
-        self.ac.set_text(text)
+        self._edit(text)
         self.ac.learning, self.offset = learning, offset
+
+    def _edit(self, text: str) -> None:
+        """Typing at the end (nearly every message) leaves the search to the reply, so keystrokes of several
+        tabs can search together; any other edit searches now (Autocompleter.set_text)."""
+        if text.startswith(self.ac.text):
+            self.ac.type(text[len(self.ac.text):], suggest=False)
+        else:
+            self.ac.set_text(text)
 
     def _reply(self, seq, ms: float, suggestions, reset: bool) -> dict:
         return {**self.learned(reset), "type": "suggestions", "seq": seq, "word": self.ac.word, "ms": round(ms, 3),
@@ -149,11 +164,13 @@ class AutocompleteServer:
     def __init__(self, model_path=None, host: str = "127.0.0.1", port: int = 8765, n: int = 3, backend: str = "numpy",
                  max_sessions: int | None = None, adapt_settings: dict | None = None, *, allow_hosts=(),
                  max_connections: int = MAX_CONNECTIONS, handshake_timeout: float = HANDSHAKE_TIMEOUT,
-                 idle_timeout: float = IDLE_TIMEOUT, evict_after: float = EVICT_AFTER, store=None, workers: int = 2):
+                 idle_timeout: float = IDLE_TIMEOUT, evict_after: float = EVICT_AFTER, store=None, workers: int = 2,
+                 batch: bool = True):
         """max_sessions: sessions in memory at once (None: MAX_SESSIONS); adapt_settings: each tab's adapter
         settings over autocomplete.ADAPT_DEFAULTS; allow_hosts: names besides 127.0.0.1 and localhost this
         server answers to (Host header); store: where evicted and closed sessions go (edge_rnn.app.store;
-        None: a folder in a fresh temp folder)."""
+        None: a folder in a fresh temp folder); batch: keystrokes of several tabs waiting together search in
+        lockstep (autocomplete.suggest_together) instead of one after another."""
         max_sessions = MAX_SESSIONS if max_sessions is None else max_sessions
         for name, value in (("max_sessions", max_sessions), ("max_connections", max_connections), ("workers", workers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -177,6 +194,10 @@ class AutocompleteServer:
         self.connections = 0
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="edge-rnn-session")
+        self.workers, self.batch = workers, batch
+        self._waiting: list = []  # (session, message, future): keystrokes not yet handed to the pool
+        self._running = 0  # batches of keystrokes in the pool
+        self.together = 0  # messages answered in a batch of more than one
         self.sock = socket.create_server((host, port))  # OSError here: the CLI names the port
         self.server_address = self.sock.getsockname()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -283,7 +304,7 @@ class AutocompleteServer:
                     await ws.close(1011, "session failed")
                     return
                 session.last_active = time.monotonic()
-                await ws.send(json.dumps(await self._work(session, _answer, session, data)))
+                await ws.send(json.dumps(await self._answer(session, data)))
                 await self._learn_slice(ws, token)  # one slice right after the reply: a short commit is learned before the next keystroke
         finally:
             reader.cancel()
@@ -297,6 +318,37 @@ class AutocompleteServer:
         if not session.ac.pending:
             await ws.send(json.dumps(session.learned()))
         return True
+
+    async def _answer(self, session: Session, data) -> dict:
+        """The reply to one message. Messages wait while every pool thread has a batch; a free thread takes
+        all those waiting (one per tab, since a tab waits for its reply) as one batch."""
+        session.busy = True
+        try:
+            future = asyncio.get_running_loop().create_future()
+            self._waiting.append((session, data, future))
+            self._start_batches()
+            return await future
+        finally:
+            session.busy = False
+
+    def _start_batches(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._waiting and self._running < self.workers:
+            take = len(self._waiting) if self.batch else 1
+            batch, self._waiting = self._waiting[:take], self._waiting[take:]
+            self._running += 1
+            self.together += len(batch) if len(batch) > 1 else 0
+            done = loop.run_in_executor(self.pool, _answer_together, [(s, d) for s, d, _ in batch])
+            done.add_done_callback(lambda f, batch=batch: self._batch_done(f, batch))
+
+    def _batch_done(self, done, batch) -> None:
+        self._running -= 1
+        replies = done.result() if not done.cancelled() and done.exception() is None else None
+        for k, (_, _, future) in enumerate(batch):
+            if not future.done():
+                future.set_result(replies[k] if replies else {"type": "error", "seq": None, "error": "server stopping"})
+        if self._waiting:
+            self._start_batches()
 
     async def _work(self, session: Session, fn, *args):
         session.busy = True
@@ -410,26 +462,56 @@ async def _read(ws: ServerConnection, inbox: asyncio.Queue) -> None:
         inbox.put_nowait(None)
 
 
-def _answer(session: Session, data) -> dict:
-    seq = None
-    try:
-        if not isinstance(data, str):
-            raise MessageError("send text frames of JSON, not binary frames")
+def _answer_together(items: list) -> list[dict]:
+    """Replies to (session, message) pairs of different tabs: each message applied, then the searches they
+    owe run in lockstep (suggest_together: one RNN batch per search step), then each reply is made."""
+    finish = [_apply(session, data) for session, data in items]
+    owing = [session.ac for (session, _), f in zip(items, finish) if callable(f)]
+    if len(owing) > 1:
         try:
-            message = json.loads(data)
-        except RecursionError:  # json's own depth guard: a hostile message, not a bug
-            log.info("refused a message: JSON nested too deeply")
-            raise MessageError("JSON nested too deeply; send one flat JSON object per message") from None
-        except ValueError as exc:
-            raise MessageError(f"not JSON ({type(exc).__name__}); send one JSON object per message") from None
-        seq = message.get("seq") if isinstance(message, dict) else None
-        return session.handle(message)
+            suggest_together(owing)
+        except Exception:  # a bug in the lockstep search: each reply below searches alone
+            log.exception("searching together failed")
+    return [_guarded(f, data) if callable(f) else f for f, (_, data) in zip(finish, items)]
+
+
+def _apply(session: Session, data):
+    """The message applied, and what makes its reply; or the error reply itself (a dict)."""
+    return _guarded(lambda: session.apply(_parse(data)), data)
+
+
+def _parse(data) -> dict:
+    if not isinstance(data, str):
+        raise MessageError("send text frames of JSON, not binary frames")
+    try:
+        return json.loads(data)
+    except RecursionError:  # json's own depth guard: a hostile message, not a bug
+        log.info("refused a message: JSON nested too deeply")
+        raise MessageError("JSON nested too deeply; send one flat JSON object per message") from None
+    except ValueError as exc:
+        raise MessageError(f"not JSON ({type(exc).__name__}); send one JSON object per message") from None
+
+
+def _guarded(fn, data=None):
+    """fn(), or the error reply for what it raised (a bug is logged; the tab's session goes on)."""
+    try:
+        return fn()
     except EdgeRNNError as exc:
         error = str(exc)
-    except Exception:  # a bug must not end the tab's session: log it, answer, go on
+    except Exception:
         log.exception("message failed")
         error = "internal error while handling this message; see the server log"
-    return {"type": "error", "seq": seq if isinstance(seq, int) else None, "error": error}
+    seq = _seq(data)
+    return {"type": "error", "seq": seq, "error": error}
+
+
+def _seq(data):
+    try:
+        message = json.loads(data) if isinstance(data, str) else None
+    except (ValueError, RecursionError):
+        return None
+    seq = message.get("seq") if isinstance(message, dict) else None
+    return seq if isinstance(seq, int) else None
 
 
 def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -507,7 +589,8 @@ def cmd_serve(args) -> None:
     try:
         store = open_store(args.store) if args.store else None
         server = AutocompleteServer(args.model, args.host, args.port, n=args.n, backend=args.backend,
-                                    max_sessions=args.max_sessions, allow_hosts=args.allow_host, store=store)
+                                    max_sessions=args.max_sessions, allow_hosts=args.allow_host, store=store,
+                                    batch=args.batch)
     except OSError as exc:
         raise EdgeRNNError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); pick another --port") from None
     if args.processes > 1 or isinstance(store, RedisStore):
@@ -539,6 +622,8 @@ def register(subparsers) -> None:
     s.add_argument("--processes", type=int, default=1, metavar="N",
                    help="worker processes sharing the port and the store, one per core (default 1); "
                         "--max-sessions and the connection cap apply to each")
+    s.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="keystrokes of several tabs that wait together search in lockstep (default on)")
     s.add_argument("--store", metavar="FOLDER|redis://HOST:PORT",
                    help="where users' learning is kept between visits (default: a temp folder for this run)")
     s.set_defaults(func=cmd_serve)
