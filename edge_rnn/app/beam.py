@@ -237,13 +237,14 @@ def search(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, cl
             # each beam's context as the learning stream keeps it (its last tail_needed ids): a beam that goes on
             # from the last keystroke's then has the same tail, and the predictor's cache knows its contexts
             tails = [(tail + keys[j])[-predictor.hasher.tail_needed :] for j in new] if predictor is not None else None
-            for row, (j, r, scored) in enumerate(zip(new, rnn, _scores(predictor, tails, rnn)), at):
-                nodes[keys[j]] = Node(batch, row, r, scored)
+            scored = _scores(predictor, tails, rnn)  # (n, V)
+            for row, (j, r, lp_j) in enumerate(zip(new, rnn, scored), at):
+                nodes[keys[j]] = Node(batch, row, r, lp_j)
         visited.update(keys)
         logp = flat[picked]
         started = is_word
         crossed = crossed[parents] + crossing
-        lp = np.stack([nodes[key].lp for key in keys])  # (B, V)
+        lp = scored if len(new) == len(keys) else np.stack([nodes[key].lp for key in keys])  # (B, V)
     memo.nodes = {key: nodes[key] for key in visited}
     best = sorted(finished.items(), key=lambda item: -item[1])[: config.n]
     return [(text, float(np.exp(score))) for text, score in best]
@@ -286,13 +287,14 @@ def complete_words(requests: list[dict], exact: bool = True) -> list[list[tuple[
     differ in the last bits with who else is in the batch.
     Each predictor then scores its own search's rows. Returns each request's suggestions, in order."""
     results: list = [None] * len(requests)
+    weights = [_weights_key(request["model"]) for request in requests]
     running = {}  # request index -> (its generator, what it asks for now: (parents, tokens, rows))
     for i, request in enumerate(requests):
         _send(running, results, i, search(**request), None)
     while running:
         groups: dict = {}
         for i in running:
-            groups.setdefault(_weights_key(requests[i]["model"]), []).append(i)
+            groups.setdefault(weights[i], []).append(i)
         for members in groups.values():
             for batch in _packed(members, {i: running[i][1][2] for i in members}) if exact else [members]:
                 parents, tokens = [], []
