@@ -425,7 +425,7 @@ def sequence_backward(xp, cell: str, dY, d_state, cache: Cache):
         DXW = DHR = DA.reshape(T, Bn, 4 * H)
         dR = _sum_outer(DXW, Hp, R)
     GH = G * H
-    dW = _sum_outer(DXW, c.X)
+    dW = _sum_outer(DXW, c.X, c.W)
     dX = xp.matmul(DXW.reshape(T * Bn, GH), c.W).reshape(T, Bn, -1)
     dWb = DXW.sum(axis=(0, 1))
     dB = xp.concatenate([dWb, dWb if DHR is DXW else DHR.sum(axis=(0, 1))])

@@ -10,7 +10,7 @@ rebuilt when the model's weights change (Model.version).
 
 A kernel on weights that change (`copies=False`: a learning Model's own copy) makes no copies:
 the layer-0 input is a gemv through W of the embedding row instead of a table row, R is read in
-its own layout (column-major in a learner's copy, so R.T is contiguous: Model.learner_layout) and
+its own layout (column-major in a learner's copy, as W is, so R.T is contiguous: Model.learner_layout) and
 the head through head.weight's transposed view. Such weights change every
 update, so copies would be rebuilt that often, and they would cost every learning user ~3.9 MiB;
 the file's shared kernel (one per process) keeps them.
@@ -61,11 +61,11 @@ def measured_product(xp, M, by_row: int | None = None) -> cells.Product:
     return cells.Product(xp, M, np.ascontiguousarray(M.T), transposed=transpose_is_faster(xp, M), by_row=by_row)
 
 
-def _view_product(xp, M) -> cells.Product:
-    """x @ M.T without a copy: a column-major M (a learner's R, see Model.learner_layout) has a
-    contiguous M.T, the operand of the fast gemv and gemm orientations."""
+def _view_product(xp, M, by_row: int | None = None) -> cells.Product:
+    """x @ M.T without a copy: a column-major M (a learner's W and R, see Model.learner_layout)
+    has a contiguous M.T, the operand of the fast gemv and gemm orientations."""
     MT = M.T if M.T.flags.c_contiguous else None
-    return cells.Product(xp, M, MT, transposed=MT is not None)
+    return cells.Product(xp, M, MT, transposed=MT is not None, by_row=by_row)
 
 
 class StepKernel:
@@ -88,7 +88,7 @@ class StepKernel:
             table = w[S.EMBEDDING] @ W.T + bias if layer == 0 and copies else None  # (V, G*H)
             # R row by row up to GEMV_BATCH beams (OpenBLAS's small-M sgemm loses to gemvs at 1792x448); W and
             # the head as one gemm for any batch (they win at their shapes), as before
-            W = None if table is not None else (measured_product(xp, W, by_row=0) if copies else cells.Product(xp, W, by_row=0))
+            W = None if table is not None else (measured_product if copies else _view_product)(xp, W, by_row=0)
             self.layers.append((table, W, bias, measured_product(xp, R) if copies else _view_product(xp, R), Rb))
         self.embedding = w[S.EMBEDDING]  # (V, E): layer 0's input where there is no table
         head = w[S.HEAD_WEIGHT]  # (H, V)

@@ -77,13 +77,13 @@ class SharedBase:
 
     def learner_layout(self) -> dict:
         """The weights as a learner's copy lays them out (the base its rule pulls toward): each
-        recurrent matrix R column-major, so that R.T is contiguous and a learner's step kernel
-        runs the fast gemv and gemm orientations on its own copy without a transposed one
-        (fastpath); made once per process, read-only like the rest."""
+        layer's matrices W and R column-major, so that W.T and R.T are contiguous and a learner's
+        step kernel runs the fast gemv and gemm orientations on its own copy without a transposed
+        one (fastpath); made once per process, read-only like the rest."""
         with self._lock:
             if self._learner_layout is None:
-                recurrent = {S.layer_weight_names(k)[1] for k in range(self.file.spec.layers)}
-                layout = {k: (np.asfortranarray(v) if k in recurrent and isinstance(v, np.ndarray) else v) for k, v in self.weights.items()}
+                matrices = {n for k in range(self.file.spec.layers) for n in S.layer_weight_names(k)[:2]}
+                layout = {k: (np.asfortranarray(v) if k in matrices and isinstance(v, np.ndarray) else v) for k, v in self.weights.items()}
                 for v in layout.values():
                     if isinstance(v, np.ndarray):
                         v.flags.writeable = False

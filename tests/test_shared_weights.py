@@ -58,8 +58,8 @@ def test_learning_rnn_copies_on_write_and_leaves_the_other_alone(tmp_path):
     assert np.shares_memory(learner.model.weights[S.HEAD_WEIGHT], other.model.weights[S.HEAD_WEIGHT])
 
 
-def test_a_learners_copy_is_column_major_r_and_learns_as_a_row_major_one(tmp_path):
-    """A learner's own R is column-major (its step kernel needs no transposed copy); its gradients,
+def test_a_learners_copy_has_column_major_matrices_and_learns_as_a_row_major_one(tmp_path):
+    """A learner's own W and R are column-major (its step kernel needs no transposed copy); its gradients,
     moments and updates are the same numbers as on a row-major copy of the same weights."""
     from edge_rnn.runtime.model import Model
 
@@ -70,7 +70,8 @@ def test_a_learners_copy_is_column_major_r_and_learns_as_a_row_major_one(tmp_pat
     text = TEXT * 3
     a, b = (m.adapter(rule="dynamic", lr=3e-2, k1=8, k2=16, mixture=False) for m in (shared, own))
     sa, sb = a.observe(text), b.observe(text)
-    assert shared.weights[R].flags.f_contiguous and not shared.weights[R].flags.c_contiguous
+    for name in (R, S.layer_weight_names(0)[0]):  # R and W
+        assert shared.weights[name].flags.f_contiguous and not shared.weights[name].flags.c_contiguous
     assert own.weights[R].flags.c_contiguous and sa["updates"] == sb["updates"] > 0
     assert sa["bpc"] == pytest.approx(sb["bpc"], abs=1e-4)
     for k in shared.weights:
