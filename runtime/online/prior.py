@@ -14,8 +14,12 @@ import dataclasses
 import functools
 import json
 import logging
+import lzma
 import math
+import os
 import zipfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +35,8 @@ from edge_rnn.runtime.online.sparse import SparseTable, build_sparse
 from edge_rnn.vocab import is_word_char
 
 log = logging.getLogger(__name__)
-PRIOR_FORMAT = "edge-rnn-prior-2"  # 2: the table is sparse (SparseTable)
+PRIOR_FORMAT = "edge-rnn-prior-3"  # 3: the table as compressed streams (save_prior)
+PRIOR_FORMAT_2 = "edge-rnn-prior-2"  # the sparse table's arrays as they are; still loads
 SUFFIX = ".prior.npz"
 
 
@@ -137,30 +142,108 @@ def rebind_prior(prior: Prior, model, mixer_text: str | None, config: MixtureCon
 
 
 # --- files --------------------------------------------------------------------------------
+# Format 3 stores the table as streams that compress well (the shipped priors are most of the
+# base install): sorted keys as deltas, split into a low byte (noise, stored raw) and the rest
+# (small numbers); row starts as row lengths; symbols and counts grouped by row length and
+# first symbol (_entry_order); xz for the compressible streams (zlib left the
+# default prior 1.1 MB larger, but where it is smaller: check_low). Loading rebuilds exactly the arrays format 2 held.
+XZ, ZLIB, RAW = "xz", "zlib", "raw"
+_COMPRESS = {XZ: lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME), ZLIB: lambda b: zlib.compress(b, 9), RAW: bytes}
+_DECOMPRESS = {XZ: lzma.decompress, ZLIB: zlib.decompress, RAW: bytes}
+
+
+def _pack(array: np.ndarray, codec: str) -> np.ndarray:
+    return np.frombuffer(_COMPRESS[codec](np.ascontiguousarray(array).tobytes()), np.uint8)
+
+
+def _unpack_all(f, layout: dict) -> dict:
+    """{name: array} of every stream; decompressed on threads (lzma and zlib release the GIL),
+    since xz is most of the load time."""
+    stored = {name: f[name].tobytes() for name in layout}
+    with ThreadPoolExecutor(min(len(stored), os.cpu_count() or 1)) as pool:
+        data = dict(zip(stored, pool.map(lambda name: _DECOMPRESS[layout[name][0]](stored[name]), stored)))
+    return {name: np.frombuffer(data[name], layout[name][1]) for name in layout}
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    return values.astype(np.min_scalar_type(int(values.max()) if values.size else 0))
+
+
+def _entry_order(lengths: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The order the symbols and counts are stored in: rows grouped by (length, first symbol),
+    which puts alike rows together, and computable at load from the lengths and first symbols
+    (stored on their own). -> (order of the entries (E,), of the entries after each row's first)."""
+    rows = np.argsort((lengths.astype(np.uint16) << 8) | first, kind="stable")  # (N,) a radix sort: both < 256
+    n = lengths[rows].astype(np.int64)
+    begin = np.cumsum(lengths, dtype=np.int64)[rows] - n  # (N,) each row's first entry
+    order = np.repeat(begin - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))  # the rows' entries, in row order
+    later = np.repeat(begin + 1 - (np.cumsum(n - 1) - (n - 1)), n - 1) + np.arange(int(n.sum()) - len(n))
+    return order, later
+
+
+def _encode_table(table: SparseTable) -> tuple[dict, dict]:
+    """-> (streams {name: uint8 bytes}, layout {name: [codec, dtype]})."""
+    delta = np.diff(table.keys.astype(np.int64), prepend=0)  # (N,) >= 0: keys are sorted
+    lengths = _narrow(np.diff(table.start.astype(np.int64)))  # (N,) >= 1
+    first = table.symbols[table.start[:-1]]  # (N,) each row's first (smallest) symbol
+    order, later = _entry_order(lengths, first)
+    plain = {"keys_low": ((delta & 255).astype(np.uint8), RAW), "keys_high": (_narrow(delta >> 8), XZ),
+             "check_high": ((table.check >> 8).astype(np.uint8), RAW), "check_low": ((table.check & 255).astype(np.uint8), ZLIB),
+             "lengths": (lengths, XZ), "first": (first[np.argsort(lengths, kind="stable")], XZ),
+             "symbols": (table.symbols[later], XZ), "counts": (table.counts[order], XZ)}
+    streams = {f"table_{k}": _pack(a, codec) for k, (a, codec) in plain.items()}
+    return streams, {f"table_{k}": [codec, a.dtype.str] for k, (a, codec) in plain.items()}
+
+
+def _decode_table(streams: dict) -> dict:
+    """The SparseTable arrays (keys, check, start, symbols, counts) of format 3's streams."""
+    s = {k[6:]: v for k, v in streams.items() if k.startswith("table_")}
+    keys = np.cumsum(s["keys_low"] + (s["keys_high"].astype(np.int64) << 8)).astype(np.uint32)
+    check = (s["check_high"].astype(np.uint16) << 8) | s["check_low"]
+    lengths = s["lengths"]
+    start = np.zeros(len(lengths) + 1, np.uint32)
+    np.cumsum(lengths, out=start[1:])
+    first = np.empty_like(s["first"])
+    first[np.argsort(lengths, kind="stable")] = s["first"]
+    order, later = _entry_order(lengths, first)
+    symbols, counts = np.empty_like(s["counts"], np.uint8), np.empty_like(s["counts"])
+    symbols[start[:-1]] = first
+    symbols[later] = s["symbols"]
+    counts[order] = s["counts"]
+    return {"keys": keys, "check": check, "start": start, "symbols": symbols, "counts": counts}
+
+
 def save_prior(prior: Prior, path: str | Path) -> Path:
+    streams, layout = _encode_table(prior.table)
+    text = np.frombuffer(bytes(prior.history.data), np.uint8)
+    streams["text"], layout["text"] = _pack(text, XZ), [XZ, "|u1"]
     arrays = {"format": np.array(PRIOR_FORMAT), "fingerprint": np.array(prior.fingerprint), "vocab": np.array(json.dumps(prior.vocab)),
               "orders": np.array(prior.orders, np.int64), "words": np.array(prior.words), "match_min": np.array(prior.match_min),
-              "rows": np.array(prior.table.rows), "text": np.frombuffer(bytes(prior.history.data), np.uint8),
-              "index_log2": np.array(int(math.log2(len(prior.history.index)))),
-              **{f"table_{k}": v for k, v in prior.table.arrays().items()},
+              "rows": np.array(prior.table.rows), "index_log2": np.array(int(math.log2(len(prior.history.index)))),
+              "layout": np.array(json.dumps(layout)), **streams,
               **{f"mixer_{k}": v for k, v in (prior.mixer or {}).items()}}
-    return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+    return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))  # for the mixer and settings; the streams pass through
 
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str, mtime_ns: int) -> Prior:
     try:
         with np.load(path, allow_pickle=False) as f:
-            if str(f["format"]) != PRIOR_FORMAT:
-                raise StateError(f"{path} is not an edge-rnn prior of this version (format {str(f['format'])!r}, expected "
+            version = str(f["format"])
+            if version not in (PRIOR_FORMAT, PRIOR_FORMAT_2):
+                raise StateError(f"{path} is not an edge-rnn prior of this version (format {version!r}, expected "
                                  f"{PRIOR_FORMAT!r}); rebuild it with `edge-rnn prior`")
             vocab = tuple(json.loads(str(f["vocab"])))
-            table = SparseTable(len(vocab), {k[6:]: f[k] for k in f.files if k.startswith("table_")})
+            if version == PRIOR_FORMAT:
+                streams = _unpack_all(f, json.loads(str(f["layout"])))
+                table, text = SparseTable(len(vocab), _decode_table(streams)), streams["text"]
+            else:  # format 2: the arrays themselves, zip-compressed
+                table, text = SparseTable(len(vocab), {k[6:]: f[k] for k in f.files if k.startswith("table_")}), f["text"]
             mixer = {k[6:]: f[k] for k in f.files if k.startswith("mixer_")} or None
-            history = History.build(f["text"], int(f["index_log2"]), int(f["match_min"]))
+            history = History.build(text, int(f["index_log2"]), int(f["match_min"]))
             prior = Prior(str(f["fingerprint"]), vocab, table, history, mixer, tuple(int(o) for o in f["orders"]),
                           bool(f["words"]), int(f["match_min"]))
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile, lzma.LZMAError, zlib.error) as exc:
         raise StateError(f"prior file {path} is corrupt or truncated ({type(exc).__name__}); rebuild it with `edge-rnn prior`") from None
     table.read_only()  # shared by every user of the model
     history.index.flags.writeable = False
