@@ -1,11 +1,12 @@
 """Capacity of `edge-rnn serve`, measured from a second process on 127.0.0.1 (issue 16 item 4).
 
-    python -m tests.capacity [MODEL] --connected 1000 --typing 10,25,50 --seconds 20 --json
+    python -m tests.capacity load [MODEL] --connected 1000 --typing 1,2,5,10,20,50 --seconds 15 --processes 2
 
 starts `edge-rnn serve` in a subprocess, opens `--connected` websockets to it, then for each
 count in `--typing` has that many of them type at `--cps` characters per second for `--seconds`
 (each keystroke waits for its suggestions) and reports p50/p95/p99 latency of the keystrokes after
-each typist's first (that one makes its session: reported apart) and the server's RSS;
+each typist's first (that one makes its session: reported apart), the server's own time per reply,
+its RSS and PSS summed over its worker processes, and the CPU of the server and of this process;
 `memory` reports the RSS of 1 vs 9 learning Autocompleters in one process.
 """
 
