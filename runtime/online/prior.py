@@ -31,6 +31,8 @@ from edge_rnn.modelfile import shipped_models
 from edge_rnn.runtime.online.config import MixtureConfig
 from edge_rnn.runtime.online.contexts import ContextHasher
 from edge_rnn.runtime.online.match import History
+from edge_rnn.runtime.online.predictor import WORD_MATCH, OnlinePredictor
+from edge_rnn.runtime.online.score import rnn_log_probs
 from edge_rnn.runtime.online.sparse import SparseTable, build_sparse
 from edge_rnn.vocab import is_word_char
 
@@ -113,9 +115,6 @@ def build_prior(model, train_text: str, *, rows_log2: int = 22, config: MixtureC
 
 def _pretrain_mixer(model, prior: Prior, text: str, config: MixtureConfig) -> Prior:
     """Run a fresh predictor over held-out text; keep only what its mixer learned."""
-    from edge_rnn.runtime.online.predictor import WORD_MATCH, OnlinePredictor
-    from edge_rnn.runtime.online.score import rnn_log_probs
-
     ids = model.encode(text)
     predictor = OnlinePredictor(model.vocab, config, prior)
     predictor.context_only(ids[:1])

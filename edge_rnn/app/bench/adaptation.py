@@ -13,13 +13,14 @@ import time
 
 import numpy as np
 
+import edge_rnn
 from edge_rnn.app.bench.measure import PeakMeter, peak_rss_mb, summarize, text_ids
+from edge_rnn.corpus import other_style_text
+from edge_rnn.runtime.evaluate import score_text
 
 
 def idle(path: str, label: str = "") -> dict:
     """Peak RSS of a runtime process that loaded the model (numpy backend) and did nothing else."""
-    import edge_rnn
-
     edge_rnn.load(path)
     return {"peak_rss_mb": peak_rss_mb(), "model": label}
 
@@ -28,8 +29,6 @@ def adapt(path: str, tokens: int, chunk: int, settings: dict) -> dict:
     """model.adapter(**settings).observe over `tokens` tokens of gpl-3 (cycled), timed per
     chunk of `chunk` tokens (a multiple of k1, so every chunk holds the same updates).
     The RNN alone unless settings say `mixture` (the online predictor beside it)."""
-    import edge_rnn
-
     settings = {"mixture": False, **settings}
     model = edge_rnn.load(path)
     ids = text_ids(model.vocab, tokens + 1)
@@ -56,10 +55,6 @@ def adapt(path: str, tokens: int, chunk: int, settings: dict) -> dict:
 def curve(path: str, chars: int | None, chunk: int, save_to: str | None = None, text: str = "gpl-3") -> dict:
     """bpc per chunk of `chunk` scored characters, static (score_text) vs adapted (the runtime's
     default adapter, prequential), over the first `chars` characters of `text` (None: all)."""
-    import edge_rnn
-    from edge_rnn.corpus import other_style_text
-    from edge_rnn.runtime.evaluate import score_text
-
     model = edge_rnn.load(path)
     ids = model.encode(other_style_text(text))[: None if chars is None else chars + 1]
     static_nats: list[float] = []

@@ -13,16 +13,16 @@ import time
 
 import numpy as np
 
+import edge_rnn
 from edge_rnn import spec as S
 from edge_rnn.app.bench.measure import summarize
+from edge_rnn.runtime.fastpath import measured_product
 
 
 class _Products:
     """Per layer: R [G*H, H] and W [G*H, I]; the head [H, V]; the model's sizes."""
 
     def __init__(self, path: str):
-        import edge_rnn
-
         model = edge_rnn.load(path)
         spec, w = model.spec, model.weights
         self.layers = [(w[S.layer_weight_names(k)[1]], w[S.layer_weight_names(k)[0]]) for k in range(spec.layers)]
@@ -40,7 +40,6 @@ class StepFloor(_Products):
 
     def __init__(self, path: str):
         super().__init__(path)
-        from edge_rnn.runtime.fastpath import measured_product
 
         self.h = np.ones(self.H, np.float32)
         self.ops = []

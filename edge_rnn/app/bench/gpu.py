@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import time
 
+import edge_rnn
 from edge_rnn.app.bench.measure import summarize, text_ids
+from edge_rnn.app.bench.peers_torch import _torch, char_rnn_from_file  # torch loads in _torch()
+from edge_rnn.runtime.adapt import loss_and_grads
+from edge_rnn.runtime.backend import gpu_available
+from edge_rnn.runtime.rules import Rule
 
 
 def available() -> str | None:
     """None when cupy and a GPU are usable, else why not."""
-    from edge_rnn.runtime.backend import gpu_available
-
     return None if gpu_available() else "no cupy + CUDA GPU on this machine (pip install 'edge-rnn[gpu]' on one)"
 
 
 def _runtime_tbptt(path, backend, streams, window, repeats, sync):
-    import edge_rnn
-    from edge_rnn.runtime.adapt import loss_and_grads
-    from edge_rnn.runtime.rules import Rule
-
     model = edge_rnn.load(path, backend=backend)
     xp = model.xp
     ids = text_ids(model.vocab, streams * (window + 1)).reshape(streams, window + 1)
@@ -44,8 +43,6 @@ def _runtime_tbptt(path, backend, streams, window, repeats, sync):
 
 
 def _torch_tbptt(path, device, streams, window, repeats):
-    from edge_rnn.app.bench.peers_torch import _torch, char_rnn_from_file
-
     torch = _torch()
     model, vocab = char_rnn_from_file(path)
     model.to(device).train()
@@ -72,7 +69,7 @@ def run(path: str, streams: int = 256, window: int = 32, repeats: int = 10, back
     if backend == "cupy" and (why := available()):
         return {"skipped": why}
     if backend == "cupy":
-        import cupy
+        import cupy  # optional: the `gpu` extra (available() checked it)
 
         sync = cupy.cuda.Device().synchronize
     else:

@@ -8,9 +8,13 @@ saved = 1 - keystrokes / characters.
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
+import edge_rnn
 from edge_rnn.app.bench.typist import edge_rnn_savings
+from edge_rnn.corpus import other_style_text, read_text_file, shakespeare_heldout
 
 API = "edge_rnn.app.autocomplete.Autocompleter(model, n=3, learn=False, accept_suffix='')"
 
@@ -31,13 +35,6 @@ def simulate(model, passage: str, n: int = 3, learn: bool = False, adapt_setting
 
 def run(path: str, adapted_path: str, passage_chars: int, text: str = "gpl-3") -> dict:
     """Latency (ms, typed keystrokes on the base model) and keystrokes saved, base vs adapted model."""
-    import edge_rnn
-    from edge_rnn.corpus import other_style_text
-
-    try:
-        import edge_rnn.app.autocomplete  # noqa: F401
-    except ImportError as exc:
-        return {"todo": f"edge_rnn.app.autocomplete is not importable ({exc}); expected {API}"}
     passage = held_out(other_style_text(text), passage_chars)
     try:
         before = simulate(edge_rnn.load(path), passage)
@@ -54,9 +51,6 @@ def learning_rates(path: str | None, text: str, chars: int, lrs: list[float]) ->
     """Keystrokes saved (%) typing the last `chars` characters of `text` with learning off and at
     each step size (other settings: ADAPT_DEFAULTS). text: a file, a name of corpus.other_style_text,
     or "shakespeare-heldout" (the soak's held-out validation passage, in the training style)."""
-    import edge_rnn
-    from edge_rnn.corpus import other_style_text, read_text_file, shakespeare_heldout
-
     if text == "shakespeare-heldout":
         source = shakespeare_heldout(20_000, 20_000)[0]
     else:
@@ -69,8 +63,5 @@ def learning_rates(path: str | None, text: str, chars: int, lrs: list[float]) ->
 
 
 if __name__ == "__main__":  # python -m edge_rnn.app.bench.keystrokes TEXT CHARS LR,LR,... [MODEL]
-    import json
-    import sys
-
     args = sys.argv[1:]
     print(json.dumps(learning_rates(args[3] if len(args) > 3 else None, args[0], int(args[1]), [float(x) for x in args[2].split(",")])))

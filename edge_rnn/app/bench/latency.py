@@ -11,9 +11,11 @@ import time
 
 import numpy as np
 
+import edge_rnn
 from edge_rnn import spec as S
 from edge_rnn.app.bench.floor import StepFloor
 from edge_rnn.app.bench.measure import interleaved, summarize, text_ids
+from edge_rnn.app.bench.peers_torch import TorchPeer  # needs torch only when one is made
 from edge_rnn.errors import EdgeRNNError
 from edge_rnn.runtime.network import log_softmax
 
@@ -28,8 +30,6 @@ class NumpyPeer:
     prefill_how = "Stream.feed(prompt) on a reset stream, backend='numpy': the whole prompt in one call, probabilities of its last position"
 
     def __init__(self, path: str):
-        import edge_rnn
-
         self.model = edge_rnn.load(path)
         self.stream = self.model.stream()
 
@@ -49,7 +49,7 @@ class NumpyPeer:
 
 
 def ort_session(path: str):
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional: the `ort` / `bench` extra
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
@@ -100,7 +100,7 @@ class OrtBindingPeer:
         self.reset()
 
     def _bind(self, T: int, pingpong: bool):
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional: the `ort` / `bench` extra
 
         value = ort.OrtValue.ortvalue_from_numpy
         spec = self.spec
@@ -154,8 +154,6 @@ def _check(peer, reference, ids: np.ndarray, what: str) -> None:
 
 
 def _reference(path: str, ids: np.ndarray) -> np.ndarray:
-    import edge_rnn
-
     model = edge_rnn.load(path)
     logits, _ = model.forward(ids[None], model.initial_state(1))  # (1, T, V)
     return log_softmax(np, logits[0].astype(np.float64))
@@ -165,8 +163,6 @@ def _peers(path: str, spec, torch: bool) -> tuple[list, list[dict]]:
     peers, skipped = [NumpyPeer(path), OrtRunPeer(path, spec), OrtBindingPeer(path, spec)], []
     if torch:
         try:
-            from edge_rnn.app.bench.peers_torch import TorchPeer
-
             peers += [TorchPeer(path), TorchPeer(path, onednn=False)]
         except ImportError:
             skipped.append({"peer": "pytorch eager", "why": "torch is not installed (pip install 'edge-rnn[train]')"})
@@ -189,8 +185,6 @@ def _prefill_rates(peers: list, ids: np.ndarray, repeats: int) -> dict[str, list
 
 def run(models: list[dict], rounds: int, block: int, prefill_len: int, prefill_repeats: int, torch: bool = True) -> dict:
     """models: [{"name", "path"}]. Returns per model the step latency (us) and prefill (tokens/s) of each peer."""
-    import edge_rnn
-
     out = []
     for m in models:
         spec = edge_rnn.load(m["path"]).spec

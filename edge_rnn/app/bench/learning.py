@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import edge_rnn
 from edge_rnn.app.bench import peers_compress, peers_presage
+from edge_rnn.app.bench.report import learning_section
+from edge_rnn.app.bench.table import section_text
 from edge_rnn.app.bench.typist import edge_rnn_savings, type_text
+from edge_rnn.app.bench.worker import call
 from edge_rnn.corpora import normalise, render_man
 from edge_rnn.corpus import load_split, other_style_text
 from edge_rnn.errors import CorpusError
+from edge_rnn.modelfile import default_model_path
 from edge_rnn.runtime.evaluate import score_text
 
 PRIOR = "shakespeare"  # corpus of the shipped model: its training split is the compressors' prior
@@ -145,13 +150,6 @@ def keystrokes(path: str, texts: list[str], chars: int, n: int = 3) -> dict:
 
 
 if __name__ == "__main__":  # python -m edge_rnn.app.bench.learning [CHARS [PRIOR [MODEL]]]: the learning section alone
-    import sys
-
-    from edge_rnn.app.bench.report import learning_section
-    from edge_rnn.app.bench.table import section_text
-    from edge_rnn.app.bench.worker import call
-    from edge_rnn.modelfile import default_model_path
-
     args = sys.argv[1:]
     chars, prior = int(args[0]) if args else 5000, args[1] if len(args) > 1 else PRIOR
     model = args[2] if len(args) > 2 else str(default_model_path())

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edge_rnn.corpus import other_style_text
 
 def summarize(samples, scale: float = 1.0) -> dict:
     """{median, p10, p90, n} of the samples times `scale` (e.g. 1e6 for seconds -> us)."""
@@ -93,8 +94,6 @@ class PeakMeter:
 
 def text_ids(vocab, n: int, name: str = "gpl-3") -> np.ndarray:
     """n token ids of an other-style text (cycled when the text is shorter)."""
-    from edge_rnn.corpus import other_style_text
-
     ids = vocab.encode(other_style_text(name))
     return np.resize(ids, n) if n > len(ids) else ids[:n]
 

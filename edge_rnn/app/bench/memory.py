@@ -13,13 +13,12 @@ import time
 
 import numpy as np
 
+import edge_rnn
 from edge_rnn.app.bench.measure import PeakMeter, text_ids
 
 
 def tbptt_memory(path: str, lengths: list[int], settings: dict, chunk: int = 4096) -> dict:
     """Peak-RSS growth (MiB) after each of `lengths` tokens of one adaptation stream."""
-    import edge_rnn
-
     model = edge_rnn.load(path)
     ids = text_ids(model.vocab, 65536)  # cycled: the content does not change the memory
     meter = PeakMeter().start()

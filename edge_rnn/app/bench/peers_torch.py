@@ -13,13 +13,14 @@ import time
 
 import numpy as np
 
+import edge_rnn
 from edge_rnn import spec as S
 from edge_rnn.app.bench.measure import PeakMeter, peak_rss_mb, summarize, text_ids
 from edge_rnn.errors import EdgeRNNError
 
 
 def _torch():
-    import torch
+    import torch  # optional: the `train` extra
 
     torch.set_num_threads(1)
     try:
@@ -32,9 +33,8 @@ def _torch():
 def char_rnn_from_file(path: str):
     """An eval-mode edge_rnn.export.model.CharRNN holding the model file's weights (float32, CPU)."""
     torch = _torch()
-    import edge_rnn
+    from edge_rnn.export.model import CharRNN  # optional: edge_rnn.export imports torch (the `train` extra)
     from edge_rnn.export.weights import GATE_ORDER, onnx_weights
-    from edge_rnn.export.model import CharRNN
 
     runtime = edge_rnn.load(path)
     spec, H, w = runtime.spec, runtime.spec.hidden_size, runtime.host_weights()

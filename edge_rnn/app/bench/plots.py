@@ -8,7 +8,7 @@ from pathlib import Path
 
 def write_plots(report: dict, folder: Path) -> tuple[list[str], str | None]:
     """(written paths, a note when matplotlib is missing)."""
-    try:
+    try:  # optional: matplotlib (the `plots` / `bench` extra)
         import matplotlib
 
         matplotlib.use("Agg")

@@ -14,9 +14,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
+import edge_rnn
 from edge_rnn.app.bench import report
 from edge_rnn.app.bench.learning import PRIOR, TEXTS
 from edge_rnn.app.bench.worker import call
+from edge_rnn.corpus import other_style_text
+from edge_rnn.graph import build_model, random_weights
+from edge_rnn.modelfile import default_model_path, write_model
+from edge_rnn.runtime.adapt import AdaptConfig
+from edge_rnn.spec import ModelSpec
 
 log = logging.getLogger("edge_rnn.app.bench")
 
@@ -56,18 +64,12 @@ FULL = Settings(rounds=20, block=100, prefill_len=256, prefill_repeats=30, hidde
 
 def random_model(folder: Path, vocab, cell: str, hidden: int) -> str:
     """A 1-layer model file with random weights (embed 48) over `vocab`."""
-    from edge_rnn.graph import build_model, random_weights
-    from edge_rnn.modelfile import write_model
-    from edge_rnn.spec import ModelSpec
-
     spec = ModelSpec(cell, len(vocab), 48, hidden, 1)
     return str(write_model(build_model(spec, random_weights(spec, seed=1), vocab), folder / f"{cell}{hidden}.onnx"))
 
 
 def tbptt_settings() -> dict:
     """The adapter's defaults with k1 = k2 = 32 and Adam: what both TBPTT peers run."""
-    from edge_rnn.runtime.adapt import AdaptConfig
-
     return asdict(AdaptConfig(k1=32, k2=32, rule="adam"))
 
 
@@ -75,8 +77,6 @@ def model_corpus(path: str) -> str:
     """The corpus the model was trained on, when it is built here (a folder with a MANIFEST.json, as
     `edge-rnn corpus build` writes it), so the compressors get the same training text; else
     learning.PRIOR (the Shakespeare plays, which every install has), which the report names."""
-    import edge_rnn
-
     corpus = (edge_rnn.load(path).file.training or {}).get("corpus")
     if isinstance(corpus, str) and corpus != "shakespeare" and (Path(corpus) / "MANIFEST.json").is_file():
         return corpus
@@ -130,11 +130,6 @@ def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_
 def run(quick: bool = False, model: str | None = None, prior: str | None = None, progress: bool = False) -> dict:
     """Every measurement of one bench run; returns the report (see report.assemble). `prior`: see plan.
     progress: a bar per task on stderr (the CLI's choice: a terminal, and not --quiet or --json)."""
-    import edge_rnn
-    from edge_rnn.corpus import other_style_text
-    from edge_rnn.modelfile import default_model_path
-    from tqdm import tqdm
-
     s = QUICK if quick else FULL
     given_path = str(Path(model) if model else default_model_path())
     given = edge_rnn.load(given_path)

@@ -7,12 +7,15 @@ memory is its own. The parent (`call`) sets one thread everywhere and reads OUT.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from edge_rnn.errors import EdgeRNNError  # imports nothing: numpy still loads after the thread limits
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -37,8 +40,6 @@ TASKS = {
 
 def call(task: str, timeout: float = 1800, **args) -> dict:
     """Run `task` in a one-thread subprocess and return its result dict."""
-    from edge_rnn.errors import EdgeRNNError
-
     env = dict(os.environ, **{var: "1" for var in THREAD_VARS})
     with tempfile.TemporaryDirectory(prefix="edge-rnn-bench-") as tmp:
         args_path, out_path = Path(tmp) / "args.json", Path(tmp) / "out.json"
@@ -55,11 +56,11 @@ def _limit_threads() -> dict:
     """One thread in every pool this process can reach; returns what was set, for the report."""
     for var in THREAD_VARS:
         os.environ[var] = "1"
-    try:
+    try:  # optional: threadpoolctl (the fleet and dev extras); the environment variables do most of it
         from threadpoolctl import threadpool_info, threadpool_limits
     except ImportError:
         return {"env": {var: os.environ[var] for var in THREAD_VARS}, "threadpoolctl": None}
-    import numpy  # noqa: F401  (load its BLAS so threadpoolctl can see and limit it)
+    import numpy  # noqa: F401  (here, after the variables above: load its BLAS so threadpoolctl can see and limit it)
 
     threadpool_limits(1)
     return {"env": {var: os.environ[var] for var in THREAD_VARS},
@@ -67,10 +68,6 @@ def _limit_threads() -> dict:
 
 
 def main(argv: list[str]) -> int:
-    import importlib
-
-    from edge_rnn.errors import EdgeRNNError
-
     task, args_path, out_path = argv
     threads = _limit_threads()
     module, func = TASKS[task].split(":")
