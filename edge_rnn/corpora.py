@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import gzip
 import hashlib
+import importlib.util
 import logging
 import os
 import re
@@ -31,6 +32,7 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from edge_rnn.corpus import load_shakespeare, shakespeare_paths
@@ -269,8 +271,6 @@ def stdlib_documents(src: Sources) -> Iterator[tuple[str, str]]:
 
 def pypi_documents(src: Sources) -> Iterator[tuple[str, str]]:
     """Descriptions (the README) in the metadata of every installed Python distribution."""
-    from importlib import metadata
-
     seen = set()
     for dist in sorted(metadata.distributions(), key=lambda d: (d.metadata["Name"] or "").lower()):
         name = (dist.metadata["Name"] or "").lower()
@@ -338,8 +338,6 @@ PARTS = (
 
 
 def _importable(module: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(module) is not None
 
 

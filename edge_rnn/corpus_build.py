@@ -203,7 +203,7 @@ def register(sub) -> None:
     b.set_defaults(func=cmd_build)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # only when run as a script: imported, a core module must not import the product (tests/test_layers.py)
     from edge_rnn.app.cli import main
 
     sys.exit(main(["corpus", "build", *sys.argv[1:]]))

@@ -24,7 +24,7 @@ def export_model(model, vocab: Vocabulary, path: str | Path, training: dict | No
 
 def export_checkpoint(checkpoint: str | Path, path: str | Path, int8: bool = False) -> Path:
     """Export a training checkpoint; with `int8`, apply onnxruntime's dynamic quantization."""
-    from edge_rnn.export.train import model_from_checkpoint
+    from edge_rnn.export.train import model_from_checkpoint  # optional: torch (the `train` extra); export_model needs none
 
     model, vocab, info = model_from_checkpoint(checkpoint)
     training = {k: v for k, v in info.items() if k != "history"}

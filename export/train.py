@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from edge_rnn.atomic import atomic_write
 from edge_rnn.corpus import load_split
@@ -136,8 +137,6 @@ class Trainer:
         return evaluate(self.model, ids, rows=rows)
 
     def run(self, progress: bool = True) -> dict:
-        from tqdm import tqdm
-
         c = self.config
         bar = tqdm(total=min(c.steps, c.stop_after or c.steps), initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
         running, t0, chars = None, time.perf_counter(), 0

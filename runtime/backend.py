@@ -18,7 +18,7 @@ def array_module(backend: str) -> ModuleType:
         hint = "; onnxruntime models load through edge_rnn.load(path, backend='onnxruntime')" if backend == "onnxruntime" else ""
         raise SettingsError(f"unknown array backend {backend!r}; use one of {', '.join(ARRAY_BACKENDS)}{hint}")
     if backend == "cupy":
-        try:
+        try:  # optional: the `gpu` extra
             import cupy
         except ImportError:
             raise SettingsError("the cupy backend needs CuPy and a CUDA GPU: pip install 'edge-rnn[gpu]'") from None

@@ -11,6 +11,8 @@ weights; "reverse" (and d = 1 of bidirectional) is the same run over time-flippe
 
 from __future__ import annotations
 
+from onnx import helper
+
 from edge_rnn.errors import ModelFileError
 from edge_rnn.spec import CELL_OF_OPERATOR, DEFAULT_ACTIVATIONS
 from edge_rnn.runtime import cells
@@ -160,7 +162,5 @@ def _direction(xp, cell, X, W, R, B, state, o, reverse: bool, lens):
 
 def run_node(xp, node, inputs):
     """Run an onnx NodeProto; inputs are arrays by position of node.input (None for absent)."""
-    from onnx import helper
-
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     return apply(xp, node.op_type, inputs, attrs)

@@ -22,6 +22,11 @@ import sys
 import time
 from collections import deque
 
+from tqdm import tqdm
+
+import edge_rnn
+from edge_rnn.app.autocomplete import Autocompleter
+from edge_rnn.corpus import read_text_file
 from edge_rnn.errors import EdgeRNNError
 
 try:
@@ -251,12 +256,6 @@ def learn_from(ac, text: str, progress=None) -> dict:
 
 
 def cmd_demo(args) -> None:
-    import edge_rnn
-    from tqdm import tqdm
-
-    from edge_rnn.app.autocomplete import Autocompleter
-    from edge_rnn.corpus import read_text_file
-
     text = read_text_file(args.learn_from) if args.learn_from else ""  # a bad file fails first, before the model loads
     if curses is None:
         raise EdgeRNNError("the terminal demo needs curses, which this Python lacks; use `edge-rnn serve` for the web page")

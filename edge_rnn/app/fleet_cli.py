@@ -21,6 +21,7 @@ def cmd_simulate(args) -> None:
     from edge_rnn.fleet import _require_flower, format_report
 
     _require_flower()
+    # optional, the `fleet` extra: server, simulate and strategy import Flower at the top
     from edge_rnn.fleet.data import FleetSpec
     from edge_rnn.fleet.local import LocalConfig
     from edge_rnn.fleet.server import Plan
