@@ -57,7 +57,7 @@ class LocalConfig:
 def one_thread():
     """BLAS on one thread while a device computes: the step loop's small matrix products
     are many times slower with OpenBLAS threads on a busy machine (measured 65x here)."""
-    try:
+    try:  # optional: threadpoolctl (the `fleet` extra)
         from threadpoolctl import threadpool_limits
     except ImportError:
         return nullcontext()

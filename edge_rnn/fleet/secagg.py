@@ -106,7 +106,7 @@ def _by_round(metrics: dict[str, list[tuple[int, float]]]) -> dict[int, dict]:
 
 
 def simulate_secagg(plan: Plan, workers: int = 2, verbose: bool = False, progress=None) -> dict:
-    from flwr.simulation import run_simulation
+    from flwr.simulation import run_simulation  # optional: the `fleet` extra's engine (loads Ray), imported by a run only
 
     sink: dict = {}
     t0 = time.perf_counter()

@@ -32,6 +32,7 @@ def backend_config(workers: int, verbose: bool = False) -> dict:
 
 def simulate(plan: Plan, workers: int = 2, verbose: bool = False, progress=None) -> dict:
     """Run `plan` in Flower's simulation engine and return its report (see `report`)."""
+    # optional, the `fleet` extra: Flower's simulation engine (it loads Ray), imported by a run only
     from flwr.clientapp.mod import fixedclipping_mod
     from flwr.simulation import run_simulation
 
@@ -55,7 +56,7 @@ def ray_started(config: dict, tries: int = 2):
     Ray can time out starting on a busy machine; here that fails fast and is retried once,
     whereas inside Flower it would leave the ServerApp thread waiting for replies for an hour.
     """
-    import ray
+    import ray  # optional: the `fleet` extra's simulation engine, imported by a run only
 
     pythonpath = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
     for attempt in range(1, tries + 1):
