@@ -104,7 +104,7 @@ def _adaptation_section(raw: dict) -> dict:
         rows.append(row(f"{model}: throughput with the online predictor", "tokens/s", named(RUNTIME, mix["tokens_per_s"]),
                         [named("the RNN alone", alone["tokens_per_s"])] if alone else []))
         if mix.get("predictor_us_per_char"):  # the predictor's own calls, timed in the mixture's run: a difference of two runs' medians goes negative on a loaded machine
-            rows.append(row(f"{model}: online predictor's cost per character (target <= 100)", "us", named(RUNTIME, mix["predictor_us_per_char"]), []))
+            rows.append(row(f"{model}: online predictor's CPU time per character (target <= 100)", "us", named(RUNTIME, mix["predictor_us_per_char"]), []))
         rows.append(row(f"{model} + online predictor: prequential bpc", "bpc", named(RUNTIME, single(mix["bpc"])),
                         [named("the adapted RNN alone", single(mix["rnn_bpc"]))]))
         rows.append(row(f"{model}: a user's predictor state / the shared prior", "MiB", named(RUNTIME, single(mix["predictor_mib"])),
