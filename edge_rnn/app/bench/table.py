@@ -52,6 +52,19 @@ def section_text(key: str, sec: dict) -> list[str]:
     return lines + [""]
 
 
+def blas(machine: dict) -> str:
+    """The BLAS kernel the workers ran, as threadpoolctl saw it: OPENBLAS_CORETYPE can hold OpenBLAS
+    to older kernels, so a figure means little without it."""
+    threads = machine.get("threads") or {}
+    pools = threads.get("threadpoolctl")
+    if not pools:
+        return "BLAS kernel not known (install threadpoolctl: the dev extra)"
+    kernels = ", ".join(f"{p[0]} {p[2] if len(p) > 2 and p[2] else '(architecture not reported)'}, {p[1]} thread(s)"
+                        for p in pools)
+    core = threads.get("coretype")
+    return f"BLAS {kernels}, OPENBLAS_CORETYPE={core}" if core else f"BLAS {kernels}, OPENBLAS_CORETYPE unset"
+
+
 def to_text(report: dict) -> str:
     m, b = report["machine"], report["bench"]
     v = m["versions"]
@@ -60,7 +73,7 @@ def to_text(report: dict) -> str:
         "",
         f"{m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}; numpy {v['numpy']}, onnxruntime "
         f"{v['onnxruntime']}, torch {v['torch']}; load average {m['loadavg_start']} -> {m.get('loadavg_end')}; "
-        f"model {b['model']} (sha256 {b['model_sha256'][:12]})",
+        f"model {b['model']} (sha256 {b['model_sha256'][:12]}); {blas(m)}",
         "",
     ]
     lines += [f"- {note}" for note in b.get("notes", [])] + ([""] if b.get("notes") else [])
@@ -109,7 +122,7 @@ def to_plain(report: dict) -> str:
     lines = [f"edge-rnn bench{' --quick' if b['quick'] else ''}, {b['started_utc']}, {b['seconds']:.0f} s"]
     lines += _wrapped(f"{m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}; numpy {v['numpy']}, "
                       f"onnxruntime {v['onnxruntime']}, torch {v['torch']}; load average {m['loadavg_start']} -> "
-                      f"{m.get('loadavg_end')}; model {b['model']} (sha256 {b['model_sha256'][:12]})")
+                      f"{m.get('loadavg_end')}; model {b['model']} (sha256 {b['model_sha256'][:12]}); {blas(m)}")
     lines.append("")
     for note in b.get("notes", []):
         lines += _wrapped(note, "  ")

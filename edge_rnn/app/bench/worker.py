@@ -63,8 +63,8 @@ def _limit_threads() -> dict:
     import numpy  # noqa: F401  (here, after the variables above: load its BLAS so threadpoolctl can see and limit it)
 
     threadpool_limits(1)
-    return {"env": {var: os.environ[var] for var in THREAD_VARS},
-            "threadpoolctl": [(p.get("internal_api"), p.get("num_threads")) for p in threadpool_info()]}
+    return {"env": {var: os.environ[var] for var in THREAD_VARS}, "coretype": os.environ.get("OPENBLAS_CORETYPE"),
+            "threadpoolctl": [(p.get("internal_api"), p.get("num_threads"), p.get("architecture")) for p in threadpool_info()]}
 
 
 def main(argv: list[str]) -> int:
