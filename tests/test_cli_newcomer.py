@@ -15,16 +15,10 @@ from pathlib import Path
 import pytest
 
 from edge_rnn.app.cli import build_parser, main
-from tests.conftest import TEXT
+from tests.conftest import TEXT, without_modules
 
 ROOT = Path(__file__).resolve().parent.parent
-BLOCK = """
-import sys, importlib.abc
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {blocked!r}:
-            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-sys.meta_path.insert(0, Block())
+BLOCKED_MAIN = """
 from edge_rnn.app.cli import main
 raise SystemExit(main({argv!r}))
 """
@@ -38,7 +32,7 @@ def run(capsys, *argv):
 
 def run_without(blocked: set[str], argv: list[str]):
     """The CLI in a fresh interpreter where `blocked` packages cannot be imported (a base install)."""
-    code = BLOCK.format(blocked=blocked, argv=[str(a) for a in argv])
+    code = without_modules(blocked) + BLOCKED_MAIN.format(argv=[str(a) for a in argv])
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
 
 
