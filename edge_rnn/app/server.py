@@ -96,9 +96,6 @@ class Session:
         self.last_active = time.monotonic()
         self.busy = False  # work of this session is in the thread pool
 
-    def handle(self, message) -> dict:
-        return self.apply(message)()
-
     def apply(self, message):
         """Apply one message; returns what makes its reply (the search runs there, or in suggest_together first)."""
         if not isinstance(message, dict):
