@@ -42,3 +42,10 @@ def gpu_available() -> bool:
     except SettingsError:
         return False
     return True
+
+
+def column_major(a) -> bool:
+    """Whether a matrix is laid out column-major (a learner's own W and R, runtime.model): what is
+    computed for it (gradients, moments, scratch) follows its layout, since elementwise passes over
+    arrays of two layouts run ~30x slower than over one."""
+    return a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous

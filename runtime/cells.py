@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edge_rnn.runtime.backend import column_major
 from edge_rnn.spec import GATES
 
 
@@ -342,7 +343,7 @@ def _sum_outer(A, Bm, like=None):
     """sum over (t, b) of A[t, b] outer Bm[t, b] as one matmul: [.., M], [.., N] -> [M, N], laid
     out column-major when `like` (the weight it is the gradient of) is: a learner's R is (fastpath)."""
     A, Bm = A.reshape(-1, A.shape[-1]), Bm.reshape(-1, Bm.shape[-1])
-    if like is not None and like.flags.f_contiguous and not like.flags.c_contiguous:
+    if like is not None and column_major(like):
         return (Bm.T @ A).T
     return A.T @ Bm
 
@@ -404,7 +405,7 @@ def sequence_backward(xp, cell: str, dY, d_state, cache: Cache):
             dh += q * r[t]
         DXW = DHR = DA.reshape(T, Bn, 3 * H)
         dR = xp.concatenate([_sum_outer(DXW[..., : 2 * H], Hp), _sum_outer(DXW[..., 2 * H :], r * Hp)])
-        if R.flags.f_contiguous and not R.flags.c_contiguous:
+        if column_major(R):
             dR = xp.asfortranarray(dR)
     else:
         i, og, fg, g = (_cols(c.gates, k, H) for k in range(4))

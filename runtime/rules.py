@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import threading
 
+from edge_rnn.runtime.backend import column_major
+
 RULES = ("sgd", "adam", "dynamic")
 # The moments' defaults, AdaptConfig's too: beta2 = 0.99 (not Adam's usual 0.999) is what the
 # adaptation defaults, tests and bench were tuned and measured with; a stream's statistics move.
@@ -146,6 +148,5 @@ def _sum(xp, a) -> float:
 
 
 def _order(a) -> str:
-    """'F' for a column-major matrix, else 'C': elementwise passes over arrays of two layouts
-    run ~30x slower than over one."""
-    return "F" if a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+    """The layout the rule's arrays for weight `a` take: its own (backend.column_major)."""
+    return "F" if column_major(a) else "C"
