@@ -5,6 +5,7 @@ loads; the shipped priors are format 3 and bound to their models."""
 from __future__ import annotations
 
 import json
+import lzma
 import math
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 import edge_rnn
 from edge_rnn.errors import StateError
 from edge_rnn.modelfile import shipped_models
+from edge_rnn.runtime.online import prior as prior_module
 from edge_rnn.runtime.online import MixtureConfig, OnlinePredictor, build_prior, load_prior, save_prior
 from edge_rnn.runtime.online.prior import PRIOR_FORMAT, PRIOR_FORMAT_2, prior_path_for
 from edge_rnn.runtime.online.score import score_online
@@ -50,6 +52,21 @@ def test_format_3_loads_the_same_arrays_as_format_2_and_predicts_identically(tmp
     text = "the lazy fox jumps over the quick brown dog. "
     scores = [score_online(model, OnlinePredictor(model.vocab, MixtureConfig(**SMALL), p), text) for p in (new, old)]
     assert scores[0] == scores[1]
+
+
+def test_a_stream_that_expands_past_the_bound_or_is_cut_short_is_refused(tmp_path, model_file, monkeypatch):
+    """A prior file is untrusted: a few KB of xz may claim gigabytes (here the bound is lowered to
+    64 KiB so that a 1 MiB stream stands for that), and a cut stream must not load as a short one."""
+    model = edge_rnn.load(model_file)
+    train = "the quick brown fox jumps over the lazy dog. " * 40
+    save_prior(build_prior(model, train, rows_log2=12, config=MixtureConfig(**SMALL), index_log2=10), tmp_path / "p.prior.npz")
+    with np.load(tmp_path / "p.prior.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    monkeypatch.setattr(prior_module, "MAX_STREAM", 1 << 16)
+    for name, stream in (("bomb", lzma.compress(bytes(1 << 20))), ("cut", arrays["text"].tobytes()[:-8])):
+        np.savez_compressed(tmp_path / f"{name}.prior.npz", **{**arrays, "text": np.frombuffer(stream, np.uint8)})
+        with pytest.raises(StateError, match="corrupt or truncated.*edge-rnn prior"):
+            load_prior(tmp_path / f"{name}.prior.npz")
 
 
 def test_an_unknown_format_is_refused_by_name(tmp_path):

@@ -148,7 +148,22 @@ def rebind_prior(prior: Prior, model, mixer_text: str | None, config: MixtureCon
 # default prior 1.1 MB larger, but where it is smaller: check_low). Loading rebuilds exactly the arrays format 2 held.
 XZ, ZLIB, RAW = "xz", "zlib", "raw"
 _COMPRESS = {XZ: lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME), ZLIB: lambda b: zlib.compress(b, 9), RAW: bytes}
-_DECOMPRESS = {XZ: lzma.decompress, ZLIB: zlib.decompress, RAW: bytes}
+MAX_STREAM = 1 << 28  # bytes: far above any stream of a prior within its 64 MiB budget; a hostile file stops here
+
+
+def _bounded(decompressor):
+    """A decompress function that refuses output past MAX_STREAM (a prior file is untrusted: a few
+    KB of xz can expand to gigabytes)."""
+    def decompress(data: bytes) -> bytes:
+        d = decompressor()
+        out = d.decompress(data, MAX_STREAM)
+        if not d.eof:
+            raise ValueError(f"a stream is truncated or decompresses past {MAX_STREAM} bytes")
+        return out
+    return decompress
+
+
+_DECOMPRESS = {XZ: _bounded(lzma.LZMADecompressor), ZLIB: _bounded(zlib.decompressobj), RAW: bytes}
 
 
 def _pack(array: np.ndarray, codec: str) -> np.ndarray:
