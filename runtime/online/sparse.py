@@ -6,7 +6,7 @@ symbols. Stored as (symbol, count) pairs behind a sorted key array, a context co
 12 bytes plus 2 per symbol seen, so the same memory holds several times as many contexts
 (measured on the default model: 4x the contexts lowered online bpc by 0.04-0.05 on every
 text, issue 15). The table is read-only (a prior is built once and shared), so it needs no
-buckets or replacement: a context is found by its low 32 bits, and a 16-bit check
+hash buckets or replacement: a context is found by its low 32 bits, and a 16-bit check
 (CountTable.keys) rejects another context with the same bits. Why a bucket index beside
 the sorted keys, built at load: a binary search over millions of keys is some twenty
 dependent reads, mostly cache misses; the keys are hash bits (uniform), so the top bits
