@@ -4,7 +4,7 @@ choose, Tab with an automatic space that punctuation replaces, and a page that l
 
 from __future__ import annotations
 
-from tests.test_web import browser, chips, server  # noqa: F401 - fixtures
+from tests.test_web import DOTS, browser, chips, server, type_words  # noqa: F401 - fixtures
 
 GHOST = "document.querySelector('#ghost .completion')?.textContent"
 
@@ -76,8 +76,8 @@ def test_page_loads_clean_with_a_favicon_and_labelled_chart_axes(server, browser
     assert page.get_attribute("link[rel=icon]", "href").startswith("data:image/svg+xml")
     labels = lambda: page.eval_on_selector_all("#chart text.label", "els => els.map(e => e.textContent)")  # noqa: E731
     assert labels() == ["characters learned", "bits/char"], "the empty chart has its axes named too"
-    page.keyboard.type("the quick brown fox jumps over the lazy dog ")
-    page.wait_for_function("document.querySelectorAll('#chart circle').length >= 3")
+    type_words(page, "the quick brown fox jumps over the lazy dog ")
+    assert page.evaluate(DOTS) >= 3
     assert labels() == ["characters learned", "bits/char"]
     ticks = page.eval_on_selector_all("#chart text.axis:not(.label)", "els => els.map(e => e.textContent)")
     assert "0" in ticks and any(t.isdigit() and int(t) > 10 for t in ticks), ticks
