@@ -98,6 +98,32 @@ def test_context_hashes_depend_on_the_tail_they_need_only():
     assert h3[:3] == h1[:3] and h3[3] != h1[3]  # orders 0-2 see "rb", order 4 tells "korb" from "zorb"
 
 
+@pytest.mark.parametrize("orders, words", [((0, 1, 2, 3, 4, 5, 6, 8), True), ((0, 2, 5), False), ((1,), True)])
+def test_extending_a_tail_by_a_letter_hashes_as_a_scan_of_the_longer_tail(orders, words):
+    """ContextHasher.extend (a beam's child, the learning's next position) against raw_state of the
+    tail it stands for, on random tails rich in letters and long words, with the tail cut to tail_needed."""
+    rng = np.random.default_rng(0)
+    V = 20
+    is_word = [i % 3 != 0 for i in range(V)]
+    hasher = ContextHasher(is_word, orders, words)
+    T, extended = hasher.tail_needed, 0
+    for _ in range(2000):
+        n = int(rng.integers(0, T + 1))
+        letters = rng.random(n) < 0.8
+        tail = bytes(np.where(letters, rng.choice([1, 2, 4, 5], n), rng.integers(0, V, n)).astype(np.uint8))
+        _, _, state = hasher.raw_state(tail)
+        if state[-1] > T - 1 and len(tail) == T:  # it read the id a longer tail drops: not extended (predictor._raw)
+            continue
+        token = int(rng.integers(0, V))
+        done = hasher.extend(state, token)
+        if done is not None:
+            extended += 1
+            assert done[:2] == hasher.raw_state((tail + bytes((token,)))[-T:])[:2], (tail, token)
+        else:
+            assert not is_word[token] or state[2] >= 24
+    assert extended > 500
+
+
 # --- match model ---------------------------------------------------------------------------
 def test_match_model_predicts_what_followed_the_last_occurrence():
     v = vocab()

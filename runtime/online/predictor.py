@@ -103,6 +103,8 @@ class OnlinePredictor:
         self._last = None
         self._known: dict = {}  # word (bytes of ids) -> whether the prior knows it
         self._keyed: dict = {}  # tail -> its contexts' raw hashes (see _raw)
+        self._rows_of: dict = {}  # batch size -> _prior_rows
+        self._states: dict = {}  # the last tail_needed - 1 ids of a tail -> its ContextHasher.extend state
         self._hit_bits = np.zeros(self.hasher.count, np.int64)  # (Kc,) the "order hit" selector's bit of each context
         self._hit_bits[self.hit_orders] = 1 << np.arange(len(self.hit_orders))
         self._hit_list = self._hit_bits.tolist()
@@ -128,7 +130,8 @@ class OnlinePredictor:
         rp = self.prior_table.lookup(low, check)
         totals = self.prior_table.total[rp]  # (B, Kc)
         S = np.empty((B, self.inputs, V), np.float32)
-        one = self.prior_table.scores(rp, self.log_alpha, S[:, kc : 2 * kc])  # (B, Kc) a single symbol seen (or none)
+        S[:, kc : 2 * kc] = self.log_alpha[0]
+        one = self.prior_table.scatter(rp, self.log_alpha, S.reshape(B * self.inputs, V), self._prior_rows(B))  # (B, Kc) one symbol seen (or none)
         S[:, 2 * kc :] = 0.0
         S[:, -1] = rnn_logp
         b = np.empty((B, self.inputs), np.int64)
@@ -144,6 +147,16 @@ class OnlinePredictor:
         sel[:, 2] = b[:, -2]  # the prior match's length; the user's is added by _user_inputs
         b[:, -1] = sel[:, 3] = np.searchsorted(_LOG_CONFIDENCE, rnn_logp.max(axis=-1))
         return S, b, sel, (low, check)
+
+    def _prior_rows(self, B: int) -> np.ndarray:
+        """(B, Kc) the rows of S (B, inputs, V) seen as (B * inputs, V) that hold the prior's scores."""
+        rows = self._rows_of.get(B)
+        if rows is None:
+            kc = self.hasher.count
+            rows = np.arange(B)[:, None] * self.inputs + kc + np.arange(kc)
+            if B <= 64:  # a keystroke's beams and the learning's chunks come in a few sizes
+                self._rows_of[B] = rows
+        return rows
 
     def _prior_known(self, totals: np.ndarray) -> np.ndarray:
         """The selector of what the prior knows here, from its rows' totals (B, Kc): the highest
@@ -190,14 +203,22 @@ class OnlinePredictor:
 
     def _raw(self, tail: bytes) -> tuple:
         """The contexts' raw hashes after `tail` (ContextHasher.raw); cached, since the beams
-        of one keystroke share tails."""
+        of one keystroke share tails, and extended from the tail one id shorter where that one
+        is known (a beam's parent, the learning's last position): ContextHasher.extend."""
         tail = bytes(tail)
         raw = self._keyed.get(tail)
         if raw is None:
-            raw = self.hasher.raw(tail)
+            parent = self._states.get(tail[:-1]) if tail else None
+            done = self.hasher.extend(parent, tail[-1]) if parent is not None else None
+            raw, partial, state = done if done is not None else self.hasher.raw_state(tail)
+            raw = (raw, partial)
             if len(self._keyed) >= _TAIL_CACHE:
                 self._keyed.clear()
+                self._states.clear()
             self._keyed[tail] = raw
+            keep = self.hasher.tail_needed - 1
+            if state[-1] <= keep:  # it read at most the last `keep` ids: a child's tail[:-1] names it
+                self._states[tail[-keep:] if keep else b""] = state
         return raw
 
     def predict_batch(self, tails: list, rnn_logp: np.ndarray) -> np.ndarray:
