@@ -91,23 +91,24 @@ class SparseTable:
 
     def dense(self, rows: np.ndarray) -> np.ndarray:
         """V counts (uint8) of each row (any shape) -> rows.shape + (V,)."""
-        out = np.zeros(np.shape(rows) + (self.vocab_size,), np.uint8)
-        self.scores(rows, np.arange(256, dtype=np.uint8), out)
-        return out
+        out = np.zeros((np.size(rows), self.vocab_size), np.uint8)
+        self.scatter(rows, np.arange(256, dtype=np.uint8), out, np.arange(np.size(rows)))
+        return out.reshape(np.shape(rows) + (self.vocab_size,))
 
-    def scores(self, rows: np.ndarray, table: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """out[..., s] = table[count of symbol s] for each row (rows any shape, out rows.shape + (V,),
-        any strides): a row's few seen symbols are scattered over table[0], with no dense pass over
-        V counts. Returns (rows.shape) whether each row has seen at most one symbol."""
-        out[...] = table[0]
+    def scatter(self, rows: np.ndarray, table: np.ndarray, out: np.ndarray, at_rows: np.ndarray) -> np.ndarray:
+        """out[at_rows[i], s] = table[count of symbol s in row rows[i]] for each symbol s that row has
+        seen; the rest of out is the caller's (table[0], a count of 0, is what it should hold).
+        rows and at_rows: the same shape; out: (N, V). Why rows of a 2-D out: one fancy index of two
+        flat arrays, and a row's few seen symbols are written with no pass over its V counts.
+        Returns (rows.shape) whether each row has seen at most one symbol."""
         flat = np.asarray(rows).ravel()
         begin = self._start[flat]
         lengths = self._start[flat + 1] - begin
         seen = int(lengths.sum())
         if seen:
-            owner = np.repeat(np.arange(flat.size), lengths)
-            at = np.arange(seen) + np.repeat(begin - (np.cumsum(lengths) - lengths), lengths)
-            out[np.unravel_index(owner, np.shape(rows)) + (self.symbols[at],)] = table[self.counts[at]]
+            offset = np.repeat(begin - (np.cumsum(lengths) - lengths), lengths)  # where each seen symbol's pair is, less its place
+            at = np.arange(seen) + offset
+            out[np.repeat(np.asarray(at_rows).ravel(), lengths), self.symbols[at]] = table[self.counts[at]]
         return (lengths <= 1).reshape(np.shape(rows))
 
 
