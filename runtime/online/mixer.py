@@ -51,6 +51,12 @@ class Mixer2:
         mixer's -> (log p (B, V), per-mixer log p (B, M, V))."""
         return self.predict_used(S, b, sel, fsel)[:2]
 
+    def predict_final(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: np.ndarray) -> np.ndarray:
+        """`predict`'s log p (B, V) alone, for predictions nothing learns from (the autocomplete's
+        beams): the final mixer's logits v @ X need no per-mixer normalisation (see predict_used)."""
+        w = self.weights[(sel + self.offsets)[:, :, None], self.k[None, None], b[:, None, :]]  # (B, M, K)
+        return log_softmax(np, np.matmul(self.final[fsel][:, None, :], np.matmul(w, S))[:, 0])
+
     def predict_used(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: np.ndarray):
         """`predict`, and the weights it used, (index, values (B, M, K)): `learn` of the same
         prediction then writes them back without gathering them again."""

@@ -225,7 +225,7 @@ class OnlinePredictor:
         """Log-probabilities (B, V) of the next symbol after each tail (bytes of ids), given the
         RNN's log-probabilities (B, V) there. Nothing learns."""
         S, b, sel, _, _ = self._inputs(tails, np.asarray(rnn_logp, np.float32))
-        return self.mixer.predict(S, b, sel, sel[:, 1])[0]
+        return self.mixer.predict_final(S, b, sel, sel[:, 1])
 
     def predict(self, rnn_logp: np.ndarray) -> np.ndarray:
         """Log-probabilities [V] of the next symbol of the learned stream; `learn` uses them."""
