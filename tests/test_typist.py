@@ -106,3 +106,28 @@ def test_a_real_autocompleter_types_a_passage_back_exactly(learn):
     assert out["keystrokes"] == len(source) - out["accepted_chars"] + out["accepts"]
     if learn:
         assert engine.ac.tokens_learned > 0
+
+
+@pytest.mark.slow
+def test_learning_after_the_suggestions_saves_what_learning_at_once_saves():
+    """The bench types with defer_learning (the demo's way: learn after showing the suggestions, then
+    show them anew): each keystroke is decided on the suggestions (with their probabilities) that
+    learning at once gives."""
+    import edge_rnn
+    from edge_rnn.corpus import other_style_text
+    from edge_rnn.modelfile import default_model_path
+
+    source = "The zorblax came back. Then the zorblax left, and a zorblax stayed. " + other_style_text("gpl-3")[5000:5200]
+    runs = {}
+    for defer in (False, True):
+        engine = EdgeRNNEngine(edge_rnn.load(default_model_path()), n=3, learn=True, defer_learning=defer)
+        shown, last = [], []  # the suggestions each keystroke was decided on; the typist's last read of them
+        suggest = engine.suggest
+        engine.suggest = lambda n, suggest=suggest, engine=engine, last=last: last.append(engine.ac.suggestions) or suggest(n)
+        for name in ("type", "accept"):
+            act = getattr(engine, name)
+            setattr(engine, name, lambda *a, act=act, shown=shown, last=last: (shown.append(last[-1]), act(*a)))
+        runs[defer] = (type_text(engine, source, n=3), shown)
+    (at_once, shown_at_once), (deferred, shown_deferred) = runs[False], runs[True]
+    assert deferred["keystrokes"] == at_once["keystrokes"] and deferred["accepts"] > 0
+    assert shown_deferred == shown_at_once

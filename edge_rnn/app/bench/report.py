@@ -223,7 +223,9 @@ def learning_section(b: dict, k: dict) -> dict:
              "keystrokes: the typist protocol of edge_rnn.app.bench.typist (accept a suggestion when it is exactly the rest of the word, "
              "2+ letters or apostrophes; 1 keystroke per accept or typed character; Presage's lowercase suggestions match lower, "
              "Capitalised and ALL CAPS words); savings = 1 - keystrokes / characters; latency: keystroke until the suggestions "
-             "are there (p95 in the JSON)"]
+             "are there (p95 in the JSON); edge-rnn learns a committed word after its suggestions are shown and then shows them anew, "
+             "as the demo does (Autocompleter(defer_learning=True); the server also learns after its reply): the same suggestions as "
+             "learning at once, and no keystroke waits for learning"]
     engines = ("edge-rnn off", "edge-rnn on", "presage off", "presage on")
     notes += [f"{name}: keystroke latency p95 " + ", ".join(f"{key} {t[key]['latency_ms']['p95']:.3g} ms" for key in engines if key in t)
               for name, t in k["texts"].items()]

@@ -50,8 +50,10 @@ class Engine(ABC):
         """The user accepted suggestion `index`; `chars` is the exact source text it stands for."""
         self.type(chars)
 
-    def idle(self) -> None:
-        """Work after the suggestions are shown (e.g. deferred learning); not timed."""
+    def idle(self) -> bool:
+        """Work after the suggestions are shown (e.g. deferred learning); not timed. True when it
+        changed the suggestions: the typist then reads them again, as a page or a terminal redraws."""
+        return False
 
     @property
     @abstractmethod
@@ -111,7 +113,8 @@ def type_text(engine: Engine, source: str, n: int = 3) -> dict:
     latency.append(clock() - t0)
     i = keystrokes = accepts = accepted_chars = 0
     while i < len(source):
-        engine.idle()
+        if engine.idle():
+            options = engine.suggest(n)
         end = target_end(source, i)
         target = source[i:end]
         t0 = clock()
@@ -146,7 +149,8 @@ class EdgeRNNEngine(Engine):
     """edge-rnn's Autocompleter under the typist: exact case; an accept is `Autocompleter.accept` (what
     a user's tap does, committing the word for learning) when the suggestion is exactly the source's
     text, else (a trailing space) the source's text is typed. `defer_learning`: learning runs in
-    `idle`, after the suggestions are shown, as the live demo does."""
+    `idle`, after the suggestions are shown, and the typist then sees the suggestions redrawn, as in
+    the live demo: the same suggestions as learning at once, with no keystroke waiting for it."""
 
     def __init__(self, model, n: int = 3, learn: bool = False, adapt_settings: dict | None = None,
                  defer_learning: bool = False, **options):
@@ -165,9 +169,8 @@ class EdgeRNNEngine(Engine):
         else:
             self.ac.type(chars)
 
-    def idle(self) -> None:
-        if self.ac.defer_learning:
-            self.ac.learn_pending()
+    def idle(self) -> bool:
+        return bool(self.ac.defer_learning and self.ac.learn_pending())
 
     @property
     def text(self) -> str:
