@@ -58,32 +58,25 @@ class Mixer2:
         return log_softmax(np, np.matmul(self.final[fsel][:, None, :], np.matmul(w, S))[:, 0])
 
     def predict_used(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: np.ndarray):
-        """`predict`, and what `learn` of the same prediction reuses, (index, weights (B, M, K),
-        probabilities (B, M + 1, V)): it writes the weights back without gathering them again and
-        takes the probabilities from the softmax's own exp."""
+        """`predict`, and the weights it used, (index, values (B, M, K)): `learn` of the same
+        prediction then writes them back without gathering them again."""
         index = ((sel + self.offsets)[:, :, None], self.k[None, None], b[:, None, :])
         w = self.weights[index]  # (B, M, K)
-        B, M = w.shape[:2]
-        Z = np.empty((B, M + 1, S.shape[-1]), np.float32)
-        X = np.matmul(w, S, out=Z[:, :M])  # (B, M, V) each mixer's logits
+        X = np.matmul(w, S)  # (B, M, V) each mixer's logits
+        v = self.final[fsel]  # (B, M)
         # the final mixer mixes log p_m = X_m - logsumexp(X_m); the logsumexps shift all V logits
         # alike, so they cancel in its softmax: v @ X is normalised with the M rows in one call
-        np.matmul(self.final[fsel][:, None, :], X, out=Z[:, M:])
-        Z, P = log_softmax(np, Z, probs=True)  # (B, M + 1, V) each
-        return Z[:, -1], Z[:, :-1], (index, w, P)
+        Z = log_softmax(np, np.concatenate([X, np.matmul(v[:, None, :], X)], axis=1))  # (B, M + 1, V)
+        return Z[:, -1], Z[:, :-1], (index, w)
 
     def learn(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: int, L: np.ndarray, logp: np.ndarray, y: int,
               used=None) -> None:
         """One prediction's update: S (K, V), b (K,), sel (M,), L (M, V), logp (V,); used: what
         `predict_used` gave for this one prediction (the weights have not changed since)."""
-        if used is None:
-            P, p = np.exp(L), np.exp(logp)
-        else:
-            index, w, probs = used
-            P, p = probs[0, :-1], probs[0, -1]
-        G = S[:, y][None] - P @ S.T  # (M, K): d log p_m(y) / d w_m
+        G = S[:, y][None] - np.exp(L) @ S.T  # (M, K): d log p_m(y) / d w_m
         if used is None:
             self.weights[(sel + self.offsets)[:, None], self.k[None], b[None]] += self.lr * G
         else:
+            index, w = used
             self.weights[index] = w + self.lr * G  # the same sums as += on the gathered weights
-        self.final[fsel] += self.lr_final * (L[:, y] - L @ p)
+        self.final[fsel] += self.lr_final * (L[:, y] - L @ np.exp(logp))
