@@ -16,7 +16,7 @@ import pytest
 from edge_rnn.app.bench import measure, report, table
 from edge_rnn.app.bench.floor import StepFloor
 
-SECTIONS = ("step_latency", "prefill", "adaptation", "memory", "adaptation_curve", "gpu", "autocomplete", "learning")
+SECTIONS = ("step_latency", "prefill", "adaptation", "memory", "adaptation_curve", "gpu", "autocomplete", "learning", "capacity")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 

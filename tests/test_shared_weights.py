@@ -13,7 +13,7 @@ import pytest
 import edge_rnn
 from edge_rnn import spec as S
 from edge_rnn.app.autocomplete import Autocompleter
-from tests.capacity import TEXT
+from edge_rnn.app.bench.capacity import TEXT
 from tests.conftest import small_model_file
 
 MIB = 2**20

@@ -244,6 +244,32 @@ def _gpu_section(g: dict | None) -> dict:
             "rows": [row(f"{g['streams']} streams x {g['window']} tokens", "tokens/s", named("edge-rnn cupy", g["runtime"]), peers)], "notes": []}
 
 
+def _capacity_section(memory: dict | None, load: dict | None) -> dict:
+    """Serving many users (edge_rnn.app.bench.capacity): a learning user's memory, and keystroke latency
+    with many connected and some typing, from a load generator in another process."""
+    title = "Capacity: users of one `edge-rnn serve` on this machine"
+    rows, notes, how = [], [], {}
+    if memory is not None:
+        rows.append(row(f"memory per learning user (RSS of 9 vs 1 Autocompleters, {memory['chars_typed_each']:,} characters typed each)",
+                        "MiB", named("edge-rnn", single(memory["mb_per_learning_user"])), []))
+        how["edge-rnn"] = "Autocompleter(load(model)) learning (its defaults: the online predictor; the RNN's step off), in one process"
+    if load is None:
+        notes.append("load skipped: websockets is not installed (pip install 'edge-rnn[serve]')")
+    else:
+        for r in load["rounds"]:
+            rows.append(row(f"keystroke latency, {r['typing']} typing at {load['cps']:g}/s of {load['connected']:,} connected", "ms",
+                            named("edge-rnn serve", {"median": r["p50_ms"], "p10": r["p10_ms"], "p90": r["p90_ms"],
+                                                              "p95": r["p95_ms"], "n": r["keystrokes"]}), []))
+            notes.append(f"{r['typing']} typing: p50/p95/p99 {r['p50_ms']}/{r['p95_ms']}/{r['p99_ms']} ms, {r['keystrokes_per_s']} keystrokes/s "
+                         f"served at {r['server_cpu_cores']} cores, server RSS {r['server_rss_mb']} MiB (PSS {r['server_pss_mb']})")
+        crossed = load["typing_at_p95_over_50ms"]
+        notes.append(f"p95 over 50 ms from {crossed} typing" if crossed else "p95 under 50 ms in every round")
+        how["edge-rnn serve"] = (f"python {load['command']}; a load generator in another process opens {load['connected']:,} websockets, then each round "
+                                 f"has that many type for {load['seconds_per_round']:g} s, each keystroke waiting for its suggestions "
+                                 "(the first, which makes the session, not counted)")
+    return {"title": title, "better": "lower", "rows": rows, "how": how, "notes": notes}
+
+
 def assemble(raw: dict, meta: dict, machine: dict) -> dict:
     sections = _latency_sections(raw["latency"])
     sections["adaptation"] = _adaptation_section(raw)
@@ -252,6 +278,7 @@ def assemble(raw: dict, meta: dict, machine: dict) -> dict:
     sections["gpu"] = _gpu_section(raw.get("gpu"))
     sections["autocomplete"] = _autocomplete_section(raw["keystrokes"])
     sections["learning"] = learning_section(raw["learning_bpc"], raw["learning_keystrokes"])
+    sections["capacity"] = _capacity_section(raw.get("capacity_memory"), raw.get("capacity_load"))
     threads = raw["latency"].get("threads")
     return {"bench": meta, "machine": dict(machine, threads=threads), "sections": sections,
             "task_seconds": {k: round(v.get("seconds", 0), 2) for k, v in raw.items()}}

@@ -34,6 +34,8 @@ TASKS = {
     "keystrokes": "keystrokes:run",
     "learning_bpc": "learning:bpc",
     "learning_keystrokes": "learning:keystrokes",
+    "capacity_memory": "capacity:memory_per_user",
+    "capacity_load": "capacity:capacity",
     "gpu": "gpu:run",
 }
 

@@ -1,6 +1,6 @@
-"""Capacity of `edge-rnn serve`, measured from a second process on 127.0.0.1 (issue 16 item 4).
+"""Capacity of `edge-rnn serve`, measured from a second process on 127.0.0.1 (the bench's capacity section).
 
-    python -m tests.capacity load [MODEL] --connected 1000 --typing 1,2,5,10,20,50 --seconds 15 --processes 2
+    python -m edge_rnn.app.bench.capacity load [MODEL] --connected 1000 --typing 1,2,5,10,20,50 --seconds 15 --processes 2
 
 starts `edge-rnn serve` in a subprocess, opens `--connected` websockets to it, then for each
 count in `--typing` has that many of them type at `--cps` characters per second for `--seconds`
@@ -25,7 +25,6 @@ import sys
 import time
 
 import numpy as np
-from websockets.asyncio.client import connect
 
 import edge_rnn
 from edge_rnn.app.autocomplete import Autocompleter
@@ -103,6 +102,8 @@ async def _typist(ws, k: int, cps: float, until: float, latencies: list, first: 
 
 
 async def _load(port: int, server_pid: int, connected: int, typing: list[int], cps: float, seconds: float) -> dict:
+    from websockets.asyncio.client import connect  # optional: the serve extra (the bench skips this section without it)
+
     t0 = time.perf_counter()
     sockets = []
     for i in range(connected):  # sequentially: a burst of connects is its own test (test_server_async)
@@ -126,7 +127,7 @@ async def _load(port: int, server_pid: int, connected: int, typing: list[int], c
         lat = np.array(latencies)
         result["rounds"].append({"typing": n, "keystrokes": int(lat.size), "keystrokes_per_s": round(lat.size / seconds, 1),
                                  "first_keystroke_ms_median": round(float(np.median(first)), 1),
-                                 **{f"p{q}_ms": round(float(np.percentile(lat, q)), 1) for q in (50, 95, 99)},
+                                 **{f"p{q}_ms": round(float(np.percentile(lat, q)), 1) for q in (10, 50, 90, 95, 99)},
                                  **{f"compute_p{q}_ms": round(float(np.percentile(compute, q)), 1) for q in (50, 95)},
                                  **server_memory(server_pid),
                                  "server_cpu_cores": round(server_cpu, 2), "load_generator_cpu_cores": round(own_cpu, 2),
@@ -157,7 +158,7 @@ def capacity(model_path, connected: int, typing: list[int], cps: float, seconds:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.capacity", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m edge_rnn.app.bench.capacity", description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["load", "memory"])
     p.add_argument("model", nargs="?")
     p.add_argument("--connected", type=int, default=1000)
