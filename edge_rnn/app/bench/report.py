@@ -250,9 +250,9 @@ def _capacity_section(memory: dict | None, load: dict | None) -> dict:
     title = "Capacity: users of one `edge-rnn serve` on this machine"
     rows, notes, how = [], [], {}
     if memory is not None:
-        rows.append(row(f"memory per learning user (RSS of 9 vs 1 Autocompleters, {memory['chars_typed_each']:,} characters typed each)",
-                        "MiB", named("edge-rnn", single(memory["mb_per_learning_user"])), []))
-        how["edge-rnn"] = "Autocompleter(load(model)) learning (its defaults: the online predictor; the RNN's step off), in one process"
+        rows.append(row("memory per learning user (RSS, 9 vs 1 users)", "MiB", named("edge-rnn", single(memory["mb_per_learning_user"])), []))
+        how["edge-rnn"] = ("Autocompleter(load(model)) learning (its defaults: the online predictor; the RNN's step off), 1 then 9 in one "
+                           f"process, {memory['chars_typed_each']:,} characters typed each")
     if load is None:
         notes.append("load skipped: websockets is not installed (pip install 'edge-rnn[serve]')")
     else:
