@@ -54,13 +54,17 @@ class Mixer2:
     def predict_final(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: np.ndarray) -> np.ndarray:
         """`predict`'s log p (B, V) alone, for predictions nothing learns from (the autocomplete's
         beams): the final mixer's logits v @ X need no per-mixer normalisation (see predict_used)."""
-        w = self.weights[(sel + self.offsets)[:, :, None], self.k[None, None], b[:, None, :]]  # (B, M, K)
+        w = self.weights[self._index(sel, b)]  # (B, M, K)
         return log_softmax(np, np.matmul(self.final[fsel][:, None, :], np.matmul(w, S))[:, 0])
+
+    def _index(self, sel: np.ndarray, b: np.ndarray) -> tuple:
+        """Where each mixer's weight for each input is: sel (B, M), b (B, K) -> an index of `weights` (B, M, K)."""
+        return (sel + self.offsets)[:, :, None], self.k[None, None], b[:, None, :]
 
     def predict_used(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: np.ndarray):
         """`predict`, and the weights it used, (index, values (B, M, K)): `learn` of the same
         prediction then writes them back without gathering them again."""
-        index = ((sel + self.offsets)[:, :, None], self.k[None, None], b[:, None, :])
+        index = self._index(sel, b)
         w = self.weights[index]  # (B, M, K)
         X = np.matmul(w, S)  # (B, M, V) each mixer's logits
         v = self.final[fsel]  # (B, M)

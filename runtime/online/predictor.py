@@ -103,7 +103,6 @@ class OnlinePredictor:
         self._last = None
         self._known: dict = {}  # word (bytes of ids) -> whether the prior knows it
         self._keyed: dict = {}  # tail -> its contexts' raw hashes (see _raw)
-        self._rows_of: dict = {}  # batch size -> _prior_rows
         self._states: dict = {}  # the last tail_needed - 1 ids of a tail -> its ContextHasher.extend state
         self._hit_bits = np.zeros(self.hasher.count, np.int64)  # (Kc,) the "order hit" selector's bit of each context
         self._hit_bits[self.hit_orders] = 1 << np.arange(len(self.hit_orders))
@@ -150,13 +149,8 @@ class OnlinePredictor:
 
     def _prior_rows(self, B: int) -> np.ndarray:
         """(B, Kc) the rows of S (B, inputs, V) seen as (B * inputs, V) that hold the prior's scores."""
-        rows = self._rows_of.get(B)
-        if rows is None:
-            kc = self.hasher.count
-            rows = np.arange(B)[:, None] * self.inputs + kc + np.arange(kc)
-            if B <= 64:  # a keystroke's beams and the learning's chunks come in a few sizes
-                self._rows_of[B] = rows
-        return rows
+        kc = self.hasher.count
+        return np.arange(B)[:, None] * self.inputs + kc + np.arange(kc)
 
     def _prior_known(self, totals: np.ndarray) -> np.ndarray:
         """The selector of what the prior knows here, from its rows' totals (B, Kc): the highest
