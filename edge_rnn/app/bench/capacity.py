@@ -142,7 +142,7 @@ async def _load(port: int, server_pid: int, connected: int, typing: list[int], c
 
 def capacity(model_path, connected: int, typing: list[int], cps: float, seconds: float, max_sessions: int,
              processes: int = 1, batch: bool = True) -> dict:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a thousand sockets on each side
     cmd = [sys.executable, "-m", "edge_rnn.app.cli", "serve", *([str(model_path)] if model_path else []), "--port", "0",
            "--max-sessions", str(max_sessions), "--processes", str(processes),
