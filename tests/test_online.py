@@ -179,6 +179,34 @@ def test_mixer_learns_to_trust_the_expert_that_is_right():
     assert mixer.weights[0, 0, 0] > 1.0 > abs(mixer.weights[0, 1, 0])
 
 
+def test_a_weight_set_steps_fast_while_new_and_settles_with_use():
+    V, K = 4, 2
+    start = np.zeros((K, 1), np.float32)
+    mixer = Mixer2((2,), 1, K, 1, start, lr=0.01, lr_final=0.0, lr_start=0.1)
+    S = np.zeros((K, V), np.float32)
+    S[0, 1] = 1.0  # the gradient for input 0 when the symbol is 1: 1 - p(1) under a uniform mixture
+    b, fsel = np.zeros(K, np.int64), 0
+    moves = []
+    for t in range(3000):
+        mixer.weights[0, 0, 0] = 0.0  # the same prediction every time: only the step varies
+        L = np.full((1, V), -math.log(V), np.float32)
+        mixer.learn(S, b, np.array([0]), fsel, L, L[0], 1)
+        moves.append(float(mixer.weights[0, 0, 0]) / (1 - 1 / V))
+    assert math.isclose(moves[0], 0.1, rel_tol=1e-5), "a new set steps by lr_start"
+    assert moves[1] < moves[0] and math.isclose(moves[-1], 0.01, rel_tol=1e-5), "then by less, down to lr"
+    assert mixer.seen[1] == 0 and mixer.weights[1].max() == 0, "the other selector's set is untouched and still new"
+    saved = Mixer2((2,), 1, K, 1, start, lr=0.01, lr_final=0.0, lr_start=0.1, arrays={k: v.copy() for k, v in mixer.arrays().items()})
+    assert (saved.seen == mixer.seen).all()
+    old = Mixer2((2,), 1, K, 1, start, lr=0.01, lr_final=0.0, lr_start=0.1,
+                 arrays={"weights": mixer.weights.copy(), "final": mixer.final.copy()})  # saved before `seen` existed
+    L = np.full((1, V), -math.log(V), np.float32)
+    old.weights[1, 0, 0] = 0.0
+    old.learn(S, b, np.array([1]), fsel, L, L[0], 1)
+    assert math.isclose(float(old.weights[1, 0, 0]) / (1 - 1 / V), 0.01, rel_tol=1e-5), "a mixer saved without counts is settled"
+    with pytest.raises(StateError):
+        Mixer2((2,), 1, K, 1, start, lr=0.01, lr_final=0.0, arrays={**mixer.arrays(), "seen": np.full(2, -5, np.int32)})
+
+
 def test_the_mixers_log_softmax_is_shift_safe():
     z = np.array([[1e4, 1e4 + 1, -1e4]], np.float32)
     out = log_softmax(np, z)

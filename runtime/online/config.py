@@ -18,17 +18,19 @@ class MixtureConfig:
     row is halved when one of its counts reaches it (small = adapts fast); alpha: additive
     smoothing of counts into probabilities. history_log2: characters of the user's text the
     match model remembers (a ring); match_min: shortest context a match is looked up by.
-    lr, lr_final: step sizes of the first-layer mixers and of the final mixer.
+    lr_start, lr: a first-layer weight set's step when new and the step it settles to with use
+    (mixer.SETTLE); lr_final: the final mixer's step.
     """
 
     orders: tuple = (0, 1, 2, 3, 4, 5, 6, 8)
     words: bool = True
     user_rows_log2: int = 16
     count_limit: int = 120
-    alpha: float = 0.1
+    alpha: float = 0.025
     history_log2: int = 19
     match_min: int = 5
-    lr: float = 0.01  # tuned on GPL-3, the fortunes and Shakespeare's validation split (README)
+    lr: float = 0.005  # tuned on GPL-3, the fortunes and Shakespeare's validation split (README)
+    lr_start: float = 0.05
     lr_final: float = 0.0005  # the final mixer starts pretrained (the prior's); slow, it holds (issue 15)
 
     def __post_init__(self):
@@ -40,7 +42,7 @@ class MixtureConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise SettingsError(f"{name} must be an integer in {low}..{high}, got {value!r}")
-        for name in ("alpha", "lr", "lr_final"):
+        for name in ("alpha", "lr", "lr_start", "lr_final"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise SettingsError(f"{name} must be a finite number >= 0, got {value!r}")

@@ -95,7 +95,8 @@ class OnlinePredictor:
         mixer_state = {k[6:]: v for k, v in state.items() if k.startswith("mixer.")}
         if not mixer_state and prior is not None and prior.mixer is not None:
             mixer_state = {k: v.copy() for k, v in prior.mixer.items()}
-        self.mixer = Mixer2(selectors, FINAL_SELECTORS, self.inputs, BUCKETS, start, config.lr, config.lr_final, mixer_state or None)
+        self.mixer = Mixer2(selectors, FINAL_SELECTORS, self.inputs, BUCKETS, start, config.lr, config.lr_final, mixer_state or None,
+                            config.lr_start)
         self.log_alpha = np.log(np.arange(256) + config.alpha).astype(np.float32)  # log(n + alpha) for byte counts
         self.tail = bytes(state["tail"]) if state else b""
         self.tokens = int(state["tokens"]) if state else 0
