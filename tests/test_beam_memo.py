@@ -11,7 +11,7 @@ import pytest
 
 import edge_rnn
 from edge_rnn.app.autocomplete import Autocompleter
-from edge_rnn.app.beam import Node, batch_rows, expand
+from edge_rnn.app.beam import Node, agreeing_rows, batch_rows, expand
 from tests.conftest import small_model_file
 
 GPL = Path("/usr/share/common-licenses/GPL-3")
@@ -28,16 +28,19 @@ def test_a_row_has_the_same_bits_anywhere_in_the_search_batch(tmp_path, cell):
     parents = [Node(tuple(s + rng.normal(0, 0.1, s.shape).astype(np.float32) for s in stream.state), 0, None, None)
                for _ in range(24)]
     tokens = [int(t) for t in rng.integers(1, len(model.vocab), 24)]
-    agreeing: dict = {}  # widths whose batches may have several shapes: a row's bits in all of them
-    for width in (3, 8, 12, 24):
-        seen = agreeing if batch_rows(1, width) != batch_rows(width, width) else {}
+    limit = agreeing_rows(model)  # probed with other states and tokens than these
+    widths = [w for w in (3, 8, 12, 16, 24) if batch_rows(1, w, limit) is not None]
+    if not widths:
+        pytest.skip(f"this BLAS gives no batch shape whose rows agree (agreeing_rows {limit}): the memo is off")
+    agreeing: dict = {}  # a row's bits in every batch shape up to the limit
+    for width in widths:
         for _ in range(8):
             n = int(rng.integers(1, width + 1))
-            order, rows = rng.permutation(24)[:n], batch_rows(n, width)
+            order, rows = rng.permutation(24)[:n], batch_rows(n, width, limit)
             new, rnn = expand(model, [parents[i] for i in order], [tokens[i] for i in order], rows)
             for j, (i, r) in enumerate(zip(order, rnn)):
                 got = tuple(s[:, j].tobytes() for s in new) + (r.tobytes(),)
-                assert seen.setdefault(i, got) == got, f"row {i} changed with its place in a batch of {rows}"
+                assert agreeing.setdefault(i, got) == got, f"row {i} changed with its place in a batch of {rows}"
 
 
 def forwards(model) -> list:
@@ -79,7 +82,8 @@ def test_the_memo_suggests_exactly_what_a_search_from_scratch_does(learn):
     assert repr(reused.stats()) == repr(fresh.stats())  # the same learning (repr: bpc is nan before any)
     if learn == "rnn too":
         assert reused.stats()["updates"] > 0 and reused.model.version > 0
-    assert len(steps_reused) < 0.9 * len(steps_fresh), "the memo was hardly used"
+    if batch_rows(1, reused.config.width, agreeing_rows(reused.model)) is not None:  # else this BLAS leaves the memo off
+        assert len(steps_reused) < 0.9 * len(steps_fresh), "the memo was hardly used"
 
 
 def test_searches_in_lockstep_suggest_what_each_does_alone():
@@ -102,7 +106,8 @@ def test_searches_in_lockstep_suggest_what_each_does_alone():
         assert suggest_together(together) == want
         for a, b in zip(alone, together):
             assert all(np.array_equal(x, y) for x, y in zip(a.stream.state, b.stream.state))
-    assert sum(map(len, calls_together)) < 0.8 * sum(map(len, calls_alone))
+    if batch_rows(1, together[0].config.width, agreeing_rows(together[0].model)) is not None:  # else nothing is packed
+        assert sum(map(len, calls_together)) < 0.8 * sum(map(len, calls_alone))
 
     # exact=False: one batch per step for all, the same suggestions up to the probabilities' last bits
     for k in range(60, 90):

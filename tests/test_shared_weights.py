@@ -51,8 +51,11 @@ def test_learning_rnn_copies_on_write_and_leaves_the_other_alone(tmp_path):
     assert not np.shares_memory(learner.model.weights[S.HEAD_WEIGHT], other.model.weights[S.HEAD_WEIGHT])
     assert not np.allclose(learner.model.weights[S.HEAD_WEIGHT], other.model.weights[S.HEAD_WEIGHT])
     other.backspace(2)
-    assert other.type("th") == before  # its predictions did not move
-    assert Autocompleter(edge_rnn.load(path), learn=False).type("the cat sat on th") == before
+    # its predictions did not move: the same words, the same probabilities up to the last bits, which
+    # may differ where BLAS gives a row other bits in another batch shape (a text fed whole vs typed)
+    for again in (other.type("th"), Autocompleter(edge_rnn.load(path), learn=False).type("the cat sat on th")):
+        assert [w for w, _ in again] == [w for w, _ in before]
+        np.testing.assert_allclose([p for _, p in again], [p for _, p in before], rtol=1e-5)
     learner.reset_learning()  # back to the shared base: the copy is dropped
     assert learner.model.shares_weights
     assert np.shares_memory(learner.model.weights[S.HEAD_WEIGHT], other.model.weights[S.HEAD_WEIGHT])

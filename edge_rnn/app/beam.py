@@ -18,7 +18,7 @@ RNN state and scores by its characters, so a search steps only the nodes it has 
 The reuse is exact (the same suggestions and probabilities to the bit as a search from
 scratch) because a node's values never depend on what else shares its batch: the RNN steps
 beams in batches of a few fixed shapes (`batch_rows`, padded), where BLAS gives a row the same
-bits at any position and in any of them (tests/test_beam_memo.py checks it), and
+bits at any position and in any of them (probed: `agreeing_rows`; tests/test_beam_memo.py checks it), and
 a typed character is stepped the same way (`step_like_search`), so the text's own stream can
 take over a node's state.
 """
@@ -134,16 +134,56 @@ class SearchMemo:
         return node
 
 
-AGREEING_ROWS = 16  # batches of 4, 8, 12 and 16 rows give a row the same bits (measured: tests/test_beam_memo.py)
+MAX_AGREEING = 16  # the largest batch probed (agreeing_rows)
+_AGREEING: dict = {}  # (model class, weight shapes) -> agreeing_rows
 
 
-def batch_rows(n: int, width: int) -> int:
-    """The batch shape the search steps n <= width nodes in: n rounded up to a multiple of 4. OpenBLAS's
-    sgemm works in blocks of 4 rows: in such a batch a row has the same bits at any position, and in
-    any such batch of up to AGREEING_ROWS; a tail of 1-3 rows is computed otherwise, and so are larger
-    batches, so a width above that steps every batch at its one shape, width rounded up."""
+def agreeing_rows(model) -> int:
+    """The largest batch, a multiple of 4 up to MAX_AGREEING, such that in batches of 4, 8, ... that
+    many rows a row has the same bits at any position and in any of them, on this machine's BLAS:
+    probed once per model class and weight shapes, with random states (a few ms). 0: none agree, so
+    no search is reused. Why probed: OpenBLAS's sgemm works in blocks of 4 rows on its usual kernels
+    (16 agree), but forced to older kernels on some CPUs only 4 and 8 do (measured:
+    OPENBLAS_CORETYPE=Haswell on an AVX-512 AMD EPYC), and exact reuse must hold wherever it runs."""
+    weights = getattr(model, "weights", None)
+    key = ((type(model).__name__,) + tuple((k, tuple(w.shape)) for k, w in weights.items())
+           if isinstance(weights, dict) else ("model", id(model)))
+    found = _AGREEING.get(key)
+    if found is None:
+        found = _AGREEING[key] = _probe_rows(model)
+    return found
+
+
+def _probe_rows(model) -> int:
+    xp, rng = model.xp, np.random.default_rng(0)
+    states = tuple(xp.asarray(rng.normal(0, 0.5, s.shape).astype(np.float32)) for s in model.initial_state(MAX_AGREEING))
+    tokens = rng.integers(0, len(model.vocab), MAX_AGREEING)
+
+    def bits(order: np.ndarray) -> dict:
+        """Row -> its bits (log-probabilities and state) when the rows `order` step as one batch."""
+        logits, new = model.forward(tokens[order][:, None].astype(np.int64), tuple(s[:, order] for s in states))
+        arrays = [to_numpy(logits)[:, 0]] + [to_numpy(s).swapaxes(0, 1) for s in new]  # (rows, ...) each
+        return {int(r): b"".join(np.ascontiguousarray(a[j]).tobytes() for a in arrays) for j, r in enumerate(order)}
+
+    reference: dict = {}
+    for begin in range(0, MAX_AGREEING, 4):  # each row in a batch of 4
+        reference.update(bits(np.arange(begin, begin + 4)))
+    agreeing = 0
+    for size in range(4, MAX_AGREEING + 1, 4):
+        for _ in range(2):  # two draws of rows and their order
+            got = bits(rng.permutation(MAX_AGREEING)[:size])
+            if any(got[r] != reference[r] for r in got):
+                return agreeing
+        agreeing = size
+    return agreeing
+
+
+def batch_rows(n: int, width: int, agreeing: int = MAX_AGREEING) -> int | None:
+    """The batch shape the search steps n <= width nodes in: n rounded up to a multiple of 4, where a
+    row has the same bits at any position and in any such batch (agreeing_rows). None where the
+    width is beyond what agrees: no exact reuse, the search steps unpadded batches."""
     wide = -(-width // 4) * 4
-    return min(-(-n // 4) * 4, wide) if wide <= AGREEING_ROWS else wide
+    return min(-(-n // 4) * 4, wide) if wide <= agreeing else None
 
 
 def expand(model, parents: list, tokens: list, rows: int) -> tuple[tuple, np.ndarray]:
@@ -168,7 +208,7 @@ def expand(model, parents: list, tokens: list, rows: int) -> tuple[tuple, np.nda
 def step_like_search(model, state: tuple, token: int, width: int) -> tuple[tuple, np.ndarray]:
     """One typed character stepped exactly as the search steps a beam, so that the search's node for
     it can stand in for it: state ([L, 1, H],...) -> (new state ([L, 1, H],...), RNN log-probs [V])."""
-    new, rnn = expand(model, [Node(state, 0, None, None)], [int(token)], batch_rows(1, width))
+    new, rnn = expand(model, [Node(state, 0, None, None)], [int(token)], batch_rows(1, width, agreeing_rows(model)) or 1)
     return tuple(s[:, :1] for s in new), rnn[0]
 
 
@@ -186,7 +226,8 @@ def search(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, cl
     symbols = model.vocab.symbols
     if memo is not None and not word_started:
         memo.clear()  # a word start's search is not reused (see complete_word)
-    reuse = memo is not None and word_started
+    agreeing = agreeing_rows(model)
+    reuse = memo is not None and word_started and batch_rows(1, config.width, agreeing) is not None
     memo = memo if reuse else SearchMemo()
     now = stamp(model, predictor)
     rnn0 = np.asarray(log_probs, np.float32)
@@ -232,7 +273,7 @@ def search(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, cl
         above, keys = keys, [keys[p] + bytes((int(t),)) for p, t in zip(parents, tokens)]
         new = [j for j, key in enumerate(keys) if key not in nodes]
         if new:  # the beams no earlier search stepped: one batch
-            rows = batch_rows(len(new), config.width) if reuse else len(new)
+            rows = batch_rows(len(new), config.width, agreeing) if reuse else len(new)
             batch, at, rnn = yield [nodes[above[parents[j]]] for j in new], [int(tokens[j]) for j in new], rows
             # each beam's context as the learning stream keeps it (its last tail_needed ids): a beam that goes on
             # from the last keystroke's then has the same tail, and the predictor's cache knows its contexts
@@ -279,7 +320,7 @@ def complete_words(requests: list[dict], exact: bool = True) -> list[list[tuple[
     """complete_word for many texts at once (each call's keyword arguments, as a dict), in
     lockstep: at each search step the new nodes of the searches whose models share their weight
     arrays (runtime.model: one file's Models share them, read-only) are stepped together, in RNN
-    batches of up to AGREEING_ROWS rows, each search's rows a block of its own batch shape; so
+    batches of up to agreeing_rows rows, each search's rows a block of its own batch shape; so
     every row has the bits it has alone and each search returns exactly what complete_word does.
     exact=False steps each group as one batch: cheaper with many users (measured 1.49x vs 1.13x
     less CPU per keystroke at 20 users), and the states still have their bits, but the RNN's
@@ -296,7 +337,8 @@ def complete_words(requests: list[dict], exact: bool = True) -> list[list[tuple[
         for i in running:
             groups.setdefault(weights[i], []).append(i)
         for members in groups.values():
-            for batch in _packed(members, {i: running[i][1][2] for i in members}) if exact else [members]:
+            agreeing = agreeing_rows(requests[members[0]]["model"])
+            for batch in _packed(members, {i: running[i][1][2] for i in members}, agreeing) if exact else [members]:
                 parents, tokens = [], []
                 for i in batch:
                     ps, ts, rows = running[i][1]
@@ -311,12 +353,12 @@ def complete_words(requests: list[dict], exact: bool = True) -> list[list[tuple[
     return results
 
 
-def _packed(members: list, rows: dict) -> list[list]:
-    """Searches grouped into RNN batches of at most AGREEING_ROWS rows; a larger block, or an unpadded
-    one (a word start's search, see complete_word), alone."""
-    batches, size = [], AGREEING_ROWS
+def _packed(members: list, rows: dict, agreeing: int) -> list[list]:
+    """Searches grouped into RNN batches of at most `agreeing` rows (agreeing_rows); a larger block, or an
+    unpadded one (a word start's search, see complete_word), alone."""
+    batches, size = [], agreeing
     for i in members:
-        if size + rows[i] > AGREEING_ROWS or rows[i] % 4 or size % 4:
+        if size + rows[i] > agreeing or rows[i] % 4 or size % 4:
             batches.append([])
             size = 0
         batches[-1].append(i)
