@@ -255,14 +255,42 @@ def test_steps_over_a_chunk_scores_and_learns_as_step_by_step():
     ids = v.encode(STORY)
     rng = np.random.default_rng(0)
     logp = log_softmax(np, rng.standard_normal((len(ids) - 1, len(v))).astype(np.float32))
-    one, chunked = OnlinePredictor(v, MixtureConfig(**SMALL)), OnlinePredictor(v, MixtureConfig(**SMALL))
-    for p in (one, chunked):
+    one, chunked, sliced = (OnlinePredictor(v, MixtureConfig(**SMALL, batch=batch)) for batch in (1, 1, 8))
+    for p in (one, chunked, sliced):
         p.context_only(ids[:1])
     nats = [one.step(row, int(y)) for row, y in zip(logp, ids[1:])]
-    steps = np.concatenate([chunked.steps(logp[i : i + 32], ids[1 + i : 33 + i]) for i in range(0, len(ids) - 1, 32)])
+    steps, by_slice = (np.concatenate([p.steps(logp[i : i + 32], ids[1 + i : 33 + i]) for i in range(0, len(ids) - 1, 32)])
+                       for p in (chunked, sliced))
     np.testing.assert_array_equal(steps, nats)
     for name, array in one.arrays().items():
         np.testing.assert_array_equal(chunked.arrays()[name], array, err_msg=name)
+    # in slices of 8 the count table and the match history learn exactly the same; the mixer's
+    # updates of a slice are summed, so its weights differ a little, and so do the scores
+    for name, array in one.arrays().items():
+        if name.startswith(("user_", "history")):
+            np.testing.assert_array_equal(sliced.arrays()[name], array, err_msg=name)
+    assert not np.array_equal(sliced.arrays()["mixer.weights"], one.arrays()["mixer.weights"])
+    assert abs(by_slice.mean() / np.mean(nats) - 1) < 0.02, (by_slice.mean(), np.mean(nats))
+
+
+def test_a_slice_scores_each_symbol_before_learning_it():
+    """Prequential in slices: a symbol's score depends on the symbols before it only, and the
+    match models read the slice's own text up to it (a word repeated inside one slice)."""
+    v = vocab()
+    text = "zq zqx zqx zqx zq"
+    ids = v.encode(text)
+    logp = log_softmax(np, np.zeros((len(ids) - 1, len(v)), np.float32))
+    changed = ids.copy()
+    changed[9] = v.encode("k")[0]  # the third "zqx" becomes "zqk"
+    scores = []
+    for stream in (ids, changed):
+        p = OnlinePredictor(v, MixtureConfig(**SMALL, batch=32))
+        p.context_only(stream[:1])
+        scores.append(p.steps(logp, stream[1:]))
+    np.testing.assert_array_equal(scores[0][:8], scores[1][:8])  # up to the changed symbol's own score
+    assert scores[0][8] != scores[1][8]
+    x_at = [i for i, c in enumerate(text) if c == "x"]  # "x" after "zq", scored at index position - 1
+    assert scores[0][x_at[1] - 1] < scores[0][x_at[0] - 1], "the word match knew 'zqx' from earlier in the same slice"
 
 
 def test_memory_is_fixed_and_within_budget_under_a_hostile_stream():

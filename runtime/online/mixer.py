@@ -50,11 +50,11 @@ class Mixer2:
         M = len(selectors)
         shape, final_shape = (sum(selectors), inputs, buckets), (final_selectors, M)
         if arrays is None:
-            self.weights = np.array(np.broadcast_to(start[None], shape), np.float32)  # a writable copy
+            self.weights = np.array(np.broadcast_to(start[None], shape), np.float32, order="C")  # a writable copy, C order (learn_batch)
             self.final = np.full(final_shape, 1.0 / M, np.float32)
             self.seen = np.zeros(shape[0], np.int32)
         else:
-            self.weights, self.final = arrays["weights"], arrays["final"]
+            self.weights, self.final = np.ascontiguousarray(arrays["weights"]), arrays["final"]
             self.seen = np.array(arrays["seen"], np.int32) if "seen" in arrays else np.full(shape[0], 1 << 30, np.int32)
             if (self.weights.shape != shape or self.final.shape != final_shape or self.seen.shape != shape[:1]
                     or (self.seen < 0).any()):
@@ -110,3 +110,25 @@ class Mixer2:
             index, w = used
             self.weights[index] = w + G  # the same sums as += on the gathered weights
         self.final[fsel] += self.lr_final * (L[:, y] - L @ np.exp(logp))
+
+    def learn_batch(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: np.ndarray, L: np.ndarray, logp: np.ndarray,
+                    ys, used) -> None:
+        """The updates of B predictions made with the same weights (S (B, K, V), b (B, K), sel (B, M),
+        fsel (B,), L (B, M, V), logp (B, V), ys (B,), used from `predict_used`), summed: a weight
+        set several of them used gets each one's step (by its count before the batch)."""
+        if len(ys) == 1:
+            self.learn(S[0], b[0], sel[0], int(fsel[0]), L[0], logp[0], int(ys[0]), used)
+            return
+        B = np.arange(len(ys))
+        ys = np.asarray(ys, np.intp)
+        P = np.exp(L)  # (B, M, V)
+        G = S[B, :, ys][:, None, :] - np.matmul(P, S.transpose(0, 2, 1))  # (B, M, K)
+        rows = sel + self.offsets  # (B, M)
+        seen = np.minimum(self.seen[rows], len(self.steps) - 1)
+        np.add.at(self.seen, rows, 1)
+        G *= self.steps[seen][:, :, None]
+        index = used[0]
+        at = np.ravel_multi_index(tuple(np.broadcast_arrays(*index)), self.weights.shape)
+        np.add.at(self.weights.reshape(-1), at.ravel(), G.ravel())  # a set several used: each one's step
+        Ly = L[B, :, ys]  # (B, M)
+        np.add.at(self.final, fsel, self.lr_final * (Ly - np.einsum("bmv,bv->bm", L, np.exp(logp))))

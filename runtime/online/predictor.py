@@ -167,12 +167,19 @@ class OnlinePredictor:
     def _user_inputs(self, tails: list, rnn_logp: np.ndarray, S, b, sel, keys) -> np.ndarray:
         """Fill in the user's parts (own table, own text's matches) of `_shared_inputs`' arrays
         for `tails`, in place; returns the user's rows (B, Kc) for learning."""
+        ru = self._user_table_inputs(S, b, sel, keys)
+        for i, tail in enumerate(tails):
+            self._user_match_inputs(i, tail, rnn_logp, S, b, sel)
+        return ru
+
+    def _user_table_inputs(self, S, b, sel, keys) -> np.ndarray:
+        """The user's count table's rows, scores, buckets and order-hit selector, in place; its rows (B, Kc)."""
         low, check = keys
         kc = low.shape[1]
         ru = self.user.lookup(low, check)
         counts = self.user.counts[ru]  # (B, Kc, V) uint8
         np.take(self.log_alpha, counts, out=S[:, :kc])
-        if len(tails) == 1:  # one character (steps): its ten buckets as Python ints cost less than five array calls
+        if len(ru) == 1:  # one character: its ten buckets as Python ints cost less than five array calls
             totals = self.user.total[ru[0]].tolist()
             tops = counts[0].max(axis=-1).tolist()
             b[0, :kc] = [_TOTAL_BUCKET_LIST[t] + COUNT_BUCKETS * (m == t) for m, t in zip(tops, totals)]
@@ -181,20 +188,22 @@ class OnlinePredictor:
             totals = self.user.total[ru]  # (B, Kc)
             b[:, :kc] = _ROW_BUCKET[(counts.max(axis=-1) == totals).view(np.int8), totals]  # (B, Kc)
             sel[:, 4] = (totals > 0) @ self._hit_bits
-        for i, tail in enumerate(tails):
-            sym_u, lb_u = self.history.find(tail)
-            sym_w, typed, at = self.history.find_word(tail)
-            if sym_w >= 0:  # a word begun like this one, as it went on last time: new to the training text, or by
-                S[i, WORD_MATCH, sym_w] = MATCH_SCORE  # how much the RNN doubts that letter
-                known = self._known_word(at, typed)
-                b[i, WORD_MATCH] = 1 + 4 * (min(typed, 4) - 2) + (_doubt(float(rnn_logp[i, sym_w])) + 1 if known else 0)
-            else:
-                b[i, WORD_MATCH] = 0
-            if sym_u >= 0:
-                S[i, -3, sym_u] = MATCH_SCORE
-            b[i, -3] = lb_u
-            sel[i, 2] += lb_u * MATCH_BUCKETS
         return ru
+
+    def _user_match_inputs(self, i: int, tail: bytes, rnn_logp, S, b, sel) -> None:
+        """Row i's matches in the user's own text (the history as it is now), in place."""
+        sym_u, lb_u = self.history.find(tail)
+        sym_w, typed, at = self.history.find_word(tail)
+        if sym_w >= 0:  # a word begun like this one, as it went on last time: new to the training text, or by
+            S[i, WORD_MATCH, sym_w] = MATCH_SCORE  # how much the RNN doubts that letter
+            known = self._known_word(at, typed)
+            b[i, WORD_MATCH] = 1 + 4 * (min(typed, 4) - 2) + (_doubt(float(rnn_logp[i, sym_w])) + 1 if known else 0)
+        else:
+            b[i, WORD_MATCH] = 0
+        if sym_u >= 0:
+            S[i, -3, sym_u] = MATCH_SCORE
+        b[i, -3] = lb_u
+        sel[i, 2] += lb_u * MATCH_BUCKETS
 
     def _raw(self, tail: bytes) -> tuple:
         """The contexts' raw hashes after `tail` (ContextHasher.raw); cached, since the beams
@@ -226,7 +235,7 @@ class OnlinePredictor:
         """Log-probabilities [V] of the next symbol of the learned stream; `learn` uses them."""
         S, b, sel, (low, check), ru = self._inputs([self.tail], np.asarray(rnn_logp, np.float32)[None])
         logp, L, used = self.mixer.predict_used(S, b, sel, sel[:, 1])
-        self._last = (S[0], b[0], sel[0], L[0], logp[0], low[0], check[0], ru[0], used)
+        self._last = (S, b, sel, L, logp, (low, check), ru, used)
         return logp[0]
 
     def _known_word(self, at: int, typed: int) -> bool:
@@ -249,14 +258,24 @@ class OnlinePredictor:
         """Every part learns that `symbol` followed (after `predict`, which scored it)."""
         if self._last is None:
             raise RuntimeError("learn() follows predict(): the mixture must score a symbol before learning it")
-        S, b, sel, L, logp, low, check, ru, used = self._last
+        S, b, sel, L, logp, keys, ru, used = self._last
         self._last = None
-        self.tokens += 1
-        self.nats -= float(logp[symbol])
-        self.mixer.learn(S, b, sel, sel[1], L, logp, symbol, used)
-        self.user.learn(low, check, symbol, ru)
         self.history.append(symbol)
-        self.tail = (self.tail + bytes((symbol,)))[-self.hasher.tail_needed :]
+        self._learn_slice(S, b, sel, L, logp, [symbol], keys, ru, used)
+
+    def _learn_slice(self, S, b, sel, L, logp, ys: list, keys, ru, used) -> np.ndarray:
+        """The count table and the mixer learn symbols `ys` (B,) that their rows of the inputs
+        (`_inputs`) and of the mixer's prediction predicted; the history has them already.
+        Returns their nats (B,)."""
+        nats = -logp[np.arange(len(ys)), ys]
+        self.nats += float(nats.astype(np.float64).sum())
+        self.tokens += len(ys)
+        self.mixer.learn_batch(S, b, sel, sel[:, 1], L, logp, ys, used)
+        low, check = keys
+        for i, y in enumerate(ys):  # rows looked up before the slice learned are hints (CountTable.learn)
+            self.user.learn(low[i], check[i], y, ru[i])
+        self.tail = (self.tail + bytes(ys))[-self.hasher.tail_needed :]
+        return nats
 
     def step(self, rnn_logp: np.ndarray, symbol: int) -> float:
         """Score `symbol` (nats), then learn from it."""
@@ -265,10 +284,13 @@ class OnlinePredictor:
         return -float(logp[symbol])
 
     def steps(self, rnn_logp: np.ndarray, symbols) -> np.ndarray:
-        """`step` over a chunk of the stream: rnn_logp (n, V) before each of `symbols` (n,) ->
-        nats (n,). The same predictions and learning as n calls of `step`; what does not
-        depend on the user's learning (keys, the prior's rows and match, the RNN's buckets)
-        is computed for the whole chunk at once."""
+        """Score then learn a chunk of the stream: rnn_logp (n, V) before each of `symbols` (n,)
+        -> nats (n,). Prequential, in slices of `config.batch` symbols: the match models read
+        the user's text up to each symbol; the count table and the mixer score a slice as they
+        were at its start, then learn all of it. Why: a slice's predictions and the mixer's
+        update are then a few array calls for the whole slice, not per symbol (batch 1 is the
+        per-symbol order of `step`, exactly). What does not depend on the user's learning
+        (keys, the prior's rows and match, the RNN's buckets) is computed for the chunk at once."""
         symbols = [int(y) for y in symbols]
         rnn_logp = np.asarray(rnn_logp, np.float32)
         T, start = self.hasher.tail_needed, len(self.tail)
@@ -276,13 +298,17 @@ class OnlinePredictor:
         tails = [text[max(0, start + i - T) : start + i] for i in range(len(symbols))]
         S, b, sel, (low, check) = self._shared_inputs(tails, rnn_logp)
         nats = np.empty(len(symbols))
-        for i, y in enumerate(symbols):
-            row = slice(i, i + 1)
-            ru = self._user_inputs(tails[row], rnn_logp[row], S[row], b[row], sel[row], (low[row], check[row]))
-            logp, L, used = self.mixer.predict_used(S[row], b[row], sel[row], sel[row, 1])
-            self._last = (S[i], b[i], sel[i], L[0], logp[0], low[i], check[i], ru[0], used)
-            self.learn(y)
-            nats[i] = -float(logp[0, y])
+        D = self.config.batch
+        for begin in range(0, len(symbols), D):
+            rows = slice(begin, min(begin + D, len(symbols)))
+            ys = symbols[rows]
+            St, bt, selt, lowt, checkt = S[rows], b[rows], sel[rows], low[rows], check[rows]
+            ru = self._user_table_inputs(St, bt, selt, (lowt, checkt))
+            for i, y in enumerate(ys):
+                self._user_match_inputs(i, tails[begin + i], rnn_logp[rows], St, bt, selt)
+                self.history.append(y)
+            logp, L, used = self.mixer.predict_used(St, bt, selt, selt[:, 1])
+            nats[rows] = self._learn_slice(St, bt, selt, L, logp, ys, (lowt, checkt), ru, used)
         return nats
 
     def context_only(self, symbols) -> None:

@@ -68,17 +68,26 @@ class CountTable:
 
     def learn(self, low: np.ndarray, check: np.ndarray, symbol: int, rows: np.ndarray | None = None) -> None:
         """Count `symbol` in each context [K], taking a row for contexts not held.
-        rows: what `lookup(low, check)` gave, if the caller has it (saves the search).
+        rows: what `lookup(low, check)` gave, if the caller has it (saves the search), or gave
+        before other contexts learned (hints: one whose row no longer holds its check, or that
+        was not held, is looked up again).
 
         Why Python scalars through memoryviews: K is about ten, and ten scalar updates cost less
         than the twenty NumPy calls of the vectorised form. The result is the vectorised one's:
         new contexts choose their rows from the totals before any is reset, and a row two
         contexts share is counted once."""
-        rows = (self.lookup(low, check) if rows is None else rows).tolist()
+        if rows is None:
+            rows = self.lookup(low, check)
         counts, checks, totals = self._views()
-        V, mask = self.vocab_size, self.mask
-        low, check = low.tolist(), check.tolist()
-        new = [i for i, r in enumerate(rows) if r == self.rows]
+        V, mask, empty = self.vocab_size, self.mask, self.rows
+        rows, low, check = rows.tolist(), low.tolist(), check.tolist()
+        new = []
+        for i, (r, c) in enumerate(zip(rows, check)):
+            if r == empty or checks[r] != c:  # not held when looked up, or its row taken since
+                first = low[i] & mask
+                rows[i] = r = first if checks[first] == c else first ^ 1 if checks[first ^ 1] == c else empty
+                if r == empty:
+                    new.append(i)
         for i in new:  # the less-known row of the pair goes
             first = low[i] & mask
             rows[i] = first if totals[first] <= totals[first ^ 1] else first ^ 1
