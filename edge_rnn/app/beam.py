@@ -143,8 +143,9 @@ def agreeing_rows(model) -> int:
     many rows a row has the same bits at any position and in any of them, on this machine's BLAS:
     probed once per model class and weight shapes, with random states (a few ms). 0: none agree, so
     no search is reused. Why probed: OpenBLAS's sgemm works in blocks of 4 rows on its usual kernels
-    (16 agree), but forced to older kernels on some CPUs only 4 and 8 do (measured:
-    OPENBLAS_CORETYPE=Haswell on an AVX-512 AMD EPYC), and exact reuse must hold wherever it runs."""
+    (16 agree), but forced to older kernels on some CPUs only batches of 4 do for the default model
+    (measured: OPENBLAS_CORETYPE=Haswell on an AVX-512 AMD EPYC, where the memo is then off: width 8
+    needs 8), and exact reuse must hold wherever it runs."""
     weights = getattr(model, "weights", None)
     key = ((type(model).__name__,) + tuple((k, tuple(w.shape)) for k, w in weights.items())
            if isinstance(weights, dict) else ("model", id(model)))
