@@ -9,6 +9,8 @@ slices: cheap), and quantised into the bucket the mixer weights by.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from edge_rnn.errors import StateError
@@ -20,8 +22,10 @@ _P = 0x9E3779B97F4A7C15
 M64 = (1 << 64) - 1
 
 
-def key_hash(ids) -> int:
-    """Hash of a short run of ids (bytes or a list of ints)."""
+@functools.lru_cache(maxsize=4096)
+def key_hash(ids: bytes) -> int:
+    """Hash of a short run of ids. Cached: each position's context is hashed by the prior's match, the
+    user's and the history's append, and the beams of a keystroke share theirs."""
     h = 0x2545F4914F6CDD1D
     for c in ids:
         h = ((h ^ (c + 1)) * _P) & M64
@@ -112,7 +116,7 @@ class History:
                     index -= half
                     index[index < 0] = -1
         if len(data) >= m:
-            self.index[key_hash(data[-m:]) & self.mask] = len(data)
+            self.index[key_hash(bytes(data[-m:])) & self.mask] = len(data)
         if self.word_index is not None and len(data) >= 2:
             start = self._word_start(data, len(data))
             if len(data) - start >= 2 and (start > 0 or len(data) < _WORD_SPAN):

@@ -127,8 +127,8 @@ class Mixer2:
         seen = np.minimum(self.seen[rows], len(self.steps) - 1)
         np.add.at(self.seen, rows, 1)
         G *= self.steps[seen][:, :, None]
-        index = used[0]
-        at = np.ravel_multi_index(tuple(np.broadcast_arrays(*index)), self.weights.shape)
+        rows_, k, bucket = used[0]  # (B, M, 1), (1, 1, K), (B, 1, K): where `weights` (sets, K, buckets) was read
+        at = (rows_ * self.inputs + k) * self.buckets + bucket  # (B, M, K) flat places
         np.add.at(self.weights.reshape(-1), at.ravel(), G.ravel())  # a set several used: each one's step
         Ly = L[B, :, ys]  # (B, M)
         np.add.at(self.final, fsel, self.lr_final * (Ly - np.einsum("bmv,bv->bm", L, np.exp(logp))))
