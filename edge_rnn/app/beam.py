@@ -135,19 +135,20 @@ class SearchMemo:
 
 
 MAX_AGREEING = 16  # the largest batch probed (agreeing_rows)
-_AGREEING: dict = {}  # (model class, weight shapes) -> agreeing_rows
+_AGREEING: dict = {}  # (model class, weight shapes and strides) -> agreeing_rows
 
 
 def agreeing_rows(model) -> int:
     """The largest batch, a multiple of 4 up to MAX_AGREEING, such that in batches of 4, 8, ... that
     many rows a row has the same bits at any position and in any of them, on this machine's BLAS:
-    probed once per model class and weight shapes, with random states (a few ms). 0: none agree, so
+    probed once per model class and weight shapes and layouts (a learner's own copy is column-major),
+    with random states (a few ms). 0: none agree, so
     no search is reused. Why probed: OpenBLAS's sgemm works in blocks of 4 rows on its usual kernels
     (16 agree), but forced to older kernels on some CPUs only batches of 4 do for the default model
     (measured: OPENBLAS_CORETYPE=Haswell on an AVX-512 AMD EPYC, where the memo is then off: width 8
     needs 8), and exact reuse must hold wherever it runs."""
     weights = getattr(model, "weights", None)
-    key = ((type(model).__name__,) + tuple((k, tuple(w.shape)) for k, w in weights.items())
+    key = ((type(model).__name__,) + tuple((k, w.shape, getattr(w, "strides", None)) for k, w in weights.items())
            if isinstance(weights, dict) else ("model", id(model)))
     found = _AGREEING.get(key)
     if found is None:

@@ -302,13 +302,13 @@ class OnlinePredictor:
         for begin in range(0, len(symbols), D):
             rows = slice(begin, min(begin + D, len(symbols)))
             ys = symbols[rows]
-            St, bt, selt, lowt, checkt = S[rows], b[rows], sel[rows], low[rows], check[rows]
-            ru = self._user_table_inputs(St, bt, selt, (lowt, checkt))
+            St, bt, selt, keys = S[rows], b[rows], sel[rows], (low[rows], check[rows])
+            ru = self._user_table_inputs(St, bt, selt, keys)
             for i, y in enumerate(ys):
                 self._user_match_inputs(i, tails[begin + i], rnn_logp[rows], St, bt, selt)
                 self.history.append(y)
             logp, L, used = self.mixer.predict_used(St, bt, selt, selt[:, 1])
-            nats[rows] = self._learn_slice(St, bt, selt, L, logp, ys, (lowt, checkt), ru, used)
+            nats[rows] = self._learn_slice(St, bt, selt, L, logp, ys, keys, ru, used)
         return nats
 
     def context_only(self, symbols) -> None:
