@@ -29,6 +29,7 @@ learned); what was learned before stays learned.
 
 from __future__ import annotations
 
+import gc
 import math
 from collections import deque
 from pathlib import Path
@@ -364,6 +365,16 @@ class Autocompleter:
         """The ids before position `end` that the predictor's contexts read (the primer first)."""
         need = self.predictor.hasher.tail_needed if self.predictor is not None else 0
         return (bytes((self._primer,)) + bytes(self._ids[max(0, end - need) : end]))[-need:] if need else b""
+
+
+def freeze_heap() -> None:
+    """Move every object alive now (modules, the model, its prior, the warmed-up Autocompleters) out
+    of reach of the garbage collector, for a process about to serve keystrokes. Why: a full
+    collection walks every tracked object, and while typing one took 26-29 ms (3 in 5,000 characters,
+    well over a keystroke's budget); after the freeze it took under 2 ms. In a forking server the
+    frozen objects' pages are also never written by a worker's collector, so they stay shared."""
+    gc.collect()
+    gc.freeze()
 
 
 def _primer_id(vocab) -> int:

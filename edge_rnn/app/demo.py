@@ -25,7 +25,7 @@ from collections import deque
 from tqdm import tqdm
 
 import edge_rnn
-from edge_rnn.app.autocomplete import Autocompleter
+from edge_rnn.app.autocomplete import Autocompleter, freeze_heap
 from edge_rnn.corpus import read_text_file
 from edge_rnn.errors import EdgeRNNError
 
@@ -268,6 +268,7 @@ def cmd_demo(args) -> None:
                   unit_scale=True, file=sys.stderr, leave=False) as bar:
             stats = learn_from(ac, text, progress=bar.update)
         print(f"learned from {stats['tokens']} tokens of {args.learn_from} ({stats['bpc']:.2f} bpc online)", file=sys.stderr)
+    freeze_heap()
     os.environ.setdefault("ESCDELAY", "25")  # Esc quits without curses' one-second wait
     title = os.path.basename(str(model.file.path))
     try:

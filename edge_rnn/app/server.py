@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
-import gc
 import json
 import logging
 import math
@@ -62,7 +61,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 import edge_rnn
-from edge_rnn.app.autocomplete import Autocompleter, suggest_together
+from edge_rnn.app.autocomplete import Autocompleter, freeze_heap, suggest_together
 from edge_rnn.app.store import TOKEN, FolderStore, RedisStore, open_store, restore_user, user_state
 from edge_rnn.errors import EdgeRNNError, SettingsError
 
@@ -561,8 +560,7 @@ def serve_processes(server: AutocompleteServer, processes: int) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
-    gc.collect()
-    gc.freeze()  # the loaded model's objects: no worker's collector touches (and so copies) their pages
+    freeze_heap()  # the loaded model's objects: no worker's collector touches (and so copies) their pages
     try:
         for _ in range(processes):
             start()
@@ -600,6 +598,7 @@ def cmd_serve(args) -> None:
         if args.processes > 1:
             serve_processes(server, args.processes)
         else:
+            freeze_heap()
             server.serve_forever()
     except KeyboardInterrupt:
         pass
