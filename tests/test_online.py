@@ -13,6 +13,7 @@ import edge_rnn
 from edge_rnn.errors import SettingsError, StateError
 from edge_rnn.runtime.online import (MixtureConfig, OnlinePredictor, build_prior, load_prior, load_state, online_predictor,
                                      rebind_prior, save_prior, save_state, state_path_for)
+from edge_rnn.runtime.online.apm import BUCKETS as MAP_BUCKETS, ProbabilityMap
 from edge_rnn.runtime.online.contexts import ContextHasher
 from edge_rnn.runtime.online.match import History
 from edge_rnn.runtime.network import log_softmax
@@ -205,6 +206,42 @@ def test_a_weight_set_steps_fast_while_new_and_settles_with_use():
     assert math.isclose(float(old.weights[1, 0, 0]) / (1 - 1 / V), 0.01, rel_tol=1e-5), "a mixer saved without counts is settled"
     with pytest.raises(StateError):
         Mixer2((2,), 1, K, 1, start, lr=0.01, lr_final=0.0, arrays={**mixer.arrays(), "seen": np.full(2, -5, np.int32)})
+
+
+def test_the_probability_map_starts_as_the_identity_and_learns_a_miscalibrated_mixture():
+    logp = np.log(np.array([[0.4, 0.3, 0.2, 0.1]], np.float32))
+    apm = ProbabilityMap(lr=0.05)
+    assert apm.apply(logp)[0] is logp, "a flat curve: the mixer's output as it is"
+    still = ProbabilityMap(lr=0.0)
+    out, read = still.apply(logp)
+    still.learn(out, read, [0])
+    assert not still.curve.any(), "lr 0: it never learns"
+    rng, losses = np.random.default_rng(0), []
+    truth = np.array([0.7, 0.2, 0.1, 0.0])  # the mixture is under-confident about its first symbol
+    for _ in range(3000):
+        y = int(rng.choice(4, p=truth))
+        out, read = apm.apply(logp)
+        losses.append(-float(out[0, y]))
+        apm.learn(out, read, [y])
+    entropy = -sum(p * math.log(p) for p in truth if p)
+    cross = -sum(p * math.log(q) for p, q in zip(truth, [0.4, 0.3, 0.2, 0.1]) if p)
+    assert np.mean(losses[-1000:]) < entropy + 0.3 * (cross - entropy), "it learned most of the way to the truth"
+    assert np.exp(apm.apply(logp)[0][0, 0]) > 0.6
+    with pytest.raises(StateError):
+        ProbabilityMap(0.01, np.full(MAP_BUCKETS, np.nan, np.float32))
+    with pytest.raises(StateError):
+        ProbabilityMap(0.01, np.zeros(3, np.float32))
+
+
+def test_a_state_saved_before_the_map_continues_with_a_flat_one():
+    v = vocab()
+    p = OnlinePredictor(v, MixtureConfig(**SMALL))
+    ids = ids_of(v, STORY)
+    p.steps(np.tile(uniform(len(v)), (len(ids), 1)), ids)
+    assert p.apm.curve.any(), "the map learned"
+    old = {k: a for k, a in p.arrays().items() if k != "apm"}
+    q = OnlinePredictor(v, MixtureConfig(**SMALL), state=old)
+    assert not q.apm.curve.any() and q.tokens == p.tokens
 
 
 def test_the_mixers_log_softmax_is_shift_safe():

@@ -19,7 +19,8 @@ class MixtureConfig:
     smoothing of counts into probabilities. history_log2: characters of the user's text the
     match model remembers (a ring); match_min: shortest context a match is looked up by.
     lr_start, lr: a first-layer weight set's step when new and the step it settles to with use
-    (mixer.SETTLE); lr_final: the final mixer's step. batch: a chunk learns in slices of this
+    (mixer.SETTLE); lr_final: the final mixer's step; apm_lr: the step of the probability map
+    after the mixer (runtime.online.apm; 0 leaves the mixer's output as it is). batch: a chunk learns in slices of this
     many symbols, the count table and mixer as they were at each slice's start (1: each symbol
     sees everything before it; see OnlinePredictor.steps).
     """
@@ -34,6 +35,7 @@ class MixtureConfig:
     lr: float = 0.005  # tuned on GPL-3, the fortunes and Shakespeare's validation split (README)
     lr_start: float = 0.05
     lr_final: float = 0.0005  # the final mixer starts pretrained (the prior's); slow, it holds (issue 15)
+    apm_lr: float = 0.01  # the probability map after the mixer (runtime.online.apm); 0: none
     batch: int = 16  # 0.85x the CPU time of 8, 0.6x that of 1, for the same bpc on the tuning texts (README)
 
     def __post_init__(self):
@@ -45,7 +47,7 @@ class MixtureConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise SettingsError(f"{name} must be an integer in {low}..{high}, got {value!r}")
-        for name in ("alpha", "lr", "lr_start", "lr_final"):
+        for name in ("alpha", "lr", "lr_start", "lr_final", "apm_lr"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise SettingsError(f"{name} must be a finite number >= 0, got {value!r}")

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from edge_rnn.runtime.online.apm import ProbabilityMap
 from edge_rnn.runtime.online.config import MixtureConfig
 from edge_rnn.runtime.online.contexts import ContextHasher, finalise
 from edge_rnn.runtime.online.match import BUCKETS as MATCH_BUCKETS, History
@@ -97,6 +98,7 @@ class OnlinePredictor:
             mixer_state = {k: v.copy() for k, v in prior.mixer.items()}
         self.mixer = Mixer2(selectors, FINAL_SELECTORS, self.inputs, BUCKETS, start, config.lr, config.lr_final, mixer_state or None,
                             config.lr_start)
+        self.apm = ProbabilityMap(config.apm_lr, state.get("apm"))  # a state saved before the map: it starts flat
         self.log_alpha = np.log(np.arange(256) + config.alpha).astype(np.float32)  # log(n + alpha) for byte counts
         self.tail = bytes(state["tail"]) if state else b""
         self.tokens = int(state["tokens"]) if state else 0
@@ -229,14 +231,14 @@ class OnlinePredictor:
         """Log-probabilities (B, V) of the next symbol after each tail (bytes of ids), given the
         RNN's log-probabilities (B, V) there. Nothing learns."""
         S, b, sel, _, _ = self._inputs(tails, np.asarray(rnn_logp, np.float32))
-        return self.mixer.predict_final(S, b, sel, sel[:, 1])
+        return self.apm.apply(self.mixer.predict_final(S, b, sel, sel[:, 1]))[0]
 
     def predict(self, rnn_logp: np.ndarray) -> np.ndarray:
         """Log-probabilities [V] of the next symbol of the learned stream; `learn` uses them."""
         S, b, sel, (low, check), ru = self._inputs([self.tail], np.asarray(rnn_logp, np.float32)[None])
         logp, L, used = self.mixer.predict_used(S, b, sel, sel[:, 1])
-        self._last = (S, b, sel, L, logp, (low, check), ru, used)
-        return logp[0]
+        self._last = (S, b, sel, L, logp, (low, check), ru, used, self.apm.apply(logp))
+        return self._last[-1][0][0]
 
     def _known_word(self, at: int, typed: int) -> bool:
         """Whether the training text (the prior's word contexts) knows the history's word that a
@@ -258,16 +260,17 @@ class OnlinePredictor:
         """Every part learns that `symbol` followed (after `predict`, which scored it)."""
         if self._last is None:
             raise RuntimeError("learn() follows predict(): the mixture must score a symbol before learning it")
-        S, b, sel, L, logp, keys, ru, used = self._last
+        S, b, sel, L, logp, keys, ru, used, mapped = self._last
         self._last = None
         self.history.append(symbol)
-        self._learn_slice(S, b, sel, L, logp, [symbol], keys, ru, used)
+        self._learn_slice(S, b, sel, L, logp, [symbol], keys, ru, used, mapped)
 
-    def _learn_slice(self, S, b, sel, L, logp, ys: list, keys, ru, used) -> np.ndarray:
-        """The count table and the mixer learn symbols `ys` (B,) that their rows of the inputs
-        (`_inputs`) and of the mixer's prediction predicted; the history has them already.
-        Returns their nats (B,)."""
-        nats = -logp[np.arange(len(ys)), ys]
+    def _learn_slice(self, S, b, sel, L, logp, ys: list, keys, ru, used, mapped) -> np.ndarray:
+        """The count table, the mixer and the probability map learn symbols `ys` (B,) that their
+        rows of the inputs (`_inputs`), of the mixer's prediction and of the map's (mapped: its
+        `apply` of logp) predicted; the history has them already. Returns their nats (B,), the map's."""
+        nats = -mapped[0][np.arange(len(ys)), ys]
+        self.apm.learn(*mapped, ys)
         self.nats += float(nats.astype(np.float64).sum())
         self.tokens += len(ys)
         self.mixer.learn_batch(S, b, sel, sel[:, 1], L, logp, ys, used)
@@ -308,7 +311,7 @@ class OnlinePredictor:
                 self._user_match_inputs(i, tails[begin + i], rnn_logp[rows], St, bt, selt)
                 self.history.append(y)
             logp, L, used = self.mixer.predict_used(St, bt, selt, selt[:, 1])
-            nats[rows] = self._learn_slice(St, bt, selt, L, logp, ys, keys, ru, used)
+            nats[rows] = self._learn_slice(St, bt, selt, L, logp, ys, keys, ru, used, self.apm.apply(logp))
         return nats
 
     def context_only(self, symbols) -> None:
@@ -323,12 +326,12 @@ class OnlinePredictor:
 
     @property
     def nbytes(self) -> int:
-        """The user's own state (tables, match history, mixer); the prior is shared, not counted."""
-        return self.user.nbytes + self.history.nbytes + self.mixer.nbytes
+        """The user's own state (tables, match history, mixer, map); the prior is shared, not counted."""
+        return self.user.nbytes + self.history.nbytes + self.mixer.nbytes + self.apm.nbytes
 
     def arrays(self) -> dict:
         return {**{f"user_{k}": v for k, v in self.user.arrays().items()},
                 "history": np.frombuffer(bytes(self.history.data), np.uint8), "history_index": self.history.index,
                 "history_word_index": self.history.word_index,
-                **{f"mixer.{k}": v for k, v in self.mixer.arrays().items()},
+                **{f"mixer.{k}": v for k, v in self.mixer.arrays().items()}, "apm": self.apm.curve,
                 "tail": np.frombuffer(self.tail, np.uint8), "tokens": np.array(self.tokens), "nats": np.array(self.nats)}
