@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_rnn.errors import StateError
-from edge_rnn.runtime.online.sparse import SparseTable, build_sparse
+from edge_rnn.runtime.online.sparse import DENSE_MIN, SparseTable, build_sparse
 from edge_rnn.runtime.online.tables import CountTable
 
 
@@ -33,6 +33,26 @@ def test_dense_rows_are_the_counts_of_each_context():
             expected = np.maximum(np.floor(expected * (255.0 / top)), expected > 0)
         assert np.array_equal(dense[c], expected.astype(np.uint8)), c
         assert table.total[rows[c]] == dense[c].sum()
+
+
+def test_contexts_of_many_symbols_are_written_from_their_dense_rows_with_the_same_values():
+    rng, V = np.random.default_rng(3), 100
+    hashes = rng.integers(0, 2**63, size=30, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    which = rng.integers(0, 30, size=6000)
+    y = np.where(which < 5, rng.integers(0, V, size=6000), which % 7)  # five contexts see most of the symbols, the rest few
+    table, _ = build_sparse(hashes[which][:, None], y, V, max_contexts=1 << 10)
+    rows = table.lookup(*CountTable.keys(hashes))
+    lengths = np.diff(table.start.astype(np.int64))[rows]
+    assert (lengths >= DENSE_MIN).sum() == 5 and (lengths < DENSE_MIN).any(), "both kinds of context are written"
+    table_values = np.log(np.arange(256) + 0.5).astype(np.float32)
+    fast, slow = (np.full((len(rows) + 3, V), table_values[0], np.float32) for _ in range(2))
+    at = np.arange(len(rows)) + 3
+    one = table.scatter(rows, table_values, fast, at)
+    table._scatter_sparse(rows, table_values, slow, at)
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(one, lengths <= 1)
+    for c, h in enumerate(hashes):
+        assert np.array_equal(table.dense(rows[c : c + 1])[0], np.bincount(y[hashes[which] == h], minlength=V)), c
 
 
 def test_unknown_contexts_read_the_empty_sentinel_and_the_budget_keeps_the_most_frequent():
