@@ -244,6 +244,19 @@ def test_a_state_saved_before_the_map_continues_with_a_flat_one():
     assert not q.apm.curve.any() and q.tokens == p.tokens
 
 
+def test_an_rnn_that_diverged_poisons_nothing_the_mixture_learns():
+    v = vocab()
+    p = OnlinePredictor(v, MixtureConfig(**SMALL))
+    ids = ids_of(v, STORY)
+    rnn = np.tile(uniform(len(v)), (len(ids), 1))
+    rnn[10:40] = np.nan  # weights gone bad for a while, before the adapter rolls them back
+    rnn[50, 3] = np.inf
+    nats = p.steps(rnn, ids)
+    assert np.isfinite(nats).all()
+    assert all(np.isfinite(a).all() for k, a in p.arrays().items() if k.startswith("mixer.") or k == "apm")
+    assert np.isfinite(p.predict_batch([ids[:5]], np.full((1, len(v)), np.nan, np.float32))).all()
+
+
 def test_the_mixers_log_softmax_is_shift_safe():
     z = np.array([[1e4, 1e4 + 1, -1e4]], np.float32)
     out = log_softmax(np, z)

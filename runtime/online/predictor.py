@@ -44,6 +44,18 @@ def _doubt(logp: float) -> int:
     return sum(d < logp for d in _DOUBT_ABOVE)
 
 
+def _usable(rnn_logp) -> np.ndarray:
+    """The RNN's log-probabilities (B, V) as float32, a row that is not finite (weights that diverged,
+    before the adapter rolls them back) read as uniform: the mixture then predicts from its other
+    experts, and nothing it learns (mixer, probability map) is poisoned with NaN."""
+    rnn_logp = np.asarray(rnn_logp, np.float32)
+    bad = ~np.isfinite(rnn_logp).all(axis=-1)
+    if bad.any():
+        rnn_logp = rnn_logp.copy()
+        rnn_logp[bad] = -math.log(rnn_logp.shape[-1])
+    return rnn_logp
+
+
 def _char_classes(vocab) -> list[int]:
     """0 lower, 1 upper, 2 digit, 3 space, 4 newline, 5 other: what the last character was."""
     def cls(s):
@@ -230,12 +242,12 @@ class OnlinePredictor:
     def predict_batch(self, tails: list, rnn_logp: np.ndarray) -> np.ndarray:
         """Log-probabilities (B, V) of the next symbol after each tail (bytes of ids), given the
         RNN's log-probabilities (B, V) there. Nothing learns."""
-        S, b, sel, _, _ = self._inputs(tails, np.asarray(rnn_logp, np.float32))
+        S, b, sel, _, _ = self._inputs(tails, _usable(rnn_logp))
         return self.apm.apply(self.mixer.predict_final(S, b, sel, sel[:, 1]))[0]
 
     def predict(self, rnn_logp: np.ndarray) -> np.ndarray:
         """Log-probabilities [V] of the next symbol of the learned stream; `learn` uses them."""
-        S, b, sel, (low, check), ru = self._inputs([self.tail], np.asarray(rnn_logp, np.float32)[None])
+        S, b, sel, (low, check), ru = self._inputs([self.tail], _usable(np.asarray(rnn_logp)[None]))
         logp, L, used = self.mixer.predict_used(S, b, sel, sel[:, 1])
         self._last = (S, b, sel, L, logp, (low, check), ru, used, self.apm.apply(logp))
         return self._last[-1][0][0]
@@ -295,7 +307,7 @@ class OnlinePredictor:
         per-symbol order of `step`, exactly). What does not depend on the user's learning
         (keys, the prior's rows and match, the RNN's buckets) is computed for the chunk at once."""
         symbols = [int(y) for y in symbols]
-        rnn_logp = np.asarray(rnn_logp, np.float32)
+        rnn_logp = _usable(rnn_logp)
         T, start = self.hasher.tail_needed, len(self.tail)
         text = self.tail + bytes(symbols)
         tails = [text[max(0, start + i - T) : start + i] for i in range(len(symbols))]
