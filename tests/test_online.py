@@ -451,3 +451,19 @@ def test_a_learning_stream_returns_the_mixture(model_file):
     d = model.vocab.encode("d")[0]
     assert a[d] > 2 * b[d], "the learning stream knows 'd' follows '. ' by now"
     assert math.isclose(float(a.sum()), 1.0, rel_tol=1e-4)
+
+
+def test_word_match_starts_from_its_start_weights_over_a_prior_built_before(model_file):
+    """A prior keeps the word match's starting weights as they were when it was built; a predictor
+    starts from its own (so retuning them takes effect without rebuilding the shipped prior)."""
+    from edge_rnn.runtime.online.predictor import WORD_MATCH
+    model = edge_rnn.load(model_file)
+    train = "the quick brown fox jumps over the lazy dog. " * 20
+    prior = build_prior(model, train, rows_log2=10, config=MixtureConfig(**SMALL), mixer_text=train[:200], index_log2=10)
+    fresh = OnlinePredictor(model.vocab, MixtureConfig(**SMALL)).mixer.weights[:, WORD_MATCH].copy()
+    stale = {k: v.copy() for k, v in prior.mixer.items()}
+    stale["weights"][:, WORD_MATCH] = 7.0
+    p = OnlinePredictor(model.vocab, MixtureConfig(**SMALL), dataclasses.replace(prior, mixer=stale))
+    assert np.array_equal(p.mixer.weights[:, WORD_MATCH], fresh)
+    assert np.array_equal(p.mixer.weights[:, :WORD_MATCH], stale["weights"][:, :WORD_MATCH]), "the rest is the prior's"
+    assert (stale["weights"][:, WORD_MATCH] == 7.0).all(), "the prior's arrays are not written"

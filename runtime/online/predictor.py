@@ -108,6 +108,9 @@ class OnlinePredictor:
         mixer_state = {k[6:]: v for k, v in state.items() if k.startswith("mixer.")}
         if not mixer_state and prior is not None and prior.mixer is not None:
             mixer_state = {k: v.copy() for k, v in prior.mixer.items()}
+            # the prior kept the word match's starting weights (prior._pretrain_mixer), but as they were
+            # when it was built: these are the ones that start, so retuning `start` takes effect
+            mixer_state["weights"][:, WORD_MATCH] = start[WORD_MATCH]
         self.mixer = Mixer2(selectors, FINAL_SELECTORS, self.inputs, BUCKETS, start, config.lr, config.lr_final, mixer_state or None,
                             config.lr_start)
         self.apm = ProbabilityMap(config.apm_lr, state.get("apm"))  # a state saved before the map: it starts flat
