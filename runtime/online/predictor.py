@@ -98,7 +98,7 @@ class OnlinePredictor:
         # a word begun like one the user wrote goes on like it: the surer, the more letters agree, if the
         # word is new to the training text (a name, a term), or the more the RNN doubts that letter;
         # by letters typed (2, 3, 4+) x (a new word, then the RNN's probability < 0.05, < 0.3, more)
-        start[WORD_MATCH, 1:13] = [2.5, 1.0, 0.3, 0.0, 3.0, 1.5, 0.6, 0.2, 3.0, 2.0, 1.2, 0.5]
+        start[WORD_MATCH, 1:13] = [2.0, 0.7, 0.2, 0.0, 2.5, 1.2, 0.4, 0.1, 2.5, 1.6, 0.9, 0.3]
         # selectors: none; last character's class x partial word; the two match lengths; the RNN's
         # confidence; which orders the user's table knows (the "order hit" context of paq); the highest
         # character order the prior knows x whether it knows the two word contexts (prior_known)
