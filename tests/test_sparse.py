@@ -48,7 +48,8 @@ def test_contexts_of_many_symbols_are_written_from_their_dense_rows_with_the_sam
     fast, slow = (np.full((len(rows) + 3, V), table_values[0], np.float32) for _ in range(2))
     at = np.arange(len(rows)) + 3
     one = table.scatter(rows, table_values, fast, at)
-    table._scatter_sparse(rows, table_values, slow, at)
+    begin = table.start.astype(np.int64)[rows]
+    table._scatter_sparse(begin, lengths, table_values, slow, at)
     np.testing.assert_array_equal(fast, slow)
     np.testing.assert_array_equal(one, lengths <= 1)
     for c, h in enumerate(hashes):

@@ -252,8 +252,9 @@ class OnlinePredictor:
         """Log-probabilities [V] of the next symbol of the learned stream; `learn` uses them."""
         S, b, sel, (low, check), ru = self._inputs([self.tail], _usable(np.asarray(rnn_logp)[None]))
         logp, L, used = self.mixer.predict_used(S, b, sel, sel[:, 1])
-        self._last = (S, b, sel, L, logp, (low, check), ru, used, self.apm.apply(logp))
-        return self._last[-1][0][0]
+        mapped = self.apm.apply(logp)
+        self._last = (S, b, sel, L, logp, (low, check), ru, used, mapped)
+        return mapped[0][0]
 
     def _known_word(self, at: int, typed: int) -> bool:
         """Whether the training text (the prior's word contexts) knows the history's word that a

@@ -50,9 +50,11 @@ class SparseTable:
         self._index(N)
         # the contexts that have seen the most symbols, also as dense rows: most of what a lookup
         # writes (measured on the default prior: rows of 48+ symbols, 0.14 MiB, are 80% of it)
-        self._dense_rows = np.flatnonzero(np.diff(self._start[:-1]) >= DENSE_MIN)  # sorted
-        self._dense = self._scatter_sparse(self._dense_rows, np.arange(256, dtype=np.uint8),
-                                           np.zeros((len(self._dense_rows), V), np.uint8), np.arange(len(self._dense_rows)))[1]
+        widths = np.diff(self._start[:-1])  # (N,) symbols each context has seen
+        self._dense_rows = np.flatnonzero(widths >= DENSE_MIN)  # sorted
+        self._dense = np.zeros((len(self._dense_rows), V), np.uint8)
+        self._scatter_sparse(self._start[self._dense_rows], widths[self._dense_rows], np.arange(256, dtype=np.uint8),
+                             self._dense, np.arange(len(self._dense_rows)))
 
     def _index(self, N: int) -> None:
         """The bucket index: about 3 keys per bucket (at most 2^20 buckets, 4 MiB); `_window`
@@ -112,26 +114,25 @@ class SparseTable:
         symbols are written with no pass over its V counts.
         Returns (rows.shape) whether each row has seen at most one symbol."""
         flat, at = np.asarray(rows).ravel(), np.asarray(at_rows).ravel()
-        lengths = self._start[flat + 1] - self._start[flat]
+        begin = self._start[flat]
+        lengths = self._start[flat + 1] - begin
         big = lengths >= DENSE_MIN
         if big.any():  # a row copy each: no per-symbol index arithmetic
             out[at[big]] = table[self._dense[np.searchsorted(self._dense_rows, flat[big])]]
             small = ~big
-            self._scatter_sparse(flat[small], table, out, at[small])
+            self._scatter_sparse(begin[small], lengths[small], table, out, at[small])
         else:
-            self._scatter_sparse(flat, table, out, at)
+            self._scatter_sparse(begin, lengths, table, out, at)
         return (lengths <= 1).reshape(np.shape(rows))
 
-    def _scatter_sparse(self, flat: np.ndarray, table: np.ndarray, out: np.ndarray, at: np.ndarray) -> tuple:
-        """`scatter` of rows `flat` into out's rows `at` (both 1-D), pair by pair; returns (lengths, out)."""
-        begin = self._start[flat]
-        lengths = self._start[flat + 1] - begin
+    def _scatter_sparse(self, begin: np.ndarray, lengths: np.ndarray, table: np.ndarray, out: np.ndarray, at: np.ndarray) -> None:
+        """`scatter` pair by pair of the rows whose pairs start at `begin` (lengths: how many) into
+        out's rows `at` (all 1-D)."""
         seen = int(lengths.sum())
         if seen:
             offset = np.repeat(begin - (np.cumsum(lengths) - lengths), lengths)  # where each seen symbol's pair is, less its place
             pairs = np.arange(seen) + offset
             out[np.repeat(at, lengths), self.symbols[pairs]] = table[self.counts[pairs]]
-        return lengths, out
 
 
 def build_sparse(hashes: np.ndarray, symbols: np.ndarray, vocab_size: int, max_contexts: int) -> tuple[SparseTable, int]:
