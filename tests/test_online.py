@@ -15,7 +15,7 @@ from edge_rnn.runtime.online import (MixtureConfig, OnlinePredictor, build_prior
                                      rebind_prior, save_prior, save_state, state_path_for)
 from edge_rnn.runtime.online.apm import BUCKETS as MAP_BUCKETS, ProbabilityMap
 from edge_rnn.runtime.online.contexts import ContextHasher
-from edge_rnn.runtime.online.match import History
+from edge_rnn.runtime.online.match import History, case_tables
 from edge_rnn.runtime.network import log_softmax
 from edge_rnn.runtime.online.mixer import Mixer2
 from edge_rnn.runtime.online.score import score_online
@@ -150,6 +150,22 @@ def test_word_index_offers_a_word_used_once_after_two_letters():
     assert v.symbols[history.find_word(ids_of(v, "the zorbl"))[0]] == "a"
     assert history.find_word(ids_of(v, "the z")) == (-1, 0, -1), "one letter is not enough"
     assert history.find_word(ids_of(v, "the orb")) == (-1, 0, -1), "the middle of a word is not its beginning"
+
+
+def test_word_index_ignores_case_and_answers_in_the_typed_case():
+    v = Vocabulary.from_text("the Zorblax ZORBLAX zorblax Math math MATH. ")
+    cased = History(1 << 12, 10, 5, is_word=[s.isalpha() for s in v.symbols], cases=case_tables(v.symbols))
+    plain = History(1 << 12, 10, 5, is_word=[s.isalpha() for s in v.symbols])
+    for history in (cased, plain):
+        for y in v.encode("we met a zorblax. then MATH. "):
+            history.append(int(y))
+    letter = lambda history, text: v.symbols[history.find_word(ids_of(v, text))[0]] if history.find_word(ids_of(v, text))[0] >= 0 else None  # noqa: E731
+    assert letter(plain, "so Zor") is None, "without the tables a capital is another word"
+    assert letter(cased, "so Zor") == "b", "a sentence's first word goes on like the word did in lower case"
+    assert letter(cased, "so ZORB") == "L", "an ALL-CAPS beginning goes on in capitals"
+    assert letter(cased, "so mat") == "h" and letter(cased, "so Mat") == "h", "a word first seen in capitals goes on in lower case"
+    assert letter(cased, "so MAT") == "H"
+    assert letter(cased, "so zo") == "r", "an exact match is as before"
 
 
 def test_match_history_is_bounded():

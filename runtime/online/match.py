@@ -20,6 +20,23 @@ BUCKETS = len(LENGTHS) + 2  # 0 = no match, 1 = min_len .. 7 = 32+ symbols
 _WORD_SPAN = 24  # longest word beginning the word index keys
 _P = 0x9E3779B97F4A7C15
 M64 = (1 << 64) - 1
+_IDENTITY = bytes(range(256))
+
+
+def case_tables(symbols) -> tuple[bytes, bytes]:
+    """(lower, upper): 256-byte tables taking each id to the id of its lower- and upper-case
+    symbol where the vocabulary has it, else to itself (bytes.translate tables)."""
+    ids = {s: i for i, s in enumerate(symbols)}
+    lower, upper = bytearray(_IDENTITY), bytearray(_IDENTITY)
+    for i, s in enumerate(symbols[:256]):
+        lower[i] = ids.get(s.lower(), i) if len(s.lower()) == 1 else i
+        upper[i] = ids.get(s.upper(), i) if len(s.upper()) == 1 else i
+    return bytes(lower), bytes(upper)
+
+
+def _all_caps(word: bytes, lower: bytes, upper: bytes) -> bool:
+    """At least two letters with a case, all of them capitals."""
+    return word.translate(upper) == word and sum(a != b for a, b in zip(word, word.translate(lower))) >= 2
 
 
 @functools.lru_cache(maxsize=4096)
@@ -39,11 +56,14 @@ class History:
     index_log2: index slots. A read-only History (the prior's training text) is built once.
     is_word: [V] booleans; given, a second index maps each word's beginnings (2+ letters) to
     where they last continued, so a word used once is offered after its first two letters.
+    cases: (lower, upper), each a 256-byte table of ids (`case_tables`): the word index then
+    ignores case, so "Mathematics" at a sentence's start goes on like "mathematics" did.
     """
 
     def __init__(self, capacity: int, index_log2: int, min_len: int, text: bytes = b"", index: np.ndarray | None = None,
-                 is_word=None, word_index: np.ndarray | None = None):
+                 is_word=None, word_index: np.ndarray | None = None, cases: tuple[bytes, bytes] | None = None):
         self.capacity, self.min_len = capacity, min_len
+        self.lower, self.upper = cases or (_IDENTITY, _IDENTITY)
         self.mask = (1 << index_log2) - 1
         self.data = bytearray(text)
         self.index = index if index is not None else np.full(1 << index_log2, -1, np.int32)
@@ -74,13 +94,26 @@ class History:
         typed = tail[start:]
         if len(typed) < 2 or (start == 0 and len(tail) >= _WORD_SPAN):
             return -1, 0, -1
-        at = int(self.word_index[key_hash(b"\x00" + typed) & self.mask])
+        folded = typed.translate(self.lower)
+        at = int(self.word_index[key_hash(b"\x00" + folded) & self.mask])
         data = self.data
-        if at < len(typed) or at >= len(data) or data[at - len(typed) : at] != typed:
+        if at < len(typed) or at >= len(data):
+            return -1, 0, -1
+        before = bytes(data[at - len(typed) : at])
+        if before.translate(self.lower) != folded:
             return -1, 0, -1
         if at > len(typed) and self.is_word[data[at - len(typed) - 1]]:
             return -1, 0, -1  # the index slot was taken by the middle of another word
-        return data[at], len(typed), at
+        return self._recased(data[at], typed, before), len(typed), at
+
+    def _recased(self, symbol: int, typed: bytes, before: bytes) -> int:
+        """The history's next letter in the case the typed word is in: upper after an ALL-CAPS
+        beginning, lower where only the history's word was in capitals, else as it was."""
+        if before == typed:
+            return symbol
+        if _all_caps(typed, self.lower, self.upper):
+            return self.upper[symbol]
+        return self.lower[symbol] if _all_caps(before, self.lower, self.upper) else symbol
 
     def word_at(self, at: int, typed: int) -> bytes:
         """The whole word of the history that the typed part matched (`find_word`'s answer)."""
@@ -120,7 +153,7 @@ class History:
         if self.word_index is not None and len(data) >= 2:
             start = self._word_start(data, len(data))
             if len(data) - start >= 2 and (start > 0 or len(data) < _WORD_SPAN):
-                self.word_index[key_hash(b"\x00" + bytes(data[start:])) & self.mask] = len(data)
+                self.word_index[key_hash(b"\x00" + bytes(data[start:]).translate(self.lower)) & self.mask] = len(data)
         data.append(symbol)
 
     @classmethod

@@ -18,7 +18,7 @@ import numpy as np
 from edge_rnn.runtime.online.apm import ProbabilityMap
 from edge_rnn.runtime.online.config import MixtureConfig
 from edge_rnn.runtime.online.contexts import ContextHasher, finalise
-from edge_rnn.runtime.online.match import BUCKETS as MATCH_BUCKETS, History
+from edge_rnn.runtime.online.match import BUCKETS as MATCH_BUCKETS, History, case_tables
 from edge_rnn.runtime.online.mixer import Mixer2
 from edge_rnn.runtime.online.sparse import SparseTable
 from edge_rnn.runtime.online.tables import CountTable
@@ -88,7 +88,7 @@ class OnlinePredictor:
         is_word = [is_word_char(s) for s in vocab.symbols]
         self.history = History(1 << config.history_log2, config.history_log2 - 3, config.match_min,
                                bytes(state["history"]) if state else b"", state.get("history_index"),
-                               is_word, state.get("history_word_index"))
+                               is_word, state.get("history_word_index"), case_tables(vocab.symbols))
         self.prior_table = prior.table if prior is not None else SparseTable.empty(V)
         self.prior_history = prior.history if prior is not None else History(1, 1, config.match_min)
         kc = self.hasher.count
