@@ -85,12 +85,15 @@ class Product:
     GEMV_BATCH on numpy) one gemv per row, more rows one gemm. MT: a contiguous copy of M.T, the
     gemm's operand (about twice as fast as M.T's strided view) and, with `transposed`, the gemv's:
     OpenBLAS's two gemv orientations differ by 10-25% either way with the shape, so
-    runtime/fastpath measures which one to use. A block of M's rows (GRU's z, r | h without
+    runtime/fastpath measures which one to use. by_column: a batch as M @ x.T, transposed into
+    `out`, instead of x @ MT: OpenBLAS's small-M sgemm is the slower of the two at some shapes
+    (measured by runtime/fastpath too). A block of M's rows (GRU's z, r | h without
     linear_before_reset) is a Product of its own, made once."""
 
-    def __init__(self, xp, M, MT=None, *, transposed: bool = False, by_row: int | None = None):
+    def __init__(self, xp, M, MT=None, *, transposed: bool = False, by_row: int | None = None, by_column: bool = False):
         self.xp, self.M, self.MT = xp, M, MT
         self.transposed = transposed and MT is not None
+        self.by_column = by_column
         self.by_row = (GEMV_BATCH if xp.__name__ == "numpy" else 0) if by_row is None else by_row
         self._rows: dict = {}
 
@@ -102,6 +105,9 @@ class Product:
         if x.shape[0] <= self.by_row:
             for row, dest in zip(x, out):
                 self(row, dest)
+            return out
+        if self.by_column:
+            out[...] = self.xp.matmul(self.M, x.T).T  # (N, B) -> (B, N)
             return out
         MT = self.M.T if self.MT is None else self.MT
         if out.flags.c_contiguous:
@@ -115,7 +121,8 @@ class Product:
         block = self._rows.get((start, stop))
         if block is None:
             MT = None if self.MT is None else self.xp.ascontiguousarray(self.MT[:, start:stop])
-            block = Product(self.xp, self.M[start:stop], MT, transposed=self.transposed, by_row=self.by_row)
+            block = Product(self.xp, self.M[start:stop], MT, transposed=self.transposed, by_row=self.by_row,
+                            by_column=self.by_column)
             block = self._rows.setdefault((start, stop), block)
         return block
 

@@ -30,35 +30,45 @@ import numpy as np
 from edge_rnn import spec as S
 from edge_rnn.runtime import cells
 
-_TRANSPOSE_FASTER: dict[tuple[int, int], bool] = {}  # per matrix shape, measured once per process
+_ORIENTATIONS: dict[tuple[int, int], tuple[bool, bool]] = {}  # per matrix shape, measured once per process
+GEMM_PROBE = 8  # the batch the gemm orientations are timed at: the beam search's width
 
 
-def transpose_is_faster(xp, M) -> bool:
-    """Whether x @ M.T on a contiguous copy of M.T beats M @ x on this BLAS for this shape.
-    OpenBLAS's two gemv kernels differ by 10-25% either way depending on the shape (on the
-    machine that built this, M.T wins at 1792x448 and loses at 1024x256), so measure."""
+def orientations(xp, M) -> tuple[bool, bool]:
+    """(gemv: whether x @ M.T on a contiguous copy of M.T beats M @ x; gemm: whether a batch of
+    GEMM_PROBE rows runs faster as M @ x.T than as x @ M.T) on this BLAS for this shape. Both
+    differ by 10-30% either way with the shape and the CPU (gemv: M.T wins at 1792x448 and
+    loses at 1024x256 on the machine that built this; gemm at 1792x448, on an Intel Xeon with
+    OpenBLAS's SkylakeX kernels: 8 rows 498 -> 401 us as M @ x.T, while at 1792x48 and 98x448
+    x @ M.T wins), so measure. Either orientation gives a row the same bits at any position of
+    any batch of 4 or more (beam.agreeing_rows probes the one chosen)."""
     if xp is not np:
-        return False
+        return False, False
     key = M.shape
-    if key not in _TRANSPOSE_FASTER:
+    if key not in _ORIENTATIONS:
         MT, x, out = np.ascontiguousarray(M.T), np.ones(M.shape[1], M.dtype), np.empty(M.shape[0], M.dtype)
-        times = {False: [], True: []}
+        X, OUT = np.ones((GEMM_PROBE, M.shape[1]), M.dtype), np.empty((GEMM_PROBE, M.shape[0]), M.dtype)
+        runs = {"gemv": lambda: np.matmul(M, x, out=out), "gemv.T": lambda: np.matmul(x, MT, out=out),
+                "gemm": lambda: np.matmul(X, MT, out=OUT), "gemm.T": lambda: OUT.__setitem__(..., np.matmul(M, X.T).T)}
+        times: dict = {name: [] for name in runs}
         for _ in range(40):  # interleaved, medians: robust to a busy machine and a cold cache
-            for transposed in (False, True):
+            for name, run in runs.items():
                 start = time.perf_counter()
-                np.matmul(x, MT, out=out) if transposed else np.matmul(M, x, out=out)
-                times[transposed].append(time.perf_counter() - start)
+                run()
+                times[name].append(time.perf_counter() - start)
+        faster = lambda a, b: bool(np.median(times[a]) < 0.95 * np.median(times[b]))  # noqa: E731
         # setdefault: of threads measuring at once, the first answer is every thread's (kernels agree bit for bit)
-        return _TRANSPOSE_FASTER.setdefault(key, bool(np.median(times[True]) < 0.95 * np.median(times[False])))
-    return _TRANSPOSE_FASTER[key]
+        return _ORIENTATIONS.setdefault(key, (faster("gemv.T", "gemv"), faster("gemm.T", "gemm")))
+    return _ORIENTATIONS[key]
 
 
 def measured_product(xp, M, by_row: int | None = None) -> cells.Product:
-    """x @ M.T in the gemv orientation this BLAS runs faster for M's shape, with a contiguous
-    M.T for batches (numpy; cupy's gemm takes the transposed view as it is)."""
+    """x @ M.T in the gemv and gemm orientations this BLAS runs faster for M's shape, with a
+    contiguous M.T for batches (numpy; cupy's gemm takes the transposed view as it is)."""
     if xp is not np:
         return cells.Product(xp, M, by_row=by_row)
-    return cells.Product(xp, M, np.ascontiguousarray(M.T), transposed=transpose_is_faster(xp, M), by_row=by_row)
+    gemv_t, gemm_t = orientations(xp, M)
+    return cells.Product(xp, M, np.ascontiguousarray(M.T), transposed=gemv_t, by_row=by_row, by_column=gemm_t)
 
 
 def _view_product(xp, M, by_row: int | None = None) -> cells.Product:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import edge_rnn
+from edge_rnn.runtime.backend import to_numpy
 from edge_rnn.errors import ModelFileError, SettingsError, StateError, VocabularyError
 from tests.conftest import small_model_file
 
@@ -158,17 +159,25 @@ def test_gru_variant_comes_from_the_file(tmp_path):
         edge_rnn.load(write_model(proto, tmp_path / "lying.onnx"))
 
 
-@pytest.mark.parametrize("transposed", [False, True])
-def test_step_kernel_gives_the_same_steps_in_either_gemv_orientation(tmp_path, cell, transposed, monkeypatch):
-    """The orientation is measured per machine, so both branches must be right wherever tests run."""
+@pytest.mark.parametrize("gemv_t, gemm_t", [(False, False), (True, False), (False, True), (True, True)])
+def test_step_kernel_gives_the_same_steps_in_either_orientation(tmp_path, cell, gemv_t, gemm_t, monkeypatch):
+    """The gemv and gemm orientations are measured per machine, so every branch must be right wherever
+    tests run: a stream's keystrokes (gemv) and a batch of beams (gemm) against the sequence path."""
     from edge_rnn.runtime import fastpath
 
     path = small_model_file(tmp_path, cell, layers=2)
     model = edge_rnn.load(path)
     shapes = {tuple(v.shape) for k, v in model.weights.items() if k.endswith("R")}
-    monkeypatch.setattr(fastpath, "_TRANSPOSE_FASTER", {shape: transposed for shape in shapes})
+    monkeypatch.setattr(fastpath, "_ORIENTATIONS", {shape: (gemv_t, gemm_t) for shape in shapes})
     whole, steps = model.stream(), model.stream()
     p_whole = whole.feed("quick brown fox")  # the general sequence path
     for ch in "quick brown fox":
         p_steps = steps.feed(ch)  # the step kernel
     assert np.abs(p_whole - p_steps).max() <= 1e-5
+    texts = ["quick", "brown", "foxes", "jumps", "over ", "lazy "]  # six beams: one gemm per layer and step
+    state = model.initial_state(len(texts))
+    for t in range(5):
+        logits, state = model.forward(np.array([[model.encode(x[t])[0]] for x in texts], np.int64), state)
+    for row, text in enumerate(texts):
+        alone, _ = model.forward(model.encode(text)[None].astype(np.int64), model.initial_state(1))
+        assert np.abs(to_numpy(logits)[row, 0] - to_numpy(alone)[0, -1]).max() <= 1e-4
