@@ -4,7 +4,7 @@ functions, with the operands a token needs precomputed.
 A general sequence call pays for the input matmul, stacking and a time loop; one keystroke
 needs none of that. Here the layer-0 input projection is a table lookup (embedding @ W.T +
 biases, precomputed per vocabulary entry) and each matrix product is a cells.Product in
-whichever of BLAS's two gemv orientations measures faster for its shape. The gate arithmetic
+whichever of BLAS's gemv and gemm orientations measure faster for its shape. The gate arithmetic
 is cells.STEPS[cell], the same function the sequence path and TBPTT run. The tables are
 rebuilt when the model's weights change (Model.version).
 
