@@ -166,6 +166,9 @@ def test_word_index_ignores_case_and_answers_in_the_typed_case():
     assert letter(cased, "so mat") == "h" and letter(cased, "so Mat") == "h", "a word first seen in capitals goes on in lower case"
     assert letter(cased, "so MAT") == "H"
     assert letter(cased, "so zo") == "r", "an exact match is as before"
+    for y in v.encode("Zorblax met zoe. "):
+        cased.append(int(y))
+    assert letter(cased, "so Zo") == "r" and letter(cased, "so zo") == "e", "the word as typed comes first, then other cases"
 
 
 def test_match_history_is_bounded():

@@ -56,8 +56,9 @@ class History:
     index_log2: index slots. A read-only History (the prior's training text) is built once.
     is_word: [V] booleans; given, a second index maps each word's beginnings (2+ letters) to
     where they last continued, so a word used once is offered after its first two letters.
-    cases: (lower, upper), each a 256-byte table of ids (`case_tables`): the word index then
-    ignores case, so "Mathematics" at a sentence's start goes on like "mathematics" did.
+    cases: (lower, upper), each a 256-byte table of ids (`case_tables`): a word that the word index
+    does not know as typed is looked up in lower case and then in any case, so "Mathematics" at a
+    sentence's start goes on like "mathematics" did, while "We" still finds "Wentworth" first.
     """
 
     def __init__(self, capacity: int, index_log2: int, min_len: int, text: bytes = b"", index: np.ndarray | None = None,
@@ -95,16 +96,27 @@ class History:
         if len(typed) < 2 or (start == 0 and len(tail) >= _WORD_SPAN):
             return -1, 0, -1
         folded = typed.translate(self.lower)
-        at = int(self.word_index[key_hash(b"\x00" + folded) & self.mask])
-        data = self.data
-        if at < len(typed) or at >= len(data):
-            return -1, 0, -1
-        before = bytes(data[at - len(typed) : at])
-        if before.translate(self.lower) != folded:
-            return -1, 0, -1
-        if at > len(typed) and self.is_word[data[at - len(typed) - 1]]:
-            return -1, 0, -1  # the index slot was taken by the middle of another word
-        return self._recased(data[at], typed, before), len(typed), at
+        # the word as typed first; then, for a word typed with capitals, the word in lower case; then a
+        # word written with capitals, in any case (a second key, kept only for such words: append)
+        probes = [(b"\x00" + typed, typed)] + ([(b"\x00" + folded, folded)] if folded != typed else [])
+        for key, want in probes + [(b"\x01" + folded, None)]:
+            at = self._word_probe(key, want, folded, len(typed))
+            if at >= 0:
+                return self._recased(self.data[at], typed, bytes(self.data[at - len(typed) : at])), len(typed), at
+        return -1, 0, -1
+
+    def _word_probe(self, key: bytes, want: bytes | None, folded: bytes, n: int) -> int:
+        """Where the word index's slot for `key` says a word begun with `want` (None: with `folded` in
+        any case) went on; -1 when the slot holds another (a collision, the middle of a word)."""
+        at, data = int(self.word_index[key_hash(key) & self.mask]), self.data
+        if at < n or at >= len(data):
+            return -1
+        before = bytes(data[at - n : at])
+        if (before != want) if want is not None else (before.translate(self.lower) != folded):
+            return -1
+        if at > n and self.is_word[data[at - n - 1]]:
+            return -1  # the index slot was taken by the middle of another word
+        return at
 
     def _recased(self, symbol: int, typed: bytes, before: bytes) -> int:
         """The history's next letter in the case the typed word is in: upper after an ALL-CAPS
@@ -153,7 +165,11 @@ class History:
         if self.word_index is not None and len(data) >= 2:
             start = self._word_start(data, len(data))
             if len(data) - start >= 2 and (start > 0 or len(data) < _WORD_SPAN):
-                self.word_index[key_hash(b"\x00" + bytes(data[start:]).translate(self.lower)) & self.mask] = len(data)
+                begun = bytes(data[start:])
+                self.word_index[key_hash(b"\x00" + begun) & self.mask] = len(data)
+                folded = begun.translate(self.lower)
+                if folded != begun:  # a word with capitals is also found in any case (find_word)
+                    self.word_index[key_hash(b"\x01" + folded) & self.mask] = len(data)
         data.append(symbol)
 
     @classmethod
