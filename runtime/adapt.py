@@ -131,9 +131,12 @@ LEVELS = 7  # the roll-back point's delta in 4 bits a weight: -7..7 steps of eac
 
 
 def _quantized(xp, delta) -> tuple:
-    """delta [N, ...] float32 (an even number of values per row) -> (uint8 [N, M/2], two 4-bit
-    steps a byte; float32 scale [N, 1]): `_restored` gives delta to half a step."""
+    """delta [N, ...] float32 -> (uint8 [N, ceil(M/2)], two 4-bit steps a byte; float32 scale
+    [N, 1]): `_restored` gives delta to half a step. A row of odd length (a head over a vocabulary
+    of odd size: the Shakespeare model's 83 symbols) is padded with a zero to whole bytes."""
     rows = delta.reshape(delta.shape[0], -1) if delta.ndim > 1 else delta.reshape(1, -1)  # (N, M)
+    if rows.shape[1] % 2:
+        rows = xp.concatenate([rows, xp.zeros((rows.shape[0], 1), rows.dtype)], axis=1)  # (N, M + 1)
     scale = xp.abs(rows).max(axis=1, keepdims=True) / LEVELS  # (N, 1)
     scale[scale == 0] = 1.0
     rows /= scale
@@ -149,7 +152,8 @@ def _restored(xp, packed: tuple, shape) -> object:
     rows[:, 0::2] = (signed << 4) >> 4  # the low nibble, sign-extended
     rows[:, 1::2] = signed >> 4
     rows *= scale
-    return rows.reshape(shape)
+    width = math.prod(shape) // rows.shape[0]  # M: without the pad of an odd row
+    return (rows if width == rows.shape[1] else rows[:, :width]).reshape(shape)
 
 
 class Adapter:

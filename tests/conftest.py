@@ -35,8 +35,8 @@ sys.meta_path.insert(0, Block())
 """
 
 
-def small_model_file(tmp_path, cell="gru", layers=1, hidden=16, seed=0):
-    vocab = Vocabulary.from_text(TEXT)
+def small_model_file(tmp_path, cell="gru", layers=1, hidden=16, seed=0, text=TEXT):
+    vocab = Vocabulary.from_text(text)
     spec = ModelSpec(cell, len(vocab), 8, hidden, layers)
     path = tmp_path / f"{cell}{layers}.onnx"
     write_model(build_model(spec, random_weights(spec, seed=seed), vocab), path)

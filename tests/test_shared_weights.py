@@ -85,10 +85,14 @@ def test_a_learners_copy_has_column_major_matrices_and_learns_as_a_row_major_one
         np.testing.assert_allclose(stream.feed(ch), other.feed(ch), rtol=1e-4, atol=1e-6)
 
 
-def test_rollback_point_is_a_4_bit_delta(tmp_path):
+@pytest.mark.parametrize("extra", ["", "Q"], ids=["even vocabulary", "odd vocabulary"])
+def test_rollback_point_is_a_4_bit_delta(tmp_path, extra):
+    """An odd vocabulary (the Shakespeare model has 83 symbols) makes rows of odd length in the head:
+    `edge-rnn adapt shakespeare` failed on them with a broadcast error until they were padded."""
     from edge_rnn.runtime.adapt import LEVELS, _restored
 
-    model = edge_rnn.load(small_model_file(tmp_path, cell="gru", hidden=32))
+    model = edge_rnn.load(small_model_file(tmp_path, cell="gru", hidden=32, text=TEXT + extra))
+    assert len(model.vocab) % 2 == len(extra)
     adapter = model.adapter(rule="sgd", lr=0.1, k1=8, k2=8, checkpoint_every=1, mixture=False)
     assert adapter.good is None  # on the base: nothing to keep
     adapter.observe(TEXT)
