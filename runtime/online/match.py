@@ -100,23 +100,24 @@ class History:
         # word written with capitals, in any case (a second key, kept only for such words: append)
         probes = [(b"\x00" + typed, typed)] + ([(b"\x00" + folded, folded)] if folded != typed else [])
         for key, want in probes + [(b"\x01" + folded, None)]:
-            at = self._word_probe(key, want, folded, len(typed))
+            at, before = self._word_probe(key, want, folded, len(typed))
             if at >= 0:
-                return self._recased(self.data[at], typed, bytes(self.data[at - len(typed) : at])), len(typed), at
+                return self._recased(self.data[at], typed, before), len(typed), at
         return -1, 0, -1
 
-    def _word_probe(self, key: bytes, want: bytes | None, folded: bytes, n: int) -> int:
-        """Where the word index's slot for `key` says a word begun with `want` (None: with `folded` in
-        any case) went on; -1 when the slot holds another (a collision, the middle of a word)."""
+    def _word_probe(self, key: bytes, want: bytes | None, folded: bytes, n: int) -> tuple[int, bytes]:
+        """(where the word index's slot for `key` says a word begun with `want` (None: with `folded` in
+        any case) went on, that beginning as the history has it); (-1, b"") when the slot holds
+        another (a collision, the middle of a word)."""
         at, data = int(self.word_index[key_hash(key) & self.mask]), self.data
         if at < n or at >= len(data):
-            return -1
+            return -1, b""
         before = bytes(data[at - n : at])
         if (before != want) if want is not None else (before.translate(self.lower) != folded):
-            return -1
+            return -1, b""
         if at > n and self.is_word[data[at - n - 1]]:
-            return -1  # the index slot was taken by the middle of another word
-        return at
+            return -1, b""  # the index slot was taken by the middle of another word
+        return at, before
 
     def _recased(self, symbol: int, typed: bytes, before: bytes) -> int:
         """The history's next letter in the case the typed word is in: upper after an ALL-CAPS
