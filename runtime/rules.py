@@ -27,11 +27,10 @@ class Rule:
         self.beta1, self.beta2, self.eps, self.decay = beta1, beta2, eps, decay
         self.base = base
         # The moments are allocated on the first step (a learner that never updates holds none);
-        # `buf` is scratch, recomputed in every step: one per thread and shape, not one per learner.
+        # the work buffers are a block's size, one per thread (_blocks), not one per learner.
         self._like = {k: (v.shape, v.dtype, _order(v)) for k, v in weights.items()}  # the moments lie as the weights do
         self.m: dict = {}
         self.v: dict = {}
-        self.buf = _Scratch(xp, self._like) if name != "sgd" else {}
 
     def step(self, weights: dict, grads: dict, lr: float, scale: float = 1.0) -> None:
         """Apply the gradients `scale * grads` (scale: the clipping factor, folded into the
@@ -42,6 +41,8 @@ class Rule:
         if self.name in ("adam", "dynamic") and not self.v:
             self.v = zeros()
         self.t += 1
+        if self.name != "sgd":  # the blocks pair elements by memory order: a gradient must lie as its weight does
+            grads = {k: g if _order(g) == self._like[k][2] else self.xp.asarray(g, order=self._like[k][2]) for k, g in grads.items()}
         getattr(self, f"_{self.name}")(weights, grads, lr, scale)
 
     def _sgd(self, weights, grads, lr, scale):
@@ -49,14 +50,15 @@ class Rule:
             g *= lr * scale
             weights[k] -= g
 
-    # Each pass below reads and writes a whole weight-sized array, and with ~1M weights the
-    # rules are memory-bound, so they are written for the fewest passes: bias corrections,
-    # the clip factor and (1 - beta) factors are folded into scalars, and the second moment is
-    # kept as v / (1 - beta2) (dynamic) or v * (1 - beta1)^2 / (1 - beta2) (Adam), which
-    # makes its update a plain v <- beta2 v + x^2.
+    # Each pass below reads and writes a weight-sized array, and with ~1M weights the rules are
+    # memory-bound, so they are written for the fewest passes (bias corrections, the clip factor
+    # and (1 - beta) factors folded into scalars; the second moment kept as v / (1 - beta2)
+    # (dynamic) or v * (1 - beta1)^2 / (1 - beta2) (Adam), which makes its update a plain
+    # v <- beta2 v + x^2), and on the CPU they run block by block (`_blocks`): a block's dozen
+    # passes stay in the core's cache, so each array crosses from memory about once a step.
 
     def _adam(self, weights, grads, lr, scale):
-        """torch.optim.Adam's arithmetic: 11 passes per array (the textbook order takes 14)."""
+        """torch.optim.Adam's arithmetic: 11 passes per block (the textbook order takes 14)."""
         xp, b1, b2, t = self.xp, self.beta1, self.beta2, self.t
         root_bc2 = (1 - b2**t) ** 0.5
         # sqrt(v / bc2) + eps = (sqrt(V) * (1 - b2)^.5 / (1 - b1) + eps * bc2^.5) / bc2^.5, V the stored moment
@@ -64,47 +66,56 @@ class Rule:
         step = lr * root_bc2 / (1 - b1**t) / k
         eps = self.eps * root_bc2 / k
         for name, g in grads.items():
-            m, v, buf = self.m[name], self.v[name], self.buf[name]
-            xp.multiply(g, (1 - b1) * scale, out=buf)  # the new gradient's share of m
-            m *= b1
-            m += buf
-            xp.multiply(buf, buf, out=g)  # (1 - b1)^2 scale^2 g^2: V's increment
-            v *= b2
-            v += g
-            xp.sqrt(v, out=buf)
-            buf += eps
-            xp.divide(m, buf, out=buf)
-            buf *= step
-            weights[name] -= buf
+            for g, m, v, w, buf in _blocks(xp, g, self.m[name], self.v[name], weights[name], scratch=1):
+                xp.multiply(g, (1 - b1) * scale, out=buf)  # the new gradient's share of m
+                m *= b1
+                m += buf
+                xp.multiply(buf, buf, out=g)  # (1 - b1)^2 scale^2 g^2: V's increment
+                v *= b2
+                v += g
+                xp.sqrt(v, out=buf)
+                buf += eps
+                xp.divide(m, buf, out=buf)
+                buf *= step
+                w -= buf
 
     def _dynamic(self, weights, grads, lr, scale):
+        """Two sweeps when weights are pulled to the base: the pull's strength needs the mean of the
+        whole array's rms, which the first sweep computes and leaves, block by block, in `grads`."""
         xp, b2 = self.xp, self.beta2
         # rms = sqrt(V) * k + eps with V = v / (1 - b2); kept divided by lr, so the step is
         # one divide (the pull below is invariant to the scale of rms)
         k = ((1 - b2) / (1 - b2**self.t)) ** 0.5
         inv = 1 / lr if lr > 0 else 1.0
+        pulled = self.decay and self.base is not None
         for name, g in grads.items():
-            v, rms, w = self.v[name], self.buf[name], weights[name]
-            if scale != 1.0:
-                g *= scale
-            xp.multiply(g, g, out=rms)
-            v *= b2
-            v += rms
-            xp.sqrt(v, out=rms)
-            rms *= k * inv
-            rms += self.eps * inv  # per-weight gradient scale, / lr
-            if lr > 0:
-                xp.divide(g, rms, out=g)
-                w -= g
-            if self.decay and self.base is not None:  # w += min(decay * rms / mean(rms), 1) * (base - w)
-                c = self.decay * rms.size / _sum(xp, rms)
-                pull = rms
+            total, top = 0.0, 0.0
+            for g_, v, w, rms in _blocks(xp, g, self.v[name], weights[name], scratch=1):
+                if scale != 1.0:
+                    g_ *= scale
+                xp.multiply(g_, g_, out=rms)
+                v *= b2
+                v += rms
+                xp.sqrt(v, out=rms)
+                rms *= k * inv
+                rms += self.eps * inv  # per-weight gradient scale, / lr
+                if lr > 0:
+                    xp.divide(g_, rms, out=g_)
+                    w -= g_
+                if pulled:
+                    total += _sum(xp, rms)
+                    top = max(top, float(rms.max()))
+                    g_[...] = rms  # for the second sweep
+            if not pulled:
+                continue
+            c = self.decay * g.size / total  # w += min(decay * rms / mean(rms), 1) * (base - w)
+            for pull, w, base, diff in _blocks(xp, g, weights[name], self.base[name], scratch=1):
                 pull *= c
-                if float(rms.max()) > 1:  # rare, and a minimum pass costs ~4x a max
+                if c * top > 1:  # rare, and a minimum pass costs ~4x a max
                     xp.minimum(pull, 1.0, out=pull)
-                xp.subtract(self.base[name], w, out=g)
-                g *= pull
-                w += g
+                xp.subtract(base, w, out=diff)
+                diff *= pull
+                w += diff
 
     def state(self) -> dict:
         copy = lambda d: {k: v.copy() for k, v in d.items()}  # noqa: E731
@@ -116,21 +127,41 @@ class Rule:
         self.v = {k: v.copy() for k, v in state["v"].items()}
 
 
-class _Scratch:
-    """A rule's work buffers: this thread's array of each weight's shape, shared by every Rule."""
+BLOCK = 1 << 16  # elements of each array a block holds: the 4-5 arrays of a block (~1.3 MB) fit a core's L2
 
-    _local = threading.local()
 
-    def __init__(self, xp, like: dict):
-        self.xp, self.like = xp, like
+def _blocks(xp, *arrays, scratch: int):
+    """The arrays (one shape and layout) as matching blocks of BLOCK elements in memory order, each
+    followed by `scratch` work buffers of its size (this thread's, shared by every Rule). Views: what a
+    pass writes into a block lands in the array. On a GPU the whole array is one block."""
+    flat = [_flat(a) for a in arrays]
+    if any(f.strides != flat[0].strides or f.shape != flat[0].shape or _order(a) != _order(arrays[0])
+           for f, a in zip(flat, arrays)):
+        raise ValueError("an update rule's arrays must share one shape and layout")
+    n = flat[0].size
+    size = min(n, BLOCK) if _on_cpu(xp) else n
+    pool = _local.__dict__.setdefault("pool", {})
+    key = (xp.__name__, size, str(flat[0].dtype), scratch)
+    if key not in pool:
+        pool[key] = [xp.empty(size, flat[0].dtype) for _ in range(scratch)]
+    work = pool[key]
+    for start in range(0, n, size):
+        stop = min(start + size, n)
+        yield tuple(f[start:stop] for f in flat) + tuple(w[: stop - start] for w in work)
 
-    def __getitem__(self, name):
-        shape, dtype, order = self.like[name]
-        pool = self._local.__dict__.setdefault("pool", {})
-        key = (self.xp.__name__, shape, str(dtype), order)
-        if key not in pool:
-            pool[key] = self.xp.empty(shape, dtype, order)
-        return pool[key]
+
+_local = threading.local()
+
+
+def _flat(a):
+    """A contiguous array as a 1-D view in memory order (never a copy: a rule writes through it)."""
+    if not (a.flags.c_contiguous or a.flags.f_contiguous):
+        raise ValueError("an update rule's arrays must be contiguous")
+    return a.ravel("K")
+
+
+def _on_cpu(xp) -> bool:
+    return xp.__name__ == "numpy"
 
 
 _SUM_WIDTH = 512
