@@ -98,6 +98,11 @@ def _adaptation_section(raw: dict) -> dict:
         settings = rt["settings"]
         if rt["rollbacks"]:
             notes.append(f"{model}: the runtime's guard rolled back {rt['rollbacks']} time(s), so its updates differ from PyTorch's")
+    for key in [k for k in raw if k.startswith("adapt_default/")]:
+        model, rule = key.split("/", 1)[1], raw[key]
+        floor = raw.get(f"adapt_floor/{model}")
+        rows.append(row(f"{model}: throughput, the default rule ({rule['settings']['rule']}; target: at most 1.35x the floor's time)", "tokens/s",
+                        named(RUNTIME, rule["tokens_per_s"]), [named(FLOOR, floor["tokens_per_s"])] if floor else []))
     for key in [k for k in raw if k.startswith("adapt_mixture/")]:
         model, mix = key.split("/", 1)[1], raw[key]
         alone = raw.get(f"adapt_runtime/{model}") or raw.get(f"adapt_alone/{model}")

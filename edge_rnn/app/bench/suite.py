@@ -114,6 +114,8 @@ def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_
         if torch:
             steps.append((f"adapt_torch/{label}", "adapt_torch", run))
     given_label = next(iter(models))  # the online predictor beside the given model's RNN: same work plus the mixture
+    default_rule = asdict(AdaptConfig(k1=32, k2=32))  # what `edge-rnn adapt` and model.adapter() run: the floor ratio's target
+    steps.append((f"adapt_default/{given_label}", "adapt_runtime", dict(path=given, tokens=s.adapt_tokens, chunk=s.adapt_chunk, settings=default_rule)))
     if given_label not in dict(adapt_models):  # its RNN-only row, measured next to it
         steps.append((f"adapt_alone/{given_label}", "adapt_runtime", dict(path=given, tokens=s.adapt_tokens, chunk=s.adapt_chunk, settings=tbptt)))
     steps.append((f"adapt_mixture/{given_label}", "adapt_runtime",
