@@ -134,10 +134,10 @@ def _blocks(xp, *arrays, scratch: int):
     """The arrays (one shape and layout) as matching blocks of BLOCK elements in memory order, each
     followed by `scratch` work buffers of its size (this thread's, shared by every Rule). Views: what a
     pass writes into a block lands in the array. On a GPU the whole array is one block."""
+    first = arrays[0]
+    if any(a.shape != first.shape or a.dtype != first.dtype or _order(a) != _order(first) for a in arrays):
+        raise ValueError("an update rule's arrays must share one shape, dtype and layout")
     flat = [_flat(a) for a in arrays]
-    if any(f.strides != flat[0].strides or f.shape != flat[0].shape or _order(a) != _order(arrays[0])
-           for f, a in zip(flat, arrays)):
-        raise ValueError("an update rule's arrays must share one shape and layout")
     n = flat[0].size
     size = min(n, BLOCK) if _on_cpu(xp) else n
     pool = _local.__dict__.setdefault("pool", {})
