@@ -141,6 +141,15 @@ def test_latency_peers_agree_on_a_small_model(tmp_path):
     assert len(names) == (6 if HAS_TORCH else 4) and names[-1] == StepFloor.name  # 2 layers: the floor's gemvs ran
 
 
+def test_window_parts_split_a_window_and_bound_it_by_the_floor(tmp_path):
+    from edge_rnn.app.bench.floor import window_parts
+    from tests.conftest import small_model_file
+
+    out = window_parts(str(small_model_file(tmp_path, "lstm")), k=8, windows=6)
+    assert set(out["ms"]) == {"forward", "backward", "norm", "adam", "dynamic"} and all(v > 0 for v in out["ms"].values())
+    assert out["x_floor"]["adam"] > out["without_rule_x_floor"] > 0
+
+
 def test_gpu_rows_code_runs_on_the_cpu(tmp_path):
     from edge_rnn.app.bench import gpu
     from tests.conftest import small_model_file

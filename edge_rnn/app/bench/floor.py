@@ -9,6 +9,9 @@ the bound is not reachable by any implementation, only by a smaller model or low
 
 from __future__ import annotations
 
+import json
+import math
+import sys
 import time
 
 import numpy as np
@@ -95,3 +98,58 @@ def window_floor(path: str, k: int = 32, windows: int = 60) -> dict:
         window()
         rates.append(k / (time.perf_counter() - t0))
     return {"tokens_per_s": summarize(rates)}
+
+
+def window_parts(path: str, k: int = 32, windows: int = 60, rules=("adam", "dynamic")) -> dict:
+    """Where an adaptation window's time goes, against window_floor in the same process (ms a window,
+    medians): the forward with its cache, the loss and backward, the gradient norm, and each rule's
+    step on that window's gradients (a copy each, rules in alternating order). Why: a throughput row
+    says how far from the floor the adapter is; this says which part is, and so what a target for the
+    whole window leaves to the update rule."""
+    from edge_rnn.app.bench.measure import text_ids
+    from edge_rnn.runtime import network
+    from edge_rnn.runtime.adapt import AdaptConfig, _loss_and_grads_from
+    from edge_rnn.runtime.rules import Rule
+
+    model = edge_rnn.load(path)
+    spec, xp = model.spec, model.xp
+    weights = {name: np.array(w, order="K") for name, w in model.weights.items()}  # writable: the rules step them
+    base = {name: w.copy(order="K") for name, w in weights.items()}
+    decay = AdaptConfig().decay
+    steppers = {r: Rule(np, r, weights, base, decay=decay if r == "dynamic" else 0.0) for r in rules}
+    ids = text_ids(model.vocab, k * windows + 1)
+    times: dict = {part: [] for part in ("forward", "backward", "norm", *rules)}
+    state = model.initial_state(1)
+    for i in range(windows):
+        inputs = np.asarray(ids[i * k : (i + 1) * k][None], np.int64)
+        targets = np.asarray(ids[i * k + 1 : (i + 1) * k + 1][None], np.int64)
+        t0 = time.perf_counter()
+        logits, state, cache = network.forward(xp, spec, weights, inputs, state, keep_cache=True)
+        t1 = time.perf_counter()
+        _, grads = _loss_and_grads_from(xp, spec, weights, logits, cache, targets, None)
+        t2 = time.perf_counter()
+        norm = math.sqrt(sum(float(np.vdot(g.ravel("K"), g.ravel("K"))) for g in grads.values()))
+        t3 = time.perf_counter()
+        took = {"forward": t1 - t0, "backward": t2 - t1, "norm": t3 - t2}
+        for r in rules if i % 2 else rules[::-1]:
+            copy = {name: g.copy(order="K") for name, g in grads.items()}
+            t4 = time.perf_counter()
+            steppers[r].step(weights, copy, 1e-9, min(1.0, 1.0 / norm) if norm else 1.0)  # a tiny step: the weights stay the model's
+            took[r] = time.perf_counter() - t4
+        if i >= min(5, windows // 4):  # warm-up
+            for part, seconds in took.items():
+                times[part].append(seconds)
+    parts = {part: 1e3 * float(np.median(v)) for part, v in times.items()}
+    floor = 1e3 * k / window_floor(path, k)["tokens_per_s"]["median"]
+    common = parts["forward"] + parts["backward"] + parts["norm"]
+    return {"ms": parts, "floor_ms": floor, "without_rule_x_floor": common / floor,
+            "x_floor": {r: (common + parts[r]) / floor for r in rules}}
+
+
+if __name__ == "__main__":  # python -m edge_rnn.app.bench.floor parts [MODEL]
+    if sys.argv[1:2] != ["parts"]:
+        sys.exit("usage: python -m edge_rnn.app.bench.floor parts [MODEL]")
+    from edge_rnn.app.bench.suite import default_model_path
+
+    print(json.dumps(window_parts(sys.argv[2] if len(sys.argv) > 2 else str(default_model_path())), indent=1))
+
