@@ -59,7 +59,7 @@ def test_quick_report_names_the_machine_and_the_peers(quick):
     assert {"onnxruntime run", "onnxruntime iobinding", StepFloor.name} <= peers
     throughput = [r for r in result["sections"]["adaptation"]["rows"] if r["name"].endswith("throughput")]
     assert throughput and all(report.FLOOR in {p["peer"] for p in r["peers"]} for r in throughput)
-    default_rule = [r for r in result["sections"]["adaptation"]["rows"] if "the default rule (dynamic;" in r["name"]]
+    default_rule = [r for r in result["sections"]["adaptation"]["rows"] if "default rule (dynamic)" in r["name"]]
     assert len(default_rule) == 1 and default_rule[0]["value"]["median"] > 0  # the rule model.adapter() runs, not only the peers' Adam
     if HAS_TORCH:
         assert "pytorch eager" in peers
