@@ -112,10 +112,12 @@ def loss_and_grads(xp, spec, weights, inputs, targets, state, *, trainable=None)
     """min-char-rnn's core: inputs/targets int [B, T], state ([L, B, H],...) ->
     (mean loss in nats, grads {name: array}, last state). The state is detached."""
     logits, last_state, cache = network.forward(xp, spec, weights, inputs, state, keep_cache=True)
-    return _loss_and_grads_from(xp, spec, weights, logits, cache, targets, trainable) + (last_state,)
+    return loss_and_grads_from(xp, spec, weights, logits, cache, targets, trainable) + (last_state,)
 
 
-def _loss_and_grads_from(xp, spec, weights, logits, cache, targets, trainable):
+def loss_and_grads_from(xp, spec, weights, logits, cache, targets, trainable):
+    """loss_and_grads after a forward that kept its cache (logits [B, T, V]): the adapter reuses its
+    scoring pass's forward, and the bench times the two halves apart (floor.window_parts)."""
     B, T, V = logits.shape
     logp = network.log_softmax(xp, logits)  # (B, T, V)
     picked = xp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]  # (B, T)
@@ -276,7 +278,7 @@ class Adapter:
         if self._window is not None:
             logits, cache = self._window
             self._window = None
-            loss, grads = _loss_and_grads_from(xp, self.model.spec, self.model.weights, logits, cache, targets, self.names)
+            loss, grads = loss_and_grads_from(xp, self.model.spec, self.model.weights, logits, cache, targets, self.names)
         else:
             inputs = xp.asarray(np.array(self.ring_in, np.int64)[None])
             loss, grads, _ = loss_and_grads(xp, self.model.spec, self.model.weights, inputs, targets, self.boundaries[0], trainable=self.names)

@@ -108,7 +108,7 @@ def window_parts(path: str, k: int = 32, windows: int = 60, rules=("adam", "dyna
     whole window leaves to the update rule."""
     from edge_rnn.app.bench.measure import text_ids
     from edge_rnn.runtime import network
-    from edge_rnn.runtime.adapt import AdaptConfig, _loss_and_grads_from
+    from edge_rnn.runtime.adapt import AdaptConfig, loss_and_grads_from
     from edge_rnn.runtime.rules import Rule
 
     model = edge_rnn.load(path)
@@ -126,7 +126,7 @@ def window_parts(path: str, k: int = 32, windows: int = 60, rules=("adam", "dyna
         t0 = time.perf_counter()
         logits, state, cache = network.forward(xp, spec, weights, inputs, state, keep_cache=True)
         t1 = time.perf_counter()
-        _, grads = _loss_and_grads_from(xp, spec, weights, logits, cache, targets, None)
+        _, grads = loss_and_grads_from(xp, spec, weights, logits, cache, targets, None)
         t2 = time.perf_counter()
         norm = math.sqrt(sum(float(np.vdot(g.ravel("K"), g.ravel("K"))) for g in grads.values()))
         t3 = time.perf_counter()
@@ -152,4 +152,3 @@ if __name__ == "__main__":  # python -m edge_rnn.app.bench.floor parts [MODEL]
     from edge_rnn.app.bench.suite import default_model_path
 
     print(json.dumps(window_parts(sys.argv[2] if len(sys.argv) > 2 else str(default_model_path())), indent=1))
-
