@@ -66,13 +66,13 @@ class Rule:
         step = lr * root_bc2 / (1 - b1**t) / k
         eps = self.eps * root_bc2 / k
         for name, g in grads.items():
-            for g, m, v, w, buf in _blocks(xp, g, self.m[name], self.v[name], weights[name], scratch=1):
-                xp.multiply(g, (1 - b1) * scale, out=buf)  # the new gradient's share of m
+            for g_, m, v, w, buf in _blocks(xp, g, self.m[name], self.v[name], weights[name], scratch=1):
+                xp.multiply(g_, (1 - b1) * scale, out=buf)  # the new gradient's share of m
                 m *= b1
                 m += buf
-                xp.multiply(buf, buf, out=g)  # (1 - b1)^2 scale^2 g^2: V's increment
+                xp.multiply(buf, buf, out=g_)  # (1 - b1)^2 scale^2 g^2: V's increment
                 v *= b2
-                v += g
+                v += g_
                 xp.sqrt(v, out=buf)
                 buf += eps
                 xp.divide(m, buf, out=buf)
@@ -139,7 +139,7 @@ def _blocks(xp, *arrays, scratch: int):
         raise ValueError("an update rule's arrays must share one shape, dtype and layout")
     flat = [_flat(a) for a in arrays]
     n = flat[0].size
-    size = min(n, BLOCK) if _on_cpu(xp) else n
+    size = min(n, BLOCK) if xp.__name__ == "numpy" else n  # a GPU runs each pass as one kernel anyway
     pool = _local.__dict__.setdefault("pool", {})
     key = (xp.__name__, size, str(flat[0].dtype), scratch)
     if key not in pool:
@@ -158,10 +158,6 @@ def _flat(a):
     if not (a.flags.c_contiguous or a.flags.f_contiguous):
         raise ValueError("an update rule's arrays must be contiguous")
     return a.ravel("K")
-
-
-def _on_cpu(xp) -> bool:
-    return xp.__name__ == "numpy"
 
 
 _SUM_WIDTH = 512
