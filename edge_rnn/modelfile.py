@@ -18,6 +18,7 @@ import onnx
 
 from edge_rnn import spec as S
 from edge_rnn.atomic import atomic_write
+from edge_rnn.bundle import is_bundle, unpack
 from edge_rnn.errors import ModelFileError
 from edge_rnn.graph import graph_linear_before_reset
 from edge_rnn.spec import ModelSpec
@@ -45,12 +46,13 @@ def resolve_model(model: str | Path | None) -> Path:
     """A model file path from a path, a shipped model's name, or None (the default model).
 
     A path that exists wins over a shipped name; a bare word (no folder, no suffix) that is
-    neither is taken as a misspelt name, and the error lists the shipped models."""
+    neither is taken as a misspelt name, and the error lists the shipped models. A model bundle
+    (a .zip: edge_rnn.bundle) gives the model file unpacked from it."""
     if model is None:
         return default_model_path()
     path = Path(model)
     if path.exists() or isinstance(model, Path) or path.suffix or len(path.parts) != 1:
-        return path
+        return unpack(path) if is_bundle(path) else path
     shipped = shipped_models()
     if str(model) in shipped:
         return shipped[str(model)]

@@ -26,10 +26,11 @@ Keystrokes of several tabs that wait for a pool thread together search in lockst
 
 Messages from the page: {"op": "text", "text": str, "offset": int, "seq": int} (the text up to
 the cursor; `offset` is where it starts when the page sends only an aligned tail of a long
-text), {"op": "learning", "on": bool}, {"op": "reset_learning"}, {"op": "ping"}. The page may
-connect to /ws?token=T with the token of an earlier hello to continue that session. Replies:
-{"type": "hello", "token": T, ...} first, then {"type": "suggestions", ...} or {"type": "error",
-"error": str} per message; learning reports with {"type": "learned", ...} (tokens, bpc, new
+text), {"op": "learning", "on": bool}, {"op": "reset_learning"}, {"op": "download"}, {"op": "ping"}.
+The page may connect to /ws?token=T with the token of an earlier hello to continue that session.
+Replies: {"type": "hello", "token": T, ...} first, then {"type": "suggestions", ...} or {"type": "error",
+"error": str} per message, and for a download {"type": "model", "name": N, "bytes": B} followed by
+a binary frame of B bytes: the tab's adapted model as one file (edge_rnn.bundle), for `edge-rnn demo N`; learning reports with {"type": "learned", ...} (tokens, bpc, new
 curve points). A malformed message gets an error reply and the session goes on; an oversized
 message closes with 1009, a protocol violation with 1002, an idle socket with 1000, a server
 shutting down with 1001, a session that cannot start with 1011.
@@ -61,6 +62,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 import edge_rnn
+from edge_rnn.bundle import SUFFIX, pack
+from edge_rnn.modelfile import shipped_models
+from edge_rnn.runtime.online.prior import prior_path_for
 from edge_rnn.app.autocomplete import Autocompleter, freeze_heap, suggest_together
 from edge_rnn.app.store import TOKEN, FolderStore, RedisStore, open_store, restore_user, user_state
 from edge_rnn.errors import EdgeRNNError, SettingsError
@@ -88,8 +92,8 @@ class MessageError(EdgeRNNError):
 class Session:
     """One browser tab's Autocompleter and text, named by its token."""
 
-    def __init__(self, token: str, ac: Autocompleter):
-        self.token, self.ac = token, ac
+    def __init__(self, token: str, ac: Autocompleter, name: str = "model"):
+        self.token, self.ac, self.name = token, ac, name
         self.offset = 0
         self.sent = 0  # tokens of the last bpc point sent
         self.last_active = time.monotonic()
@@ -112,12 +116,21 @@ class Session:
         elif op == "reset_learning":
             self.ac.reset_learning()
             self.sent, reset = 0, True
+        elif op == "download":
+            return lambda: {"type": "model", "seq": seq, "name": f"{self.name}-learned{SUFFIX}"}  # _serve adds the file
         elif op != "ping":
-            raise MessageError(f"unknown op {op!r}; use text, learning, reset_learning or ping")
+            raise MessageError(f"unknown op {op!r}; use text, learning, reset_learning, download or ping")
         def reply() -> dict:
             suggestions = self.ac.suggestions  # the search, unless suggest_together ran it
             return self._reply(seq, 1000 * (time.perf_counter() - t0), suggestions, reset)
         return reply
+
+    def bundle(self) -> bytes:
+        """This tab's adapted model as one file (edge_rnn.bundle): what `edge-rnn demo FILE` runs."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.ac.save(Path(tmp) / f"{self.name}-learned.onnx")
+            prior = prior_path_for(self.ac.model)
+            return pack(path, () if prior is None or prior.parent in {p.parent for p in shipped_models().values()} else (prior,))
 
     def _set_text(self, text, offset) -> None:
         if not isinstance(text, str):
@@ -302,7 +315,14 @@ class AutocompleteServer:
                     await ws.close(1011, "session failed")
                     return
                 session.last_active = time.monotonic()
-                await ws.send(json.dumps(await self._answer(session, data)))
+                reply = await self._answer(session, data)
+                bundle = None
+                if reply["type"] == "model":  # ~0.1 s of saving: a job of its own, not in other tabs' batch
+                    bundle = await self._work(session, _guarded, session.bundle, data)
+                    reply = {**reply, "bytes": len(bundle)} if isinstance(bundle, bytes) else bundle
+                await ws.send(json.dumps(reply))
+                if isinstance(bundle, bytes):  # a binary frame right after its "model" reply
+                    await ws.send(bundle)
                 await self._learn_slice(ws, token)  # one slice right after the reply: a short commit is learned before the next keystroke
         finally:
             reader.cancel()
@@ -382,7 +402,7 @@ class AutocompleteServer:
         while len(self.sessions) >= self.max_sessions and await self._evict_one():
             pass
         ac = await loop.run_in_executor(self.pool, self._restore if data is not None else self._fresh, data)
-        session = Session(token, ac)
+        session = Session(token, ac, Path(self.model_name).stem)
         with self.lock:
             self.sessions[token] = session
         return session

@@ -21,13 +21,15 @@ let autoSpaceAt = null; // the cursor position right after a space that acceptin
 const CLOSING = ".,;:!?)]}"; // punctuation that takes an automatic space's place
 let points = [];
 let lastMs = null;
+let bundleName = "model-learned.zip"; // the name the server gives the next model bundle
 
 function connect() {
   // The session token of an earlier visit brings back what this browser's model learned.
   const token = localStorage.getItem("edge-rnn-token");
   ws = new WebSocket(`ws://${location.host}/ws` + (token ? `?token=${encodeURIComponent(token)}` : ""));
   ws.onopen = () => flush();
-  ws.onmessage = (event) => onMessage(JSON.parse(event.data));
+  // A binary frame is the model bundle that follows a "model" reply (the download button).
+  ws.onmessage = (event) => (typeof event.data === "string" ? onMessage(JSON.parse(event.data)) : saveBundle(event.data));
   ws.onclose = () => {
     document.body.classList.add("offline");
     $("status").textContent = "disconnected - reload the page for a new session";
@@ -67,7 +69,9 @@ function onMessage(m) {
     return;
   }
   if (m.seq !== null && m.seq !== undefined) outstanding = Math.max(0, outstanding - 1);
+  if (m.type === "model") bundleName = m.name;
   if (m.type === "error") {
+    $("download").disabled = false;
     $("error").hidden = false;
     $("error").textContent = m.error;
   } else if (m.type === "suggestions" || m.type === "learned") {
@@ -83,6 +87,18 @@ function onMessage(m) {
     drawChart();
   }
   flush();
+}
+
+function saveBundle(blob) {
+  // This tab's adapted model as one file, saved the way a link with `download` saves it.
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = bundleName;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+  $("download").disabled = false;
 }
 
 function showSuggestions(m) {
@@ -240,6 +256,9 @@ box.addEventListener("keydown", (event) => {
 });
 $("learning").addEventListener("change", (event) => send({ op: "learning", on: event.target.checked }));
 $("reset").addEventListener("click", () => send({ op: "reset_learning" }));
+$("download").addEventListener("click", (event) => {
+  if (send({ op: "download" })) event.target.disabled = true; // until its file arrives
+});
 
 drawChart();
 connect();
