@@ -63,6 +63,14 @@ def test_a_bundle_loads_as_the_pair_it_holds_and_learning_goes_on(learned, tmp_p
     assert json.loads(capsys.readouterr().out)["tokens"] == len(WORDS) - 1
 
 
+def test_saving_to_a_zip_writes_a_bundle(learned, tmp_path):
+    _, ac, _ = learned
+    path = ac.save(tmp_path / "mine.zip")
+    assert sorted(zipfile.ZipFile(path).namelist()) == ["mine.mixture.npz", "mine.onnx", "mine.prior.npz"]
+    assert Autocompleter(edge_rnn.load(path)).tokens_learned == ac.tokens_learned
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.zip"], "nothing else is left beside it"
+
+
 def _zip(members: dict) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:

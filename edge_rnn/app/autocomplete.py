@@ -31,15 +31,20 @@ from __future__ import annotations
 
 import gc
 import math
+import tempfile
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 
 from edge_rnn.app.beam import BeamConfig, SearchMemo, WordClasses, complete_word, complete_words, is_word_char, stamp, step_like_search
+from edge_rnn.atomic import atomic_write
+from edge_rnn.bundle import is_bundle, pack
 from edge_rnn.errors import SettingsError
+from edge_rnn.modelfile import shipped_models
 from edge_rnn.runtime.adapt import adapt_config
 from edge_rnn.runtime.online import online_predictor, save_with_state
+from edge_rnn.runtime.online.prior import prior_path_for
 from edge_rnn.runtime.stream import Snapshot
 
 # The RNN's own learning while typing (TBPTT on committed text); lr 0 leaves its weights alone
@@ -270,7 +275,10 @@ class Autocompleter:
             self._push(len(text))
 
     def save(self, path: str | Path) -> Path:
-        """Write the (adapted) model as a model file; its history records the adaptation."""
+        """Write the (adapted) model as a model file, its mixture state beside it; its history records the
+        adaptation. A .zip path writes the bundle (`bundle`) instead."""
+        if is_bundle(Path(path)):
+            return atomic_write(path, lambda f: f.write(self.bundle(Path(path).stem)))
         self.learn_pending()
         learned = self.predictor is not None and self.predictor.tokens > 0
         if self._adapter is None and not learned:
@@ -280,6 +288,15 @@ class Autocompleter:
         if self.predictor is not None:
             record.update(self.predictor.stats())  # the learned tokens and their online bpc are the mixture's
         return Path(save_with_state(self.model, path, record, self.predictor))
+
+    def bundle(self, name: str) -> bytes:
+        """The adapted model as one file (edge_rnn.bundle) holding NAME.onnx, its mixture state and its
+        prior when edge-rnn does not ship that one: what a user can run elsewhere as it is."""
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = self.save(Path(tmp) / f"{name}.onnx")
+            prior = prior_path_for(self.model)
+            shipped = {p.parent for p in shipped_models().values()}
+            return pack(saved, () if prior is None or prior.parent in shipped else (prior,))
 
     def _commit(self, upto: int) -> None:
         if self._learning:

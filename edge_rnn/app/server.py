@@ -62,9 +62,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 import edge_rnn
-from edge_rnn.bundle import SUFFIX, pack
-from edge_rnn.modelfile import shipped_models
-from edge_rnn.runtime.online.prior import prior_path_for
+from edge_rnn.bundle import SUFFIX
 from edge_rnn.app.autocomplete import Autocompleter, freeze_heap, suggest_together
 from edge_rnn.app.store import TOKEN, FolderStore, RedisStore, open_store, restore_user, user_state
 from edge_rnn.errors import EdgeRNNError, SettingsError
@@ -127,10 +125,7 @@ class Session:
 
     def bundle(self) -> bytes:
         """This tab's adapted model as one file (edge_rnn.bundle): what `edge-rnn demo FILE` runs."""
-        with tempfile.TemporaryDirectory() as tmp:
-            path = self.ac.save(Path(tmp) / f"{self.name}-learned.onnx")
-            prior = prior_path_for(self.ac.model)
-            return pack(path, () if prior is None or prior.parent in {p.parent for p in shipped_models().values()} else (prior,))
+        return self.ac.bundle(f"{self.name}-learned")
 
     def _set_text(self, text, offset) -> None:
         if not isinstance(text, str):
