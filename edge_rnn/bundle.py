@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from edge_rnn.errors import ModelFileError
@@ -73,7 +74,8 @@ def _extract(path: Path) -> Path:
             atexit.register(shutil.rmtree, folder, True)
             for info in infos:
                 (folder / info.filename).write_bytes(z.read(info))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
+        # RuntimeError: zipfile's "encrypted, password required"; zlib.error: a broken deflate stream
         raise ModelFileError(f"model bundle {path} is not a readable zip ({exc}); download or save it again") from None
     return folder / model
 

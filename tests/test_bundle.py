@@ -79,6 +79,24 @@ def _zip(members: dict) -> bytes:
     return buf.getvalue()
 
 
+def _broken_deflate() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("mine.onnx", b"weights " * 4000)
+    data = bytearray(buf.getvalue())
+    start = data.find(b"mine.onnx") + len("mine.onnx")
+    data[start + 10 : start + 40] = bytes(b ^ 0x55 for b in data[start + 10 : start + 40])
+    return bytes(data)
+
+
+def _encrypted(data: bytes) -> bytes:
+    """The zip with its member marked encrypted (flag bit 0, in the local and the central header)."""
+    data = bytearray(data)
+    data[6] |= 1
+    data[data.find(b"PK\x01\x02") + 8] |= 1
+    return bytes(data)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda pair: b"PK\x03\x04 not really a zip", "not a readable zip"),
     (lambda pair: pair[: len(pair) // 2], "not a readable zip"),
@@ -86,6 +104,8 @@ def _zip(members: dict) -> bytes:
     (lambda pair: _zip({"a.onnx": b"x", "b.onnx": b"y"}), "exactly one model file"),
     (lambda pair: _zip({"mine.onnx": b"x", "run.sh": b"rm -rf /"}), "does not"),
     (lambda pair: _zip({"mine.onnx": b"x"}), "not a readable ONNX file"),
+    (lambda pair: _broken_deflate(), "not a readable zip"),
+    (lambda pair: _encrypted(_zip({"mine.onnx": b"x"})), "not a readable zip"),
 ])
 def test_a_hostile_bundle_is_refused_in_one_line(learned, tmp_path, capsys, make, message):
     _, _, saved = learned
