@@ -28,9 +28,10 @@ Messages from the page: {"op": "text", "text": str, "offset": int, "seq": int} (
 the cursor; `offset` is where it starts when the page sends only an aligned tail of a long
 text), {"op": "learning", "on": bool}, {"op": "reset_learning"}, {"op": "download"}, {"op": "ping"}.
 The page may connect to /ws?token=T with the token of an earlier hello to continue that session.
-Replies: {"type": "hello", "token": T, ...} first, then {"type": "suggestions", ...} or {"type": "error",
-"error": str} per message, and for a download {"type": "model", "name": N, "bytes": B} followed by
-a binary frame of B bytes: the tab's adapted model as one file (edge_rnn.bundle), for `edge-rnn demo N`; learning reports with {"type": "learned", ...} (tokens, bpc, new
+Replies: {"type": "hello", "token": T, ...} first, then {"type": "suggestions", ...} or {"type":
+"error", "error": str} per message, and for a download {"type": "model", "name": N, "bytes": B}
+followed by a binary frame of B bytes, the tab's adapted model as one file (edge_rnn.bundle) that
+`edge-rnn demo N` runs; learning reports with {"type": "learned", ...} (tokens, bpc, new
 curve points). A malformed message gets an error reply and the session goes on; an oversized
 message closes with 1009, a protocol violation with 1002, an idle socket with 1000, a server
 shutting down with 1001, a session that cannot start with 1011.
@@ -62,9 +63,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 import edge_rnn
-from edge_rnn.bundle import SUFFIX
 from edge_rnn.app.autocomplete import Autocompleter, freeze_heap, suggest_together
 from edge_rnn.app.store import TOKEN, FolderStore, RedisStore, open_store, restore_user, user_state
+from edge_rnn.bundle import SUFFIX
 from edge_rnn.errors import EdgeRNNError, SettingsError
 
 log = logging.getLogger("edge_rnn.app.server")
