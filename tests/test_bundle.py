@@ -157,6 +157,9 @@ def test_a_tab_downloads_its_model_over_the_websocket(server, tmp_path):
     again = Autocompleter(edge_rnn.load(tmp_path / header["name"]))
     assert again.tokens_learned == session.ac.tokens_learned == len(WORDS * 2), "what the tab learned, the file holds"
     assert client.ask({"op": "text", "text": WORDS * 2 + "the zo", "seq": 3})["suggestions"][0][0] == "rblax"
+    again = client.ask({"op": "download", "seq": 4})
+    assert again["type"] == "error" and again["seq"] == 4 and "try again in" in again["error"], "no download loop"
+    assert client.ask({"op": "ping", "seq": 5})["type"] == "suggestions", "the session goes on"
     client.close()
 
 

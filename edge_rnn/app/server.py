@@ -78,6 +78,7 @@ HANDSHAKE_TIMEOUT = 10.0  # seconds from TCP connect to an open websocket
 IDLE_TIMEOUT = 3600.0  # seconds without a message before the socket is closed (1000)
 EVICT_AFTER = 300.0  # seconds without a message before the session goes to the store
 RESTORE_WAIT = 2.0  # seconds a returning token waits for another process to finish storing it (shared stores)
+DOWNLOAD_EVERY = 5.0  # seconds between two downloads of one tab's model
 LEARN_SLICE = 256  # characters learned between two looks at the tab's next keystroke
 ALLOWED_HOSTS = ("127.0.0.1", "localhost")
 WEB = Path(__file__).parent / "web"
@@ -97,6 +98,7 @@ class Session:
         self.sent = 0  # tokens of the last bpc point sent
         self.last_active = time.monotonic()
         self.busy = False  # work of this session is in the thread pool
+        self.downloaded = -math.inf  # when this tab last downloaded its model
 
     def apply(self, message):
         """Apply one message; returns what makes its reply (the search runs there, or in suggest_together first)."""
@@ -116,6 +118,10 @@ class Session:
             self.ac.reset_learning()
             self.sent, reset = 0, True
         elif op == "download":
+            wait = self.downloaded + DOWNLOAD_EVERY - time.monotonic()
+            if wait > 0:  # each is ~0.1 s of a pool thread and a few MB on the wire: a tab cannot loop on it
+                raise MessageError(f"a download was made less than {DOWNLOAD_EVERY:.0f} s ago; try again in {wait:.1f} s")
+            self.downloaded = time.monotonic()
             return lambda: {"type": "model", "seq": seq, "name": f"{self.name}-learned{SUFFIX}"}  # _serve adds the file
         elif op != "ping":
             raise MessageError(f"unknown op {op!r}; use text, learning, reset_learning, download or ping")
