@@ -180,3 +180,21 @@ def test_held_out_passage_starts_at_a_word():
 
     assert held_out("alpha beta gamma", 7) == "gamma"
     assert held_out("short", 100) == "short"
+
+
+def test_a_word_is_offered_from_the_use_after_which_it_stays_on_top():
+    from edge_rnn.app.bench.newwords import offered_from
+
+    assert offered_from([False, True, True, True]) == 2
+    assert offered_from([False, True, False, True, True]) == 4, "a miss after a hit: offered from after the miss"
+    assert offered_from([True, True]) == 1
+    assert offered_from([False, True, False]) is None, "not on top at the last use: not offered"
+
+
+@pytest.mark.slow
+def test_quick_report_counts_uses_until_a_new_word_is_offered(quick):
+    result, _ = quick
+    learning = result["sections"]["learning"]
+    row = next(r for r in learning["rows"] if r["name"].startswith("new words: uses until"))
+    assert row["value"]["peer"] == report.LEARNING_ON and 1 <= row["value"]["median"] <= row["value"]["p90"] <= 6
+    assert any(n.startswith("new words:") and "edge-rnn off:" in n for n in learning["notes"]), "every engine's uses are listed"

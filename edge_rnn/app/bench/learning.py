@@ -20,10 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import edge_rnn
-from edge_rnn.app.bench import peers_compress, peers_presage
+from edge_rnn.app.bench import newwords, peers_compress, peers_presage
 from edge_rnn.app.bench.report import learning_section
 from edge_rnn.app.bench.table import section_text
-from edge_rnn.app.bench.typist import edge_rnn_savings, type_text
+from edge_rnn.app.bench.typist import EdgeRNNEngine, edge_rnn_savings, type_text
 from edge_rnn.app.bench.worker import call
 from edge_rnn.corpora import normalise, render_man
 from edge_rnn.corpus import load_split, other_style_text
@@ -130,8 +130,9 @@ def adapter_settings(path: str) -> dict:
     return edge_rnn.load(path).adapter().record()["settings"]
 
 
-def keystrokes(path: str, texts: list[str], chars: int, n: int = 3) -> dict:
-    """Per text: keystroke savings under the typist protocol, edge-rnn and Presage, learning off and on."""
+def keystrokes(path: str, texts: list[str], chars: int, n: int = 3, new_words: int = len(newwords.WORDS)) -> dict:
+    """Per text: keystroke savings under the typist protocol, edge-rnn and Presage, learning off and on;
+    and for the first `new_words` invented words, the uses until each is offered (edge_rnn.app.bench.newwords)."""
     passages, notes = _texts(texts, chars)
     try:
         driver = peers_presage.build_driver()
@@ -149,7 +150,14 @@ def keystrokes(path: str, texts: list[str], chars: int, n: int = 3) -> dict:
                 with peers_presage.PresageEngine(n=n, learn=learn, driver=driver) as engine:
                     row[f"presage {'on' if learn else 'off'}"] = type_text(engine, text, n)
         out[name] = row
-    return {"texts": out, "notes": notes, "n": n}
+    words, offered = newwords.WORDS[:new_words], {}
+    for learn in (False, True):
+        key = "on" if learn else "off"
+        offered[f"edge-rnn {key}"] = newwords.measure(
+            lambda: EdgeRNNEngine(edge_rnn.load(path), n=n, learn=learn, defer_learning=learn), words)
+        if driver is not None:
+            offered[f"presage {key}"] = newwords.measure(lambda: peers_presage.PresageEngine(n=n, learn=learn, driver=driver), words)
+    return {"texts": out, "notes": notes, "n": n, "new_words": offered}
 
 
 if __name__ == "__main__":  # python -m edge_rnn.app.bench.learning [CHARS [PRIOR [MODEL]]]: the learning section alone

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import statistics
 from importlib import metadata
 
 from edge_rnn.app.bench.measure import single
@@ -194,10 +195,18 @@ def _autocomplete_section(k: dict) -> dict:
 LEARNING_ON, LEARNING_OFF, RNN_ALONE = "edge-rnn, learning", "edge-rnn, learning off", "edge-rnn RNN alone, learning"
 
 
+def _uses(result: dict) -> dict | None:
+    """The uses from which each word was offered (newwords.measure), as a measurement over the words it offered
+    (median, and p10/p90 the fewest and the most); None if it offered none."""
+    found = sorted(u for u in result["uses"].values() if u is not None)
+    return {"median": float(statistics.median(found)), "p10": float(found[0]), "p90": float(found[-1]), "n": len(found)} if found else None
+
+
 def learning_section(b: dict, k: dict) -> dict:
     """Per text: online bpc vs the compressors (with the training text as prior, and without), keystrokes
     saved and keystroke latency vs Presage (learning off and on), from learning.bpc and learning.keystrokes."""
     rows, pct = [], lambda r: single(100 * r["savings"])  # noqa: E731
+    label = {"edge-rnn on": LEARNING_ON, "edge-rnn off": LEARNING_OFF, "presage off": "presage, learning off", "presage on": "presage, learning on"}
     for name in dict.fromkeys([*b["texts"], *k["texts"]]):
         if name in b["texts"]:
             t = b["texts"][name]
@@ -210,12 +219,16 @@ def learning_section(b: dict, k: dict) -> dict:
                             characters=t["characters"]))
         if name in k["texts"]:
             t = k["texts"][name]
-            label = {"edge-rnn on": LEARNING_ON, "edge-rnn off": LEARNING_OFF, "presage off": "presage, learning off", "presage on": "presage, learning on"}
             peers = [key for key in ("edge-rnn off", "presage off", "presage on") if key in t]
             rows.append(row(f"{name}: keystrokes saved, {k['n']} suggestions", "%", named(LEARNING_ON, pct(t["edge-rnn on"]), accepts=t["edge-rnn on"]["accepts"]),
                             [named(label[key], pct(t[key]), accepts=t[key]["accepts"]) for key in peers], characters=t["characters"]))
             rows.append(row(f"{name}: keystroke -> suggestions latency", "ms", named(LEARNING_ON, t["edge-rnn on"]["latency_ms"]),
                             [named(label[key], t[key]["latency_ms"]) for key in peers]))
+    words = k.get("new_words") or {}  # a run before 2026-12-05 has none
+    offered = {key: _uses(r) for key, r in words.items()}  # engines that offer some word: median and range of the uses
+    if offered.get("edge-rnn on"):
+        rows.append(row("new words: uses until the top completion after 2 letters", "uses", named(LEARNING_ON, offered["edge-rnn on"]),
+                        [named(label[key], offered[key]) for key in ("edge-rnn off", "presage off", "presage on") if offered.get(key)]))
     a, prior = b["adapter"], b["prior"]
     how = {LEARNING_ON: f"bpc: model.adapter() (defaults: {a['rule']}, k1={a['k1']}, k2={a['k2']}, lr={a['lr']}), prequential over the text; "
                         "keystrokes: Autocompleter(model, n=3, learn=True, accept_suffix=''), a fresh model per text",
@@ -236,6 +249,13 @@ def learning_section(b: dict, k: dict) -> dict:
     engines = ("edge-rnn off", "edge-rnn on", "presage off", "presage on")
     notes += [f"{name}: keystroke latency p95 " + ", ".join(f"{key} {t[key]['latency_ms']['p95']:.3g} ms" for key in engines if key in t)
               for name, t in k["texts"].items()]
+    if words:
+        notes.append(f"new words: invented words, each in {words['edge-rnn on']['sentences']} varied sentences, typed with the engine "
+                     "learning as the typist lets it (edge_rnn.app.bench.newwords; the target: every word from its 2nd use on); "
+                     "the use from which each is the top completion after its first 2 letters in every later use: "
+                     + "; ".join(f"{key}: " + ", ".join(f"{w} {u or 'never'}" for w, u in r["uses"].items()) for key, r in words.items())
+                     + "; the share of 2nd and later uses where it was the top completion: "
+                     + ", ".join(f"{key} {100 * r['top_later']:.0f}%" for key, r in words.items()))
     notes += sorted(set(b["notes"] + k["notes"]))
     return {"title": "Learning: online bpc vs adaptive compressors, keystrokes saved vs Presage, on texts of other styles",
             "better": "lower bpc and ms, higher %", "rows": rows, "how": how, "notes": notes}

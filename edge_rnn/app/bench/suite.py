@@ -51,6 +51,7 @@ class Settings:
     passage_chars: int  # autocomplete: held-out passage typed by the simulated user
     learning_chars: int  # learning section: characters of each text (learning.TEXTS)
     prior_chars: int | None  # ... of the compressors' prior, its training text's last ones (None: all of it)
+    new_words: int  # ... invented words whose uses until offered are counted (newwords.WORDS)
     capacity_connected: int  # capacity: websockets open to `edge-rnn serve`
     capacity_typing: tuple[int, ...]  # ... how many of them type at once, one round each
     capacity_seconds: float  # ... each round's length
@@ -60,12 +61,12 @@ class Settings:
 
 QUICK = Settings(rounds=3, block=30, prefill_len=256, prefill_repeats=5, hidden=256, adapt_tokens=1024, adapt_chunk=256,
                  adapt_models="lstm", memory_hidden=128, memory_lengths=(10**3, 10**4), full_bptt_lengths=(10**3,),
-                 curve_chars=2048, curve_chunk=256, passage_chars=120, learning_chars=1500, prior_chars=300_000,
+                 curve_chars=2048, curve_chunk=256, passage_chars=120, learning_chars=1500, prior_chars=300_000, new_words=1,
                  capacity_connected=8, capacity_typing=(2,), capacity_seconds=2.0, capacity_processes=1, capacity_chars=400)
 FULL = Settings(rounds=20, block=100, prefill_len=256, prefill_repeats=30, hidden=256, adapt_tokens=8192, adapt_chunk=1024,
                 adapt_models="all", memory_hidden=128, memory_lengths=(10**3, 10**4, 10**5, 10**6),
                 full_bptt_lengths=(10**3, 10**4), curve_chars=None, curve_chunk=1024, passage_chars=1500,
-                learning_chars=5000, prior_chars=None, capacity_connected=1000, capacity_typing=(10, 20, 50), capacity_seconds=10.0,
+                learning_chars=5000, prior_chars=None, new_words=5, capacity_connected=1000, capacity_typing=(10, 20, 50), capacity_seconds=10.0,
                 capacity_processes=2, capacity_chars=2000)
 
 
@@ -130,7 +131,8 @@ def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_
     texts = list(TEXTS)
     steps.append(("learning_bpc", "learning_bpc", dict(path=given, texts=texts, chars=s.learning_chars, prior=prior or PRIOR,
                                                        prior_chars=s.prior_chars)))
-    steps.append(("learning_keystrokes", "learning_keystrokes", dict(path=given, texts=texts, chars=s.learning_chars, n=3)))
+    steps.append(("learning_keystrokes", "learning_keystrokes", dict(path=given, texts=texts, chars=s.learning_chars, n=3,
+                                                                    new_words=s.new_words)))
     steps.append(("capacity_memory", "capacity_memory", dict(model_path=given, chars=s.capacity_chars)))
     if importlib.util.find_spec("websockets") is not None:  # the serve extra: without it the report says the load is skipped
         steps.append(("capacity_load", "capacity_load", dict(model_path=given, connected=s.capacity_connected, typing=list(s.capacity_typing),
