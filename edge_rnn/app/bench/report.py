@@ -224,7 +224,7 @@ def learning_section(b: dict, k: dict) -> dict:
                             [named(label[key], pct(t[key]), accepts=t[key]["accepts"]) for key in peers], characters=t["characters"]))
             rows.append(row(f"{name}: keystroke -> suggestions latency", "ms", named(LEARNING_ON, t["edge-rnn on"]["latency_ms"]),
                             [named(label[key], t[key]["latency_ms"]) for key in peers]))
-    words = k.get("new_words") or {}  # a run before 2026-12-05 has none
+    words = k.get("new_words") or {}  # none in a run from before the new-words row
     offered = {key: _uses(r) for key, r in words.items()}  # engines that offer some word: median and range of the uses
     if offered.get("edge-rnn on"):
         rows.append(row("new words: uses until the top completion after 2 letters", "uses", named(LEARNING_ON, offered["edge-rnn on"]),
