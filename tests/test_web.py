@@ -250,7 +250,10 @@ def test_two_browser_contexts_get_separate_sessions(server, browser):
 
 def test_serve_command_starts_serves_and_stops_on_ctrl_c(server):
     command = [sys.executable, "-m", "edge_rnn.app.cli", "serve", server.model_path, "--port", "0"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: Ctrl-C's default disposition (a run started in the background, e.g. `cmd &`
+    # without job control, has SIGINT ignored, and a server started so rightly ignores it)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         url = re.search(r"http://127\.0\.0\.1:\d+/", proc.stdout.readline()).group(0)
         assert "<textarea" in urllib.request.urlopen(url, timeout=10).read().decode()
