@@ -33,14 +33,13 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,200}\.onnx")
 _unpacked: dict = {}  # (bundle path, size, mtime) -> the model file unpacked from it
 
 
-def pack(model_path: str | Path, extra: tuple = ()) -> bytes:
-    """The bundle of the model file `model_path`: it, the companions saved beside it (its mixture
-    state), and `extra` paths (a prior not shipped with edge-rnn) named as companions of it."""
+def pack(model_path: str | Path, companions: tuple = ()) -> bytes:
+    """The bundle of the model file `model_path` and its `companions` (paths ending in one of COMPANIONS:
+    its mixture state, a prior not shipped with edge-rnn), each named as NAME's in the zip."""
     model_path = Path(model_path)
     stem = model_path.name.removesuffix(".onnx")
     members = [(model_path, model_path.name)]
-    members += [(model_path.with_name(stem + s), stem + s) for s in COMPANIONS[:1] if model_path.with_name(stem + s).is_file()]
-    members += [(Path(p), stem + next(s for s in COMPANIONS if str(p).endswith(s))) for p in extra]
+    members += [(Path(p), stem + next(s for s in COMPANIONS if str(p).endswith(s))) for p in companions]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # float weights do not compress; the states are compressed
         for path, name in members:
@@ -72,8 +71,9 @@ def _extract(path: Path) -> Path:
             model = _members(path, infos)
             folder = Path(tempfile.mkdtemp(prefix="edge-rnn-bundle-"))
             atexit.register(shutil.rmtree, folder, True)
-            for info in infos:
-                (folder / info.filename).write_bytes(z.read(info))
+            for info in infos:  # streamed: a member is never held whole in memory
+                with z.open(info) as member, open(folder / info.filename, "wb") as out:
+                    shutil.copyfileobj(member, out)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
         # RuntimeError: zipfile's "encrypted, password required"; zlib.error: a broken deflate stream
         raise ModelFileError(f"model bundle {path} is not a readable zip ({exc}); download or save it again") from None

@@ -17,7 +17,7 @@ from edge_rnn.app.cli import main
 from edge_rnn.app.server import AutocompleteServer
 from edge_rnn.bundle import pack
 from edge_rnn.errors import EdgeRNNError
-from edge_rnn.runtime.online import MixtureConfig, build_prior, save_prior
+from edge_rnn.runtime.online import MixtureConfig, build_prior, save_prior, state_path_for
 from tests.test_autocomplete import PANGRAM, tiny_trained_model
 from tests.test_web import browser  # noqa: F401 (the headless Chromium fixture)
 from tests.ws import Client as WsClient
@@ -46,7 +46,7 @@ def arrays(ac) -> dict:
 def test_a_bundle_loads_as_the_pair_it_holds_and_learning_goes_on(learned, tmp_path, capsys):
     model_path, ac, saved = learned
     bundle = tmp_path / "mine.zip"
-    bundle.write_bytes(pack(saved, (model_path.replace(".onnx", ".prior.npz"),)))
+    bundle.write_bytes(pack(saved, (state_path_for(saved), model_path.replace(".onnx", ".prior.npz"))))
     assert sorted(zipfile.ZipFile(bundle).namelist()) == ["mine.mixture.npz", "mine.onnx", "mine.prior.npz"]
     model = edge_rnn.load(bundle)
     again = Autocompleter(model, accept_suffix="")
@@ -110,7 +110,7 @@ def _encrypted(data: bytes) -> bytes:
 def test_a_hostile_bundle_is_refused_in_one_line(learned, tmp_path, capsys, make, message):
     _, _, saved = learned
     bad = tmp_path / "bad.zip"
-    bad.write_bytes(make(pack(saved)))
+    bad.write_bytes(make(pack(saved, (state_path_for(saved),))))
     with pytest.raises(EdgeRNNError, match=message):
         edge_rnn.load(bad)
     text = tmp_path / "t.txt"
@@ -123,7 +123,7 @@ def test_a_hostile_bundle_is_refused_in_one_line(learned, tmp_path, capsys, make
 
 def test_a_bundle_with_a_tampered_state_is_refused(learned, tmp_path):
     _, _, saved = learned
-    with zipfile.ZipFile(io.BytesIO(pack(saved))) as z:
+    with zipfile.ZipFile(io.BytesIO(pack(saved, (state_path_for(saved),)))) as z:
         members = {name: z.read(name) for name in z.namelist()}
     state = bytearray(members["mine.mixture.npz"])
     state[-40] ^= 0xFF

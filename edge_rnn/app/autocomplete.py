@@ -43,7 +43,7 @@ from edge_rnn.bundle import is_bundle, pack
 from edge_rnn.errors import SettingsError
 from edge_rnn.modelfile import shipped_models
 from edge_rnn.runtime.adapt import adapt_config
-from edge_rnn.runtime.online import online_predictor, save_with_state
+from edge_rnn.runtime.online import online_predictor, save_with_state, state_path_for
 from edge_rnn.runtime.online.prior import prior_path_for
 from edge_rnn.runtime.stream import Snapshot
 
@@ -294,9 +294,11 @@ class Autocompleter:
         prior when edge-rnn does not ship that one: what a user can run elsewhere as it is."""
         with tempfile.TemporaryDirectory() as tmp:
             saved = self.save(Path(tmp) / f"{name}.onnx")
-            prior = prior_path_for(self.model)
-            shipped = {p.parent for p in shipped_models().values()}
-            return pack(saved, () if prior is None or prior.parent in shipped else (prior,))
+            state, prior = state_path_for(saved), prior_path_for(self.model)
+            companions = [state] if state.is_file() else []  # save() writes it once the predictor has learned
+            if prior is not None and prior.parent not in {p.parent for p in shipped_models().values()}:
+                companions.append(prior)
+            return pack(saved, tuple(companions))
 
     def _commit(self, upto: int) -> None:
         if self._learning:

@@ -122,7 +122,7 @@ class Session:
             if wait > 0:  # each is ~0.1 s of a pool thread and a few MB on the wire: a tab cannot loop on it
                 raise MessageError(f"a download was made less than {DOWNLOAD_EVERY:.0f} s ago; try again in {wait:.1f} s")
             self.downloaded = time.monotonic()
-            return lambda: {"type": "model", "seq": seq, "name": f"{self.name}-learned{SUFFIX}"}  # _serve adds the file
+            return lambda: {"type": "model", "seq": seq, "name": self.bundle_name + SUFFIX}  # _serve adds the file
         elif op != "ping":
             raise MessageError(f"unknown op {op!r}; use text, learning, reset_learning, download or ping")
         def reply() -> dict:
@@ -130,9 +130,13 @@ class Session:
             return self._reply(seq, 1000 * (time.perf_counter() - t0), suggestions, reset)
         return reply
 
+    @property
+    def bundle_name(self) -> str:
+        return f"{self.name}-learned"
+
     def bundle(self) -> bytes:
         """This tab's adapted model as one file (edge_rnn.bundle): what `edge-rnn demo FILE` runs."""
-        return self.ac.bundle(f"{self.name}-learned")
+        return self.ac.bundle(self.bundle_name)
 
     def _set_text(self, text, offset) -> None:
         if not isinstance(text, str):

@@ -149,6 +149,6 @@ def window_parts(path: str, k: int = 32, windows: int = 60, rules=("adam", "dyna
 if __name__ == "__main__":  # python -m edge_rnn.app.bench.floor parts [MODEL]
     if sys.argv[1:2] != ["parts"]:
         sys.exit("usage: python -m edge_rnn.app.bench.floor parts [MODEL]")
-    from edge_rnn.app.bench.suite import default_model_path
+    from edge_rnn.modelfile import default_model_path
 
     print(json.dumps(window_parts(sys.argv[2] if len(sys.argv) > 2 else str(default_model_path())), indent=1))

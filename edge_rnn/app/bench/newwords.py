@@ -11,8 +11,6 @@ the tests' (tests/test_autocomplete.py), so the figure is not the one the defaul
 
 from __future__ import annotations
 
-import statistics
-
 from edge_rnn.app.bench.typist import Engine, matches
 
 WORDS = ("quindle", "vexmora", "plorth", "snarbuckle", "trellimax")
@@ -53,7 +51,7 @@ def measure(make_engine, words=WORDS) -> dict:
     """make_engine(): a fresh engine (a context manager), one per word. Returns {"uses": {word: the use
     it is offered from, or None}, "offered_by_second_use": the share of words offered from their second
     use on (the issue's target: all), "top_later": the share of second and later uses where the word
-    was the top suggestion, "median_uses": over the words offered (None if none)}."""
+    was the top suggestion}."""
     hits = {}
     for word in words:
         with make_engine() as engine:
@@ -62,4 +60,4 @@ def measure(make_engine, words=WORDS) -> dict:
     found = [u for u in uses.values() if u is not None]
     later = [hit for h in hits.values() for hit in h[1:]]
     return {"uses": uses, "sentences": len(SENTENCES), "offered_by_second_use": sum(u <= 2 for u in found) / len(uses),
-            "top_later": sum(later) / len(later), "median_uses": statistics.median(found) if found else None}
+            "top_later": sum(later) / len(later)}
