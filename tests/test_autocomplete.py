@@ -229,6 +229,21 @@ def test_a_new_word_is_the_top_completion_after_two_letters_from_its_second_use(
         ac.type("rblax" + after)
 
 
+def test_a_new_word_that_begins_like_a_common_one_is_offered_from_its_second_use_while_recent():
+    """"wo" is "would" to the training text: one use of a new word "wozzle" a sentence ago outweighs
+    that (the word match's recent-word buckets); used only long ago, the common word comes back."""
+    ac = Autocompleter(edge_rnn.load())
+    ac.type("Yesterday I met a wozzle at the market. ")
+    for sentence in ("The wozzle was small and green. ", "Everyone wants a wozzle now. "):
+        before, after = sentence.split("wozzle")
+        ac.type(before + "wo")
+        assert ac.suggestions[0][0] == "zzle", (sentence, ac.suggestions)
+        ac.type("zzle" + after)
+    ac.type("The weather was mild and the people in the town went about their business as usual. " * 4)
+    ac.type("She said that it wo")
+    assert ac.suggestions[0][0] == "uld", ac.suggestions
+
+
 def test_learning_off_reset_and_save(tmp_path):
     path = small_model_file(tmp_path, "lstm", hidden=32)
     base = edge_rnn.load(path)
