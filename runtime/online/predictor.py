@@ -101,8 +101,8 @@ class OnlinePredictor:
         # word is new to the training text (a name, a term), or the more the RNN doubts that letter;
         # by letters typed (2, 3, 4+) x (a new word, then the RNN's probability < 0.05, < 0.3, more); surest
         # for a new word used in the last RECENT_WORD characters (terms and names come in bursts; measured on
-        # 18 invented tuning words: offered from the 2nd use 12 -> 16 of 18, keystrokes saved on the tuning
-        # passages -0.08 / -0.02 / -0.04 points, README)
+        # 18 invented tuning words: offered from the 2nd use 12 -> 16 of 18; on the tuning passages keystrokes
+        # saved -0.08 / -0.02 / -0.04 points and bpc +0.003 / +0.007 / +0.008, README)
         start[WORD_MATCH, 1:13] = [2.0, 0.7, 0.2, 0.0, 2.5, 1.2, 0.4, 0.1, 2.5, 1.6, 0.9, 0.3]
         start[WORD_MATCH, _RECENT_BUCKET : _RECENT_BUCKET + 3] = [4.0, 3.5, 3.0]
         # selectors: none; last character's class x partial word; the two match lengths; the RNN's
