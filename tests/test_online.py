@@ -18,7 +18,7 @@ from edge_rnn.runtime.online.contexts import ContextHasher
 from edge_rnn.runtime.online.match import History, case_tables
 from edge_rnn.runtime.network import log_softmax
 from edge_rnn.runtime.online.mixer import Mixer2
-from edge_rnn.runtime.online.predictor import _RECENT_BUCKET, WORD_MATCH
+from edge_rnn.runtime.online.predictor import RECENT_BUCKET, WORD_MATCH
 from edge_rnn.runtime.online.score import score_online
 from edge_rnn.runtime.online.tables import CountTable
 from edge_rnn.vocab import Vocabulary
@@ -267,11 +267,11 @@ def test_a_state_saved_before_the_map_continues_with_a_flat_one():
 def test_a_state_saved_before_the_recent_word_buckets_starts_them_as_a_new_user_does():
     v = vocab()
     p = OnlinePredictor(v, MixtureConfig(**SMALL))
-    fresh = p.mixer.weights[:, WORD_MATCH, _RECENT_BUCKET : _RECENT_BUCKET + 3].copy()
+    fresh = p.mixer.weights[:, WORD_MATCH, RECENT_BUCKET : RECENT_BUCKET + 3].copy()
     assert fresh.all()
     old = p.arrays()
     old["mixer.weights"] = old["mixer.weights"].copy()
-    old["mixer.weights"][:, WORD_MATCH, _RECENT_BUCKET : _RECENT_BUCKET + 3] = 0.0  # as such a state holds them
+    old["mixer.weights"][:, WORD_MATCH, RECENT_BUCKET : RECENT_BUCKET + 3] = 0.0  # as such a state holds them
     q = OnlinePredictor(v, MixtureConfig(**SMALL), state=old)
     assert np.array_equal(q.mixer.weights, p.mixer.weights)
 

@@ -30,7 +30,7 @@ _TOTAL_BUCKET = np.minimum(np.ceil(np.log2(np.maximum(np.arange(1 << 16), 1))).a
 FINAL_SELECTORS = 6 * 4  # the final mixer's weights by the last character's class and the partial word
 WORD_MATCH = -4  # the word match's input (then the two matches, then the RNN)
 RECENT_WORD = 300  # characters back within which a word new to the training text counts as just used
-_RECENT_BUCKET = 13  # the word match's buckets for such a word, by letters typed (2, 3, 4+): 13, 14, 15
+RECENT_BUCKET = 13  # the word match's buckets for such a word, by letters typed (2, 3, 4+): 13, 14, 15
 MATCH_SCORE = 2.0  # a match's score for the symbol it predicts (log(1 + alpha) - log(alpha) ~ 2.4 for a count of 1)
 _TAIL_CACHE = 512  # tails whose raw hashes a predictor keeps (~0.7 KB each): a keystroke's beams are a few dozen
 _TOTAL_BUCKET_LIST = _TOTAL_BUCKET.tolist()
@@ -104,7 +104,7 @@ class OnlinePredictor:
         # 18 invented tuning words: offered from the 2nd use 12 -> 16 of 18; on the tuning passages keystrokes
         # saved -0.08 / -0.02 / -0.04 points and bpc +0.003 / +0.007 / +0.008, README)
         start[WORD_MATCH, 1:13] = [2.0, 0.7, 0.2, 0.0, 2.5, 1.2, 0.4, 0.1, 2.5, 1.6, 0.9, 0.3]
-        start[WORD_MATCH, _RECENT_BUCKET : _RECENT_BUCKET + 3] = [4.0, 3.5, 3.0]
+        start[WORD_MATCH, RECENT_BUCKET : RECENT_BUCKET + 3] = [4.0, 3.5, 3.0]
         # selectors: none; last character's class x partial word; the two match lengths; the RNN's
         # confidence; which orders the user's table knows (the "order hit" context of paq); the highest
         # character order the prior knows x whether it knows the two word contexts (prior_known)
@@ -119,9 +119,9 @@ class OnlinePredictor:
             mixer_state["weights"][:, WORD_MATCH] = start[WORD_MATCH]
         self.mixer = Mixer2(selectors, FINAL_SELECTORS, self.inputs, BUCKETS, start, config.lr, config.lr_final, mixer_state or None,
                             config.lr_start)
-        recent = self.mixer.weights[:, WORD_MATCH, _RECENT_BUCKET : _RECENT_BUCKET + 3]
+        recent = self.mixer.weights[:, WORD_MATCH, RECENT_BUCKET : RECENT_BUCKET + 3]
         if not recent.any():  # a state saved before these buckets existed never used them: they start as a new user's
-            recent[...] = start[WORD_MATCH, _RECENT_BUCKET : _RECENT_BUCKET + 3]
+            recent[...] = start[WORD_MATCH, RECENT_BUCKET : RECENT_BUCKET + 3]
         self.apm = ProbabilityMap(config.apm_lr, state.get("apm"))  # a state saved before the map: it starts flat
         self.log_alpha = np.log(np.arange(256) + config.alpha).astype(np.float32)  # log(n + alpha) for byte counts
         self.tail = bytes(state["tail"]) if state else b""
@@ -224,7 +224,7 @@ class OnlinePredictor:
             S[i, WORD_MATCH, sym_w] = MATCH_SCORE  # how much the RNN doubts that letter
             known = self._known_word(at, typed)
             if not known and len(self.history.data) - at <= RECENT_WORD:
-                b[i, WORD_MATCH] = _RECENT_BUCKET + min(typed, 4) - 2
+                b[i, WORD_MATCH] = RECENT_BUCKET + min(typed, 4) - 2
             else:
                 b[i, WORD_MATCH] = 1 + 4 * (min(typed, 4) - 2) + (_doubt(float(rnn_logp[i, sym_w])) + 1 if known else 0)
         else:
