@@ -332,6 +332,29 @@ def test_repeated_text_gets_cheap_and_beams_see_the_same_distribution():
         np.testing.assert_array_equal(p.predict_batch([tail], rnn[i : i + 1])[0], together[i])
 
 
+def test_users_scored_together_get_what_each_gets_alone():
+    """predict_together: the rows of users of one prior share what the prior gives; each user's own
+    learning still shapes only their rows, to the bit, and a user of another prior is scored apart."""
+    from edge_rnn.runtime.online.predictor import predict_together
+
+    model = edge_rnn.load(None)
+    users = [online_predictor(model) for _ in range(3)] + [OnlinePredictor(model.vocab, MixtureConfig(**SMALL))]
+    assert users[0].prior is not None and users[0].prior is users[1].prior
+    rng = np.random.default_rng(2)
+    for k, user in enumerate(users):  # different learning: a different text each
+        ids = np.frombuffer(ids_of(model.vocab, STORY[97 * k :] + STORY[: 97 * k]), np.uint8)
+        logp = log_softmax(np, rng.standard_normal((len(ids), len(model.vocab))).astype(np.float32))
+        user.steps(logp, ids)
+    requests = []
+    for k, user in enumerate(users):
+        tails = [user.tail[: len(user.tail) - j] for j in range(k + 1)]
+        requests.append((user, tails, log_softmax(np, rng.standard_normal((len(tails), len(model.vocab))).astype(np.float32))))
+    together = predict_together(requests)
+    for (user, tails, rnn), got in zip(requests, together):
+        np.testing.assert_array_equal(got, user.predict_batch(tails, rnn))
+    assert not np.allclose(together[0][0], users[1].predict_batch(requests[0][1], requests[0][2])[0])  # learning differs
+
+
 def test_steps_over_a_chunk_scores_and_learns_as_step_by_step():
     v = vocab()
     ids = v.encode(STORY)

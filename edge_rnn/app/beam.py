@@ -26,12 +26,14 @@ take over a node's state.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from edge_rnn.errors import SettingsError
 from edge_rnn.runtime.backend import to_numpy
 from edge_rnn.runtime.network import log_softmax
+from edge_rnn.runtime.online.predictor import predict_together
 from edge_rnn.vocab import is_word_char
 
 
@@ -214,17 +216,32 @@ def step_like_search(model, state: tuple, token: int, width: int) -> tuple[tuple
     return tuple(s[:, :1] for s in new), rnn[0]
 
 
-def _scores(predictor, tails: list, rnn: np.ndarray) -> np.ndarray:
-    """(n, V) float64 scores of the next character: the predictor's mixture, else the RNN's own."""
-    return (rnn if predictor is None else predictor.predict_batch(tails, rnn)).astype(np.float64)
+class Scoring(NamedTuple):
+    """What a search asks its driver for besides RNN steps: the predictor's mixture after each tail,
+    given the RNN's log-probabilities there (the driver scores the searches of one prior together:
+    predict_together)."""
+
+    predictor: object
+    tails: list
+    rnn: np.ndarray
+
+
+def _scores(predictor, tails: list, rnn: np.ndarray):
+    """(n, V) float64 scores of the next character: the predictor's mixture (asked of the driver),
+    else the RNN's own. A generator: `yield from` it in a search."""
+    if predictor is None:
+        return rnn.astype(np.float64)
+    scored = yield Scoring(predictor, tails, rnn)
+    return scored.astype(np.float64)
 
 
 def search(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, classes: WordClasses, config: BeamConfig,
            predictor=None, tail: bytes = b"", memo: SearchMemo | None = None):
-    """complete_word as a generator, for a driver that steps the RNN (complete_words): it yields
-    (parents, tokens, rows), the Nodes to step by their tokens (at most config.width) and the batch
-    shape, takes back (batch, at, rnn): `expand`'s batch state with their rows from `at` on, and
-    their RNN log-probabilities; and returns the suggestions."""
+    """complete_word as a generator, for a driver that steps the RNN and scores with the predictor
+    (complete_words): it yields (parents, tokens, rows), the Nodes to step by their tokens (at most
+    config.width) and the batch shape, and takes back (batch, at, rnn): `expand`'s batch state with
+    their rows from `at` on, and their RNN log-probabilities; or it yields a Scoring and takes back
+    the predictor's scores; and returns the suggestions."""
     symbols = model.vocab.symbols
     if memo is not None and not word_started:
         memo.clear()  # a word start's search is not reused (see complete_word)
@@ -236,7 +253,7 @@ def search(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, cl
     root = memo.nodes.get(b"") if memo.stamp == now else None
     if root is None or not np.array_equal(root.rnn, rnn0):  # not the memo of this text's end: afresh
         memo.clear()
-        root = Node(state, 0, rnn0, _scores(predictor, [tail], rnn0[None])[0])
+        root = Node(state, 0, rnn0, (yield from _scores(predictor, [tail], rnn0[None]))[0])
     memo.stamp, nodes, visited = now, memo.nodes, {b""}
     nodes[b""] = root
     words_left = 2 if config.run_on else 1
@@ -280,7 +297,7 @@ def search(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, cl
             # each beam's context as the learning stream keeps it (its last tail_needed ids): a beam that goes on
             # from the last keystroke's then has the same tail, and the predictor's cache knows its contexts
             tails = [(tail + keys[j])[-predictor.hasher.tail_needed :] for j in new] if predictor is not None else None
-            scored = _scores(predictor, tails, rnn)  # (n, V)
+            scored = yield from _scores(predictor, tails, rnn)  # (n, V)
             for row, (j, r, lp_j) in enumerate(zip(new, rnn, scored), at):
                 nodes[keys[j]] = Node(batch, row, r, lp_j)
         visited.update(keys)
@@ -328,13 +345,20 @@ def complete_words(requests: list[dict], exact: bool = True) -> list[list[tuple[
     less CPU per keystroke at 20 users), and the states still have their bits, but the RNN's
     log-probabilities (so the suggestions' probabilities and what the user's learning reads) may
     differ in the last bits with who else is in the batch.
-    Each predictor then scores its own search's rows. Returns each request's suggestions, in order."""
+    Then the new rows of all the searches are scored together (predict_together: what their predictors'
+    shared prior gives, computed once), each predictor mixing its own rows as it does alone. Returns each
+    request's suggestions, in order."""
     results: list = [None] * len(requests)
     weights = [_weights_key(request["model"]) for request in requests]
-    running = {}  # request index -> (its generator, what it asks for now: (parents, tokens, rows))
+    running = {}  # request index -> (its generator, what it asks for now: (parents, tokens, rows) or a Scoring)
     for i, request in enumerate(requests):
         _send(running, results, i, search(**request), None)
     while running:
+        scoring = [i for i in running if isinstance(running[i][1], Scoring)]
+        if scoring:  # the searches' rows of one prior scored together
+            for i, scored in zip(scoring, predict_together([running[i][1] for i in scoring])):
+                _send(running, results, i, running[i][0], scored)
+            continue
         groups: dict = {}
         for i in running:
             groups.setdefault(weights[i], []).append(i)
