@@ -43,9 +43,7 @@ class ProbabilityMap:
         map, or one that never learns) is the identity: then nothing is computed."""
         if not self.curve.any():
             return logp, (logp, None)
-        at, f = _points(logp)
-        low = self.curve[at]
-        return log_softmax(np, logp + low + f * (self.curve[at + 1] - low)), (at, f)
+        return map_rows(logp, self.curve)
 
     def learn(self, out: np.ndarray, read, ys) -> None:
         """The curve learns that symbols ys (B,) followed: out and read are `apply`'s, made with the
@@ -65,3 +63,14 @@ def _points(logp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     u = np.clip((logp - LOW) * ((BUCKETS - 1) / -LOW), 0.0, BUCKETS - 1)
     at = np.minimum(u.astype(np.intp), BUCKETS - 2)
     return at, (u - at).astype(np.float32)
+
+
+def map_rows(logp: np.ndarray, curve: np.ndarray):
+    """`apply` through a curve that is not flat: one (BUCKETS,) for every row, or one per row (B,
+    BUCKETS), as for rows of several users at once (predictor.predict_together)."""
+    at, f = _points(logp)
+    if curve.ndim == 1:
+        low, high = curve[at], curve[at + 1]
+    else:
+        low, high = np.take_along_axis(curve, at, 1), np.take_along_axis(curve, at + 1, 1)
+    return log_softmax(np, logp + low + f * (high - low)), (at, f)

@@ -76,8 +76,11 @@ class Mixer2:
     def predict_final(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: np.ndarray) -> np.ndarray:
         """`predict`'s log p (B, V) alone, for predictions nothing learns from (the autocomplete's
         beams): the final mixer's logits v @ X need no per-mixer normalisation (see predict_used)."""
-        w = self.weights[self._index(sel, b)]  # (B, M, K)
-        return log_softmax(np, np.matmul(self.final[fsel][:, None, :], np.matmul(w, S))[:, 0])
+        return mix_final(*self.final_weights(b, sel, fsel), S)
+
+    def final_weights(self, b: np.ndarray, sel: np.ndarray, fsel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The weights `predict_final` mixes rows with: each mixer's (B, M, K) and the final mixer's (B, M)."""
+        return self.weights[self._index(sel, b)], self.final[fsel]
 
     def _index(self, sel: np.ndarray, b: np.ndarray) -> tuple:
         """Where each mixer's weight for each input is: sel (B, M), b (B, K) -> an index of `weights` (B, M, K)."""
@@ -132,3 +135,9 @@ class Mixer2:
         np.add.at(self.weights.reshape(-1), at.ravel(), G.ravel())  # a set several used: each one's step
         Ly = L[B, :, ys]  # (B, M)
         np.add.at(self.final, fsel, self.lr_final * (Ly - np.einsum("bmv,bv->bm", L, np.exp(logp))))
+
+
+def mix_final(w: np.ndarray, v: np.ndarray, S: np.ndarray) -> np.ndarray:
+    """The final mixture's log p (B, V) of rows S (B, K, V) with their weights (`final_weights`): rows of
+    several users' mixers at once (predictor.predict_together), each with the bits it has alone."""
+    return log_softmax(np, np.matmul(v[:, None, :], np.matmul(w, S))[:, 0])

@@ -15,11 +15,11 @@ import math
 
 import numpy as np
 
-from edge_rnn.runtime.online.apm import ProbabilityMap
+from edge_rnn.runtime.online.apm import ProbabilityMap, map_rows
 from edge_rnn.runtime.online.config import MixtureConfig
 from edge_rnn.runtime.online.contexts import ContextHasher, finalise
 from edge_rnn.runtime.online.match import BUCKETS as MATCH_BUCKETS, History, case_tables
-from edge_rnn.runtime.online.mixer import Mixer2
+from edge_rnn.runtime.online.mixer import Mixer2, mix_final
 from edge_rnn.runtime.online.sparse import SparseTable
 from edge_rnn.runtime.online.tables import CountTable
 from edge_rnn.vocab import is_word_char
@@ -385,12 +385,27 @@ def predict_together(requests: list) -> list[np.ndarray]:
         keyed = [requests[i][0]._raw(tail) for i in members for tail in requests[i][1]]
         rnn = _usable(requests[members[0]][2] if len(members) == 1 else np.concatenate([requests[i][2] for i in members]))
         S, b, sel, (low, check) = first._shared_inputs(tails, rnn, keyed)
-        at = 0
+        at, spans, w, v = 0, [], [], []
         for i in members:
             predictor, own, _ = requests[i]
             rows = slice(at, at + len(own))
             at += len(own)
+            spans.append(rows)
             St, bt, selt = S[rows], b[rows], sel[rows]
             predictor._user_inputs(own, rnn[rows], St, bt, selt, (low[rows], check[rows]))
-            out[i] = predictor.apm.apply(predictor.mixer.predict_final(St, bt, selt, selt[:, 1]))[0]
+            weights = predictor.mixer.final_weights(bt, selt, selt[:, 1])
+            w.append(weights[0])
+            v.append(weights[1])
+        logp = mix_final(w[0], v[0], S) if len(w) == 1 else mix_final(np.concatenate(w), np.concatenate(v), S)
+        curves = [requests[i][0].apm.curve for i in members]
+        mapped = [k for k, curve in enumerate(curves) if curve.any()]  # a flat map is the identity (ProbabilityMap.apply)
+        if len(mapped) == len(members) == 1:
+            logp = map_rows(logp, curves[0])[0]
+        elif mapped:
+            rows = np.concatenate([np.arange(spans[k].start, spans[k].stop) for k in mapped])
+            per_row = np.concatenate([np.broadcast_to(curves[k], (spans[k].stop - spans[k].start, len(curves[k]))) for k in mapped])
+            logp = logp.copy() if len(mapped) < len(members) else logp
+            logp[rows] = map_rows(logp[rows], per_row)[0]
+        for i, rows in zip(members, spans):
+            out[i] = logp[rows]
     return out
