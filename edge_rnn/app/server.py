@@ -488,12 +488,16 @@ async def _read(ws: ServerConnection, inbox: asyncio.Queue) -> None:
 
 def _answer_together(items: list) -> list[dict]:
     """Replies to (session, message) pairs of different tabs: each message applied, then the searches they
-    owe run in lockstep (suggest_together: one RNN batch per search step), then each reply is made."""
+    owe run in lockstep (suggest_together: one RNN batch per search step), then each reply is made.
+    exact=False: all the tabs' rows in one batch, not packed into the few rows whose bits BLAS keeps
+    whatever the batch (20 on this Xeon's SkylakeX kernels, 4 on Haswell's): a row then costs a third
+    of what it does in a batch of 8, and a tab's state keeps its bits while its probabilities may differ
+    in the last ones with who else typed (docs/reliability.md section 6)."""
     finish = [_apply(session, data) for session, data in items]
     owing = [session.ac for (session, _), f in zip(items, finish) if callable(f)]
     if len(owing) > 1:
         try:
-            suggest_together(owing)
+            suggest_together(owing, exact=False)
         except Exception:  # a bug in the lockstep search: each reply below searches alone
             log.exception("searching together failed")
     return [_guarded(f, data) if callable(f) else f for f, (_, data) in zip(finish, items)]
