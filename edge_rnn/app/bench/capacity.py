@@ -7,7 +7,8 @@ count in `--typing` has that many of them type at `--cps` characters per second 
 (each keystroke waits for its suggestions) and reports p50/p95/p99 latency of the keystrokes after
 each typist's first (that one makes its session: reported apart), the server's own time per reply,
 its RSS and PSS summed over its worker processes, and the CPU of the server and of this process;
-`memory` reports the RSS of 1 vs 9 learning Autocompleters in one process.
+`memory` reports the RSS of 1 vs 9 learning Autocompleters in one process; `lockstep` the search's CPU
+per keystroke of N users typing together in one process (`--users 1,25`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 import numpy as np
 
 import edge_rnn
-from edge_rnn.app.autocomplete import Autocompleter
+from edge_rnn.app.autocomplete import Autocompleter, suggest_together
 
 TEXT = ("the quick brown fox jumps over the lazy dog while my friend writes to me about the weather and "
         "her plans for the weekend, which sound better than mine. ")
@@ -76,6 +77,26 @@ def memory_per_user(model_path=None, chars: int = 2000) -> dict:
     nine = rss_mb()
     return {"rss_mb_before": round(base, 1), "rss_mb_1": round(one, 1), "rss_mb_9": round(nine, 1),
             "mb_per_learning_user": round((nine - one) / 8, 2), "chars_typed_each": chars}
+
+
+def lockstep_cpu(model_path=None, users: int = 25, chars: int = 120) -> dict:
+    """CPU per keystroke of the search when `users` learning Autocompleters' keystrokes arrive together
+    and search in lockstep (autocomplete.suggest_together), exact and not, in one process and thread:
+    what the server's batching saves, without the sockets and the scheduler's noise (1 user: alone)."""
+    source = TEXT * 40
+    result: dict = {"users": users, "chars_each": chars}
+    for exact in (True, False):
+        acs = [Autocompleter(edge_rnn.load(model_path)) for _ in range(users)]
+        starts = [(k * 13) % len(TEXT) for k in range(users)]
+        cpu = 0.0
+        for j in range(chars):
+            for ac, start in zip(acs, starts):
+                ac.type(source[start + j], suggest=False)
+            t0 = time.process_time()
+            suggest_together(acs, exact)
+            cpu += time.process_time() - t0
+        result["exact_ms" if exact else "one_batch_ms"] = round(1000 * cpu / (users * chars), 2)
+    return result
 
 
 async def _typist(ws, k: int, cps: float, until: float, latencies: list, first: list, compute: list) -> None:
@@ -159,7 +180,7 @@ def capacity(model_path, connected: int, typing: list[int], cps: float, seconds:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m edge_rnn.app.bench.capacity", description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["load", "memory"])
+    p.add_argument("what", choices=["load", "memory", "lockstep"])
     p.add_argument("model", nargs="?")
     p.add_argument("--connected", type=int, default=1000)
     p.add_argument("--typing", default="10,25,50")
@@ -168,9 +189,12 @@ def main(argv=None) -> int:
     p.add_argument("--max-sessions", type=int, default=64, help="per server process")
     p.add_argument("--processes", type=int, default=1, help="edge-rnn serve --processes")
     p.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True, help="edge-rnn serve --batch")
+    p.add_argument("--users", default="1,25", help="lockstep: users typing together, each count in turn")
     args = p.parse_args(argv)
     if args.what == "memory":
         result = memory_per_user(args.model)
+    elif args.what == "lockstep":
+        result = {"lockstep": [lockstep_cpu(args.model, int(n)) for n in args.users.split(",")]}
     else:
         result = capacity(args.model, args.connected, [int(n) for n in args.typing.split(",")], args.cps, args.seconds,
                           args.max_sessions, args.processes, args.batch)
