@@ -341,8 +341,9 @@ def complete_words(requests: list[dict], exact: bool = True) -> list[list[tuple[
     arrays (runtime.model: one file's Models share them, read-only) are stepped together, in RNN
     batches of up to agreeing_rows rows, each search's rows a block of its own batch shape; so
     every row has the bits it has alone and each search returns exactly what complete_word does.
-    exact=False steps each group as one batch: cheaper with many users (measured 1.49x vs 1.13x
-    less CPU per keystroke at 20 users), and the states still have their bits, but the RNN's
+    exact=False steps each group as one batch: cheaper with many users (`python -m
+    edge_rnn.app.bench.capacity lockstep`: at 25 users 2.5-3.1 ms of CPU a keystroke against 3.1-3.6
+    exact and 4.7-6.4 alone), and the states still have their bits, but the RNN's
     log-probabilities (so the suggestions' probabilities and what the user's learning reads) may
     differ in the last bits with who else is in the batch.
     Then the new rows of all the searches are scored together (predict_together: what their predictors'

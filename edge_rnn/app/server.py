@@ -21,8 +21,9 @@ when `max_sessions` are in memory, go to the store (edge_rnn.app.store) while th
 stays open; the next message restores them exactly, and so does a reload, by token.
 `--processes N` forks N such servers on one listening socket and one store (`serve_processes`):
 the beam search is mostly Python under one GIL, so a process per core is what uses the cores.
-Keystrokes of several tabs that wait for a pool thread together search in lockstep
-(`suggest_together`; 1.12-1.14x less CPU a keystroke with 5-10 typing, docs/reliability.md section 6).
+Keystrokes of several tabs that wait for a pool thread together search in lockstep, as one RNN batch
+per search step with the beams scored together (`suggest_together`; at 25 together the search's CPU a
+keystroke is about half what it is alone, docs/reliability.md section 6).
 
 Messages from the page: {"op": "text", "text": str, "offset": int, "seq": int} (the text up to
 the cursor; `offset` is where it starts when the page sends only an aligned tail of a long
