@@ -73,13 +73,9 @@ class Mixer2:
         mixer's -> (log p (B, V), per-mixer log p (B, M, V))."""
         return self.predict_used(S, b, sel, fsel)[:2]
 
-    def predict_final(self, S: np.ndarray, b: np.ndarray, sel: np.ndarray, fsel: np.ndarray) -> np.ndarray:
-        """`predict`'s log p (B, V) alone, for predictions nothing learns from (the autocomplete's
-        beams): the final mixer's logits v @ X need no per-mixer normalisation (see predict_used)."""
-        return mix_final(*self.final_weights(b, sel, fsel), S)
-
     def final_weights(self, b: np.ndarray, sel: np.ndarray, fsel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The weights `predict_final` mixes rows with: each mixer's (B, M, K) and the final mixer's (B, M)."""
+        """The weights `mix_final` mixes rows with (b (B, K), sel (B, M), fsel (B,)): each mixer's
+        (B, M, K) and the final mixer's (B, M)."""
         return self.weights[self._index(sel, b)], self.final[fsel]
 
     def _index(self, sel: np.ndarray, b: np.ndarray) -> tuple:
@@ -138,6 +134,9 @@ class Mixer2:
 
 
 def mix_final(w: np.ndarray, v: np.ndarray, S: np.ndarray) -> np.ndarray:
-    """The final mixture's log p (B, V) of rows S (B, K, V) with their weights (`final_weights`): rows of
-    several users' mixers at once (predictor.predict_together), each with the bits it has alone."""
+    """`Mixer2.predict`'s log p (B, V) alone, for predictions nothing learns from (the autocomplete's
+    beams), from rows S (B, K, V) and their weights (`Mixer2.final_weights`): the final mixer's logits
+    v @ X need no per-mixer normalisation (see predict_used). The rows may be several users' (their
+    mixers' weights gathered each on their own: predictor.predict_together), each with the bits it
+    has alone."""
     return log_softmax(np, np.matmul(v[:, None, :], np.matmul(w, S))[:, 0])
