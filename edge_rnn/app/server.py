@@ -81,6 +81,11 @@ EVICT_AFTER = 300.0  # seconds without a message before the session goes to the 
 RESTORE_WAIT = 2.0  # seconds a returning token waits for another process to finish storing it (shared stores)
 DOWNLOAD_EVERY = 5.0  # seconds between two downloads of one tab's model
 LEARN_SLICE = 256  # characters learned between two looks at the tab's next keystroke
+# Keystroke batches running at once in a process (the pool's other threads learn, save and read the store).
+# Why one: what arrives while it runs waits for the next batch, so batches grow with the load; a second
+# thread took what arrived alone and fought the first for the GIL (50 typing, --processes 2, interleaved
+# pairs: p95 81 / 94 ms against 165 / 154 with two, on 1.45 / 1.38 cores against 1.58 / 1.52).
+KEYSTROKE_BATCHES = 1
 ALLOWED_HOSTS = ("127.0.0.1", "localhost")
 WEB = Path(__file__).parent / "web"
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
@@ -187,8 +192,9 @@ class AutocompleteServer:
         """max_sessions: sessions in memory at once (None: MAX_SESSIONS); adapt_settings: each tab's adapter
         settings over autocomplete.ADAPT_DEFAULTS; allow_hosts: names besides 127.0.0.1 and localhost this
         server answers to (Host header); store: where evicted and closed sessions go (edge_rnn.app.store;
-        None: a folder in a fresh temp folder); batch: keystrokes of several tabs waiting together search in
-        lockstep (autocomplete.suggest_together) instead of one after another."""
+        None: a folder in a fresh temp folder); workers: the pool's threads (KEYSTROKE_BATCHES of them answer
+        keystrokes, the rest learn, save and read the store); batch: keystrokes of several tabs waiting together
+        search in lockstep (autocomplete.suggest_together) instead of one after another."""
         max_sessions = MAX_SESSIONS if max_sessions is None else max_sessions
         for name, value in (("max_sessions", max_sessions), ("max_connections", max_connections), ("workers", workers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -212,7 +218,7 @@ class AutocompleteServer:
         self.connections = 0
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="edge-rnn-session")
-        self.workers, self.batch = workers, batch
+        self.batch = batch
         self._waiting: list = []  # (session, message, future): keystrokes not yet handed to the pool
         self._running = 0  # batches of keystrokes in the pool
         self.together = 0  # messages answered in a batch of more than one
@@ -345,8 +351,8 @@ class AutocompleteServer:
         return True
 
     async def _answer(self, session: Session, data) -> dict:
-        """The reply to one message. Messages wait while every pool thread has a batch; a free thread takes
-        all those waiting (one per tab, since a tab waits for its reply) as one batch."""
+        """The reply to one message. Messages wait while a batch runs (KEYSTROKE_BATCHES); then the next
+        takes all those waiting (one per tab, since a tab waits for its reply) as one batch."""
         session.busy = True
         try:
             future = asyncio.get_running_loop().create_future()
@@ -358,7 +364,7 @@ class AutocompleteServer:
 
     def _start_batches(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._waiting and self._running < self.workers:
+        while self._waiting and self._running < KEYSTROKE_BATCHES:
             take = len(self._waiting) if self.batch else 1
             batch, self._waiting = self._waiting[:take], self._waiting[take:]
             self._running += 1
