@@ -83,8 +83,9 @@ DOWNLOAD_EVERY = 5.0  # seconds between two downloads of one tab's model
 LEARN_SLICE = 256  # characters learned between two looks at the tab's next keystroke
 # Keystroke batches running at once in a process (the pool's other threads learn, save and read the store).
 # Why one: what arrives while it runs waits for the next batch, so batches grow with the load; a second
-# thread took what arrived alone and fought the first for the GIL (50 typing, --processes 2, interleaved
-# pairs: p95 81 / 94 ms against 165 / 154 with two, on 1.45 / 1.38 cores against 1.58 / 1.52).
+# thread took what arrived alone and fought the first for the GIL (50 typing, --processes 2, four
+# interleaved pairs: p95 81 / 94 / 116 / 148 ms against 165 / 154 / 209 / 225 with two; 10 and 20
+# typing the same within the noise; docs/reliability.md section 6).
 KEYSTROKE_BATCHES = 1
 ALLOWED_HOSTS = ("127.0.0.1", "localhost")
 WEB = Path(__file__).parent / "web"
