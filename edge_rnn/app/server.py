@@ -21,7 +21,7 @@ when `max_sessions` are in memory, go to the store (edge_rnn.app.store) while th
 stays open; the next message restores them exactly, and so does a reload, by token.
 `--processes N` forks N such servers on one listening socket and one store (`serve_processes`):
 the beam search is mostly Python under one GIL, so a process per core is what uses the cores.
-Keystrokes of several tabs that wait for a pool thread together search in lockstep, as one RNN batch
+Keystrokes of several tabs that wait together while a batch runs search in lockstep, as one RNN batch
 per search step with the beams scored together (`suggest_together`; at 25 together the search's CPU a
 keystroke is about half what it is alone, docs/reliability.md section 6).
 

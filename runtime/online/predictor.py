@@ -396,12 +396,13 @@ def predict_together(requests: list) -> list[np.ndarray]:
             weights = predictor.mixer.final_weights(bt, selt, selt[:, 1])
             w.append(weights[0])
             v.append(weights[1])
-        logp = mix_final(w[0], v[0], S) if len(w) == 1 else mix_final(np.concatenate(w), np.concatenate(v), S)
+        if len(members) == 1:  # one user (a search alone): their own map, as predict_batch always did
+            out[members[0]] = first.apm.apply(mix_final(w[0], v[0], S))[0]
+            continue
+        logp = mix_final(np.concatenate(w), np.concatenate(v), S)
         curves = [requests[i][0].apm.curve for i in members]
         mapped = [k for k, curve in enumerate(curves) if curve.any()]  # a flat map is the identity (ProbabilityMap.apply)
-        if len(mapped) == len(members) == 1:
-            logp = map_rows(logp, curves[0])[0]
-        elif mapped:
+        if mapped:
             rows = np.concatenate([np.arange(spans[k].start, spans[k].stop) for k in mapped])
             per_row = np.concatenate([np.broadcast_to(curves[k], (spans[k].stop - spans[k].start, len(curves[k]))) for k in mapped])
             logp[rows] = map_rows(logp[rows], per_row)[0]
