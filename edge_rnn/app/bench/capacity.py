@@ -156,6 +156,8 @@ async def _load(port: int, server_pid: int, connected: int, typing: list[int], c
         print(json.dumps(result["rounds"][-1]), file=sys.stderr, flush=True)
     over = [r["typing"] for r in result["rounds"] if r["p95_ms"] > 50]
     result["typing_at_p95_over_50ms"] = over[0] if over else None
+    under = [r["typing"] for r in result["rounds"] if r["p95_ms"] <= 50 and (not over or r["typing"] < over[0])]
+    result["most_typing_at_p95_under_50ms"] = under[-1] if under else None  # the rounds below the first crossing
     for ws in sockets:
         await ws.close()
     return result
@@ -183,7 +185,7 @@ def main(argv=None) -> int:
     p.add_argument("what", choices=["load", "memory", "lockstep"])
     p.add_argument("model", nargs="?")
     p.add_argument("--connected", type=int, default=1000)
-    p.add_argument("--typing", default="10,25,50")
+    p.add_argument("--typing", default="10,20,30,40,50")
     p.add_argument("--cps", type=float, default=8.0)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--max-sessions", type=int, default=64, help="per server process")

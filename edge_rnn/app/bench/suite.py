@@ -66,7 +66,7 @@ QUICK = Settings(rounds=3, block=30, prefill_len=256, prefill_repeats=5, hidden=
 FULL = Settings(rounds=20, block=100, prefill_len=256, prefill_repeats=30, hidden=256, adapt_tokens=8192, adapt_chunk=1024,
                 adapt_models="all", memory_hidden=128, memory_lengths=(10**3, 10**4, 10**5, 10**6),
                 full_bptt_lengths=(10**3, 10**4), curve_chars=None, curve_chunk=1024, passage_chars=1500,
-                learning_chars=5000, prior_chars=None, new_words=5, capacity_connected=1000, capacity_typing=(10, 20, 50), capacity_seconds=10.0,
+                learning_chars=5000, prior_chars=None, new_words=5, capacity_connected=1000, capacity_typing=(10, 20, 30, 40, 50), capacity_seconds=10.0,
                 capacity_processes=2, capacity_chars=2000)
 
 
