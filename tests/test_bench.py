@@ -198,3 +198,16 @@ def test_quick_report_counts_uses_until_a_new_word_is_offered(quick):
     row = next(r for r in learning["rows"] if r["name"].startswith("new words: uses until"))
     assert row["value"]["peer"] == report.LEARNING_ON and 1 <= row["value"]["median"] <= row["value"]["p90"] <= 6
     assert any(n.startswith("new words:") and "edge-rnn off:" in n for n in learning["notes"]), "every engine's uses are listed"
+
+
+def test_capacity_names_where_the_server_stops_holding_50_ms():
+    from edge_rnn.app.bench.capacity import crossing
+
+    def rounds(*p95):
+        return [{"typing": n, "p95_ms": p} for n, p in zip((10, 20, 30, 40, 50), p95)]
+
+    assert crossing(rounds(29.2, 45.4, 44.7, 82.6, 147.2)) == (30, 40)
+    assert crossing(rounds(21.7, 28.4, 62.8, 166.6, 195.1)) == (20, 30)
+    assert crossing(rounds(20, 30, 40, 45, 50)) == (50, None)  # 50 ms itself holds
+    assert crossing(rounds(60, 40, 45, 80, 90)) == (None, 10)  # a round under the limit after it crossed does not count
+    assert crossing([]) == (None, None)

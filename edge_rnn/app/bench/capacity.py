@@ -154,13 +154,19 @@ async def _load(port: int, server_pid: int, connected: int, typing: list[int], c
                                  "server_cpu_cores": round(server_cpu, 2), "load_generator_cpu_cores": round(own_cpu, 2),
                                  "load_average_1min": os.getloadavg()[0]})
         print(json.dumps(result["rounds"][-1]), file=sys.stderr, flush=True)
-    over = [r["typing"] for r in result["rounds"] if r["p95_ms"] > 50]
-    result["typing_at_p95_over_50ms"] = over[0] if over else None
-    under = [r["typing"] for r in result["rounds"] if r["p95_ms"] <= 50 and (not over or r["typing"] < over[0])]
-    result["most_typing_at_p95_under_50ms"] = under[-1] if under else None  # the rounds below the first crossing
+    result["most_typing_at_p95_under_50ms"], result["typing_at_p95_over_50ms"] = crossing(result["rounds"])
     for ws in sockets:
         await ws.close()
     return result
+
+
+def crossing(rounds: list[dict], limit_ms: float = 50.0) -> tuple[int | None, int | None]:
+    """(the most typists below the first round whose p95 is over `limit_ms`, that round's typists), rounds in
+    the order run (fewest typing first); None where there is none. A round under the limit after the
+    first crossing does not count: the server did not hold the limit up to it."""
+    over = next((r["typing"] for r in rounds if r["p95_ms"] > limit_ms), None)
+    held = [r["typing"] for r in rounds if r["p95_ms"] <= limit_ms and (over is None or r["typing"] < over)]
+    return (held[-1] if held else None), over
 
 
 def capacity(model_path, connected: int, typing: list[int], cps: float, seconds: float, max_sessions: int,
