@@ -291,8 +291,10 @@ def _capacity_section(memory: dict | None, load: dict | None) -> dict:
                          f"served at {r['server_cpu_cores']} cores, server RSS {r['server_rss_mb']} MiB (PSS {r['server_pss_mb']})")
         crossed = load["typing_at_p95_over_50ms"]
         held = load.get("most_typing_at_p95_under_50ms")
-        notes.append((f"p95 under 50 ms up to {held} typing, " if held else "") + f"over 50 ms from {crossed} typing" if crossed
-                     else "p95 under 50 ms in every round")
+        if crossed is None:
+            notes.append("p95 under 50 ms in every round")
+        else:
+            notes.append((f"p95 under 50 ms up to {held} typing, " if held else "") + f"over 50 ms from {crossed} typing")
         how["edge-rnn serve"] = (f"python {load['command']}; a load generator in another process opens {load['connected']:,} websockets, then each round "
                                  f"has that many type for {load['seconds_per_round']:g} s, each keystroke waiting for its suggestions "
                                  "(the first, which makes the session, not counted)")
