@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import edge_rnn
+from edge_rnn.app.autocomplete import Autocompleter
 from edge_rnn.errors import SettingsError, StateError
 from edge_rnn.runtime.online import (MixtureConfig, OnlinePredictor, build_prior, load_prior, load_state, online_predictor,
                                      rebind_prior, save_prior, save_state, state_path_for)
@@ -22,6 +23,7 @@ from edge_rnn.runtime.online.predictor import RECENT_BUCKET, WORD_MATCH
 from edge_rnn.runtime.online.score import score_online
 from edge_rnn.runtime.online.tables import CountTable
 from edge_rnn.vocab import Vocabulary
+from tests.conftest import small_model_file
 TEXT = "the quick brown fox jumps over the lazy dog. THE END!\n"  # the fixtures' model vocabulary (conftest)
 
 SMALL = dict(user_rows_log2=10, history_log2=12)
@@ -477,6 +479,59 @@ def test_saved_state_continues_exactly_and_refuses_what_is_not_its_own(tmp_path,
         load_state(tmp_path / "cut.npz", model.vocab, model.fingerprint)
     with pytest.raises(StateError, match="sha256"):
         load_state(path, model.vocab, model.fingerprint, sha256="f" * 64)
+
+
+def _state_with(tmp_path, arrays: dict, change: dict):
+    """A state file of `arrays` with `change` applied (an array, or None to drop one): what an edited
+    file whose sha256 the edited model file names too would hold."""
+    edited = {k: v for k, v in {**arrays, **change}.items() if v is not None}
+    path = tmp_path / "edited.npz"
+    np.savez_compressed(path, **edited)
+    return path
+
+
+# what an edited state may hold: each would crash, hang or blow up memory somewhere past loading if it were read as it is
+EDITS = {
+    "a count at the table's limit": lambda a: {"user_counts": np.full_like(a["user_counts"], 255)},
+    "a total that overflows": lambda a: {"user_total": np.full_like(a["user_total"], 65535)},
+    "a symbol outside the vocabulary in the history": lambda a: {"history": np.full_like(a["history"], 200)},
+    "a symbol outside the vocabulary in the context": lambda a: {"tail": np.full_like(a["tail"], 200)},
+    "an index past the history": lambda a: {"history_index": np.where(a["history_index"] >= 0, len(a["history"]), -1).astype(np.int32)},
+    "an index before it": lambda a: {"history_word_index": np.full_like(a["history_word_index"], -7)},
+    "a history as text": lambda a: {"history": np.array("the quick")},
+    "a history of floats": lambda a: {"history": a["history"].astype(np.float64)},
+    "a weight of 1e30": lambda a: {"mixer.weights": np.full_like(a["mixer.weights"], 1e30)},
+    "weights as float64": lambda a: {"mixer.weights": a["mixer.weights"].astype(np.float64)},
+    "a use count about to overflow": lambda a: {"mixer.seen": np.full_like(a["mixer.seen"], 2**31 - 1)},
+    "a negative use count": lambda a: {"mixer.seen": np.full_like(a["mixer.seen"], -1)},
+    "symbols learned as an array": lambda a: {"tokens": np.arange(3)},
+    "nats as text": lambda a: {"nats": np.array("many")},
+    "negative nats": lambda a: {"nats": np.array(-1.0)},
+    "no settings": lambda a: {"config": None},
+    "settings that are not an object": lambda a: {"config": np.array("[1, 2]")},
+    "no fingerprint": lambda a: {"fingerprint": None},
+    "an array that expands to 200 MB": lambda a: {"padding": np.zeros(200 << 20, np.uint8)},
+}
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_an_edited_state_is_refused_with_one_line_and_the_unedited_one_still_loads(tmp_path, edit):
+    """A model file is untrusted, and it names its state's sha256, so an edited state can come with a
+    matching hash: what the state holds is checked as it loads, never found out by a crash later."""
+    model = edge_rnn.load(small_model_file(tmp_path, "gru"))
+    ac = Autocompleter(model, n=3, learn=True)
+    ac.type(STORY[:300])
+    ac.learn_pending()
+    path, _ = save_state(ac.predictor, tmp_path / "s.mixture.npz", model.fingerprint)
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    with pytest.raises(StateError) as refused:
+        load_state(_state_with(tmp_path, arrays, EDITS[edit](arrays)), model.vocab, model.fingerprint)
+    assert "\n" not in str(refused.value)
+    resumed = load_state(_state_with(tmp_path, arrays, {}), model.vocab, model.fingerprint)
+    assert resumed.tokens == ac.predictor.tokens > 0
+    V = len(model.vocab)
+    assert math.isfinite(resumed.step(np.full(V, -math.log(V), np.float32), 1)), "the unedited state does not go on"
 
 
 def test_adapter_reports_mixture_and_rnn_and_saves_its_state(tmp_path, model_file):

@@ -73,6 +73,12 @@ class History:
         for name, array in (("match index", self.index), ("word index", self.word_index)):
             if array is not None and (array.shape != (1 << index_log2,) or array.dtype != np.int32):
                 raise StateError(f"{name} has shape {array.shape}, expected ({1 << index_log2},) int32; the state is corrupt")
+            if array is not None and len(array) and (array.min() < -1 or array.max() >= len(self.data)):
+                raise StateError(f"the {name} points outside its history; the state is corrupt")
+        if len(self.data) > capacity or (self.is_word is not None and self.data
+                                         and int(np.frombuffer(self.data, np.uint8).max()) >= len(self.is_word)):
+            raise StateError(f"the match history holds more than {capacity} symbols or a symbol outside the vocabulary; "
+                             "the state is corrupt")
 
     @property
     def nbytes(self) -> int:

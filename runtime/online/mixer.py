@@ -22,6 +22,7 @@ import numpy as np
 from edge_rnn.errors import StateError
 from edge_rnn.runtime.network import log_softmax
 
+MAX_WEIGHT = 1e4  # a saved weight beyond this is corrupt (Mixer2)
 SETTLE = 16  # updates after which a weight set's step has fallen to lr_start / sqrt(2)
 
 
@@ -56,10 +57,16 @@ class Mixer2:
         else:
             self.weights, self.final = np.ascontiguousarray(arrays["weights"]), arrays["final"]
             self.seen = np.array(arrays["seen"], np.int32) if "seen" in arrays else np.full(shape[0], 1 << 30, np.int32)
-            if (self.weights.shape != shape or self.final.shape != final_shape or self.seen.shape != shape[:1]
-                    or (self.seen < 0).any()):
+            if self.weights.shape != shape or self.final.shape != final_shape or self.seen.shape != shape[:1]:
                 raise StateError(f"mixer weights {self.weights.shape}/{self.final.shape}/{self.seen.shape} do not fit this "
                                  f"predictor ({shape}/{final_shape}); the state is corrupt or from other settings")
+            # learned weights stay within a few units (measured: under 5 after 20,000 characters); one of 1e30
+            # would overflow the mix, a count past 2^30 its int32 as it learns
+            if (self.weights.dtype != np.float32 or self.final.dtype != np.float32 or self.seen.min(initial=0) < 0
+                    or self.seen.max(initial=0) > 1 << 30 or not all(np.isfinite(a).all() and np.abs(a).max(initial=0) <= MAX_WEIGHT
+                                                                   for a in (self.weights, self.final))):
+                raise StateError(f"mixer weights are not float32 within +-{MAX_WEIGHT:g}, or its use counts are out of range; "
+                                 "the state is corrupt")
 
     @property
     def nbytes(self) -> int:

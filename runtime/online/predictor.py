@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from edge_rnn.errors import StateError
 from edge_rnn.runtime.online.apm import ProbabilityMap, map_rows
 from edge_rnn.runtime.online.config import MixtureConfig
 from edge_rnn.runtime.online.contexts import ContextHasher, finalise
@@ -125,6 +126,8 @@ class OnlinePredictor:
         self.apm = ProbabilityMap(config.apm_lr, state.get("apm"))  # a state saved before the map: it starts flat
         self.log_alpha = np.log(np.arange(256) + config.alpha).astype(np.float32)  # log(n + alpha) for byte counts
         self.tail = bytes(state["tail"]) if state else b""
+        if any(t >= V for t in self.tail):
+            raise StateError("the saved context holds a symbol outside the vocabulary; the state is corrupt")
         self.tokens = int(state["tokens"]) if state else 0
         self.nats = float(state["nats"]) if state else 0.0
         self._last = None

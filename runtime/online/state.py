@@ -49,26 +49,59 @@ def load_state(path: str | Path, vocab, fingerprint: str, prior=None, sha256: st
                          "truncated, edited or comes from another save; restore it or start with learning from scratch")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+            sizes = {info.filename: info.file_size for info in f.zip.infolist()}
+            if any(sizes.get(f"{k}.npy", 0) > 1 << 16 for k in ("format", "fingerprint", "config")):
+                raise StateError(f"{path} is not an edge-rnn mixture state (its header is too long)")
+            head = {k: str(f[k]) for k in ("format", "fingerprint", "config") if k in f.files}
+            if head.get("format") != STATE_FORMAT:
+                raise StateError(f"{path} is not an edge-rnn mixture state")
+            if head.get("fingerprint") != fingerprint:
+                raise StateError(f"mixture state {path} belongs to another base model (fingerprint "
+                                 f"{head.get('fingerprint', '')[:12]}..., this model is {fingerprint[:12]}...); "
+                                 "load it with the model it was saved with")
+            config = _config(path, head.get("config"))
+            expanded, most = sum(sizes.values()), most_bytes(config, len(vocab))
+            if expanded > most:  # checked before anything is expanded: a few MB of zeros can expand to GBs
+                raise StateError(f"mixture state {path} expands to {expanded:,} bytes, more than its settings hold "
+                                 f"({most:,}); the file is corrupt")
+            arrays = {k: f[k] for k in f.files if k not in head}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise StateError(f"mixture state {path} is corrupt ({type(exc).__name__}); restore it or start from scratch") from None
-    if str(arrays.get("format", "")) != STATE_FORMAT:
-        raise StateError(f"{path} is not an edge-rnn mixture state")
-    if str(arrays["fingerprint"]) != fingerprint:
-        raise StateError(f"mixture state {path} belongs to another base model (fingerprint {str(arrays['fingerprint'])[:12]}..., "
-                         f"this model is {fingerprint[:12]}...); load it with the model it was saved with")
-    try:
-        config = MixtureConfig.from_dict(json.loads(str(arrays.pop("config"))))
-    except (ValueError, TypeError) as exc:
-        raise StateError(f"mixture state {path} has unreadable settings ({exc}); the file is corrupt") from None
-    for name in ("mixer.weights", "mixer.final"):
-        if name not in arrays or not np.isfinite(arrays[name]).all():
-            raise StateError(f"mixture state {path}: {name} is missing or not finite; the file is corrupt")
-    for name in ("user_counts", "user_check", "user_total", "history", "history_index", "history_word_index", "tail", "tokens", "nats"):
+    for name in ("user_counts", "user_check", "user_total", "history", "history_index", "history_word_index", "tail", "tokens",
+                 "nats", "mixer.weights", "mixer.final"):
         if name not in arrays:
             raise StateError(f"mixture state {path} lacks {name}; the file is truncated or corrupt")
-    if max(arrays["history_index"].max(initial=-1), arrays["history_word_index"].max(initial=-1)) >= len(arrays["history"]) + 1:
-        raise StateError(f"mixture state {path}: the match index points past its history; the file is corrupt")
+    for name, array in arrays.items():  # the parts check their own arrays' shapes and ranges
+        if name in ("history", "tail"):
+            ok = array.dtype == np.uint8 and array.ndim == 1
+        elif name in ("tokens", "nats"):
+            ok = array.shape == () and array.dtype.kind == ("i" if name == "tokens" else "f")
+        else:
+            ok = array.dtype.kind in "iuf"
+        if not ok:
+            raise StateError(f"mixture state {path}: {name} is {array.dtype} {array.shape}, not what a state holds; "
+                             "the file is corrupt")
+    if not (arrays["tokens"] >= 0 and np.isfinite(arrays["nats"]) and arrays["nats"] >= 0):
+        raise StateError(f"mixture state {path}: its count of symbols or of nats is negative or not finite; the file is corrupt")
     if prior is not None:
         prior.check_config(config)
-    return OnlinePredictor(vocab, config, prior, state=arrays)
+    try:
+        return OnlinePredictor(vocab, config, prior, state=arrays)
+    except StateError as exc:  # a part's own check (shape, range): say which file
+        raise StateError(f"mixture state {path}: {exc}") from None
+
+
+def _config(path: Path, text: str | None) -> MixtureConfig:
+    if text is None:
+        raise StateError(f"mixture state {path} lacks its settings; the file is truncated or corrupt")
+    try:
+        return MixtureConfig.from_dict(json.loads(text))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise StateError(f"mixture state {path} has unreadable settings ({exc}); the file is corrupt") from None
+
+
+def most_bytes(config: MixtureConfig, vocab_size: int) -> int:
+    """The most bytes a state of these settings holds expanded: the user's table ((rows + 1) x (V counts,
+    a check and a total)), the history and its two indexes (each 2^(history_log2 - 3) int32: 2^history_log2
+    bytes together), and 16 MiB for the mixer, the map and the npz's headers (the mixer is ~0.3 MB)."""
+    return ((1 << config.user_rows_log2) + 1) * (vocab_size + 4) + 2 * (1 << config.history_log2) + (16 << 20)

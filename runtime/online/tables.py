@@ -36,6 +36,10 @@ class CountTable:
             if (self.counts.shape != (rows + 1, vocab_size) or self.check.shape != (rows + 1,) or self.total.shape != (rows + 1,)
                     or self.counts.dtype != np.uint8 or self.check.dtype != np.uint16 or self.total.dtype != np.uint16):
                 raise StateError(f"count table arrays do not fit {rows} rows x {vocab_size} symbols; the state is corrupt")
+            # a row is halved when a count reaches the limit, so no saved count is at it; a larger count or total
+            # would overflow its byte or uint16 when it next learns
+            if self.counts.max(initial=0) >= limit or self.total.max(initial=0) > vocab_size * (limit - 1):
+                raise StateError(f"count table holds counts at or over its limit {limit}; the state is corrupt")
 
     @property
     def nbytes(self) -> int:
