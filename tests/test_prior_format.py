@@ -69,6 +69,22 @@ def test_a_stream_that_expands_past_the_bound_or_is_cut_short_is_refused(tmp_pat
             load_prior(tmp_path / f"{name}.prior.npz")
 
 
+def test_a_match_index_too_large_or_a_text_outside_the_vocabulary_is_refused(tmp_path, model_file):
+    """The index's size is read from the file (2^40 slots asked for 4 TiB), and the text's symbols index
+    the predictor's arrays (one past the vocabulary crashed the first prediction that matched it)."""
+    model = edge_rnn.load(model_file)
+    train = "the quick brown fox jumps over the lazy dog. " * 40
+    save_prior(build_prior(model, train, rows_log2=12, config=MixtureConfig(**SMALL), index_log2=10), tmp_path / "p.prior.npz")
+    with np.load(tmp_path / "p.prior.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    text = np.frombuffer(lzma.decompress(arrays["text"].tobytes()), np.uint8).copy()
+    text[len(text) // 2] = 250
+    for name, change in (("huge", {"index_log2": np.array(40)}), ("symbol", {"text": np.frombuffer(lzma.compress(text.tobytes()), np.uint8)})):
+        np.savez_compressed(tmp_path / f"{name}.prior.npz", **{**arrays, **change})
+        with pytest.raises(StateError, match="2\\^26.*outside its vocabulary.*edge-rnn prior"):
+            load_prior(tmp_path / f"{name}.prior.npz")
+
+
 def test_an_unknown_format_is_refused_by_name(tmp_path):
     np.savez_compressed(tmp_path / "x.prior.npz", format=np.array("edge-rnn-prior-1"))
     with pytest.raises(StateError, match="edge-rnn-prior-1.*edge-rnn prior"):

@@ -148,6 +148,7 @@ def rebind_prior(prior: Prior, model, mixer_text: str | None, config: MixtureCon
 # default prior 1.1 MB larger, but where it is smaller: check_low). Loading rebuilds exactly the arrays format 2 held.
 XZ, ZLIB, RAW = "xz", "zlib", "raw"
 _COMPRESS = {XZ: lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME), ZLIB: lambda b: zlib.compress(b, 9), RAW: bytes}
+MAX_INDEX_LOG2 = 26  # the prior's match index, 256 MiB at most (the shipped ones are 2^21 slots, 8 MiB)
 MAX_STREAM = 1 << 28  # bytes: far above any stream of a prior within its 64 MiB budget; a hostile file stops here
 
 
@@ -255,7 +256,11 @@ def _load_cached(path: str, mtime_ns: int) -> Prior:
             else:  # format 2: the arrays themselves, zip-compressed
                 table, text = SparseTable(len(vocab), {k[6:]: f[k] for k in f.files if k.startswith("table_")}), f["text"]
             mixer = {k[6:]: f[k] for k in f.files if k.startswith("mixer_")} or None
-            history = History.build(text, int(f["index_log2"]), int(f["match_min"]))
+            index_log2 = int(f["index_log2"])
+            if not 1 <= index_log2 <= MAX_INDEX_LOG2 or (len(text) and int(np.max(text)) >= len(vocab)):
+                raise StateError(f"prior file {path} has a match index of 2^{index_log2} slots (at most 2^{MAX_INDEX_LOG2}) "
+                                 "or a symbol outside its vocabulary in its text; rebuild it with `edge-rnn prior`")
+            history = History.build(text, index_log2, int(f["match_min"]))
             prior = Prior(str(f["fingerprint"]), vocab, table, history, mixer, tuple(int(o) for o in f["orders"]),
                           bool(f["words"]), int(f["match_min"]))
     except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile, lzma.LZMAError, zlib.error) as exc:
