@@ -553,6 +553,17 @@ def test_adapter_reports_mixture_and_rnn_and_saves_its_state(tmp_path, model_fil
         online_predictor(edge_rnn.load(out))
 
 
+@pytest.mark.parametrize("name", ["../elsewhere.mixture.npz", "/etc/passwd", "sub/x.mixture.npz", "", 5, ["x"]])
+def test_a_model_file_naming_its_state_outside_its_folder_is_refused(tmp_path, model_file, name):
+    """The adaptation record says which file beside the model holds its state; an edited record
+    must not reach another folder, nor crash on a name that is not a file name."""
+    model = edge_rnn.load(model_file)
+    out = model.save(tmp_path / "edited.onnx", record={"mixture": {"file": name, "sha256": "0" * 64}})
+    with pytest.raises(StateError, match="not a file name beside it") as refused:
+        online_predictor(edge_rnn.load(out))
+    assert "\n" not in str(refused.value)
+
+
 def test_a_learning_stream_returns_the_mixture(model_file):
     model = edge_rnn.load(model_file)
     learning, plain = model.stream(learn=SMALL), model.stream()

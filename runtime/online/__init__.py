@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from edge_rnn.errors import SettingsError
+from edge_rnn.errors import SettingsError, StateError
 from edge_rnn.runtime.online.config import MixtureConfig
 from edge_rnn.runtime.online.predictor import OnlinePredictor
 from edge_rnn.runtime.online.prior import Prior, build_prior, load_prior, prior_for, rebind_prior, save_prior
@@ -28,9 +28,16 @@ def state_path_for(model_path) -> Path:
 def saved_state_of(model) -> dict | None:
     """The mixture record ({"file", "sha256"}) of the model file's last adaptation, if it has one."""
     record = model.adaptation[-1] if model.adaptation else None
-    if isinstance(record, dict) and isinstance(record.get("mixture"), dict) and "file" in record["mixture"]:
-        return record["mixture"]
-    return None
+    if not (isinstance(record, dict) and isinstance(record.get("mixture"), dict) and "file" in record["mixture"]):
+        return None
+    saved = record["mixture"]
+    name, sha = saved["file"], saved.get("sha256")
+    # the model file is untrusted: its record may only name a file beside it, by a name save() could have written
+    if (not isinstance(name, str) or not name.endswith(".npz") or Path(name).name != name or "\\" in name or "\0" in name
+            or not (sha is None or isinstance(sha, str))):
+        raise StateError(f"the model file's adaptation record names its mixture state as {str(name)[:80]!r}, which is not a "
+                         "file name beside it; the model file was edited: use another copy, or run the RNN alone (--rnn-only, mixture=False)")
+    return saved
 
 
 def save_with_state(model, path, record: dict | None, predictor: OnlinePredictor | None) -> Path:
