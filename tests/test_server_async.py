@@ -259,6 +259,32 @@ def test_folder_store_keeps_the_most_recent_users(tmp_path):
         store.get("../../etc/passwd")
 
 
+@pytest.mark.parametrize("session", ['[]', '{"text": 5, "learning": true, "curve": []}', '{"text": "a", "learning": true}',
+                                     '{"text": "a", "learning": true, "curve": [[1]]}', '{"text": "a", "learning": "yes", "curve": []}'])
+def test_a_stored_user_whose_session_is_not_one_is_refused_so_the_user_starts_afresh(model_path, session):
+    """The server turns a StateError on restoring into a fresh session; anything else would fail the connection."""
+    import io
+    import zipfile
+
+    import edge_rnn
+    from edge_rnn.app.autocomplete import Autocompleter
+    from edge_rnn.app.store import restore_user, user_state
+    from edge_rnn.errors import StateError
+
+    model = edge_rnn.load(model_path)
+    make = lambda m: Autocompleter(m, n=3, learn=True)  # noqa: E731
+    ac = make(model)
+    ac.type("the quick brown fox ")
+    good = user_state(ac)
+    assert restore_user(good, lambda path: model, make).text == "the quick brown fox "
+    buf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(good)) as old, zipfile.ZipFile(buf, "w") as new:
+        for name in old.namelist():
+            new.writestr(name, session if name == "session.json" else old.read(name))
+    with pytest.raises(StateError, match="unreadable"):
+        restore_user(buf.getvalue(), lambda path: model, make)
+
+
 def test_serve_without_the_serve_extra_names_it():
     import subprocess
     import sys

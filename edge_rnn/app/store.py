@@ -55,6 +55,8 @@ def restore_user(data: bytes, load_model, make_autocompleter):
         with zipfile.ZipFile(io.BytesIO(data)) as z, tempfile.TemporaryDirectory() as tmp:
             names = set(z.namelist())
             meta = json.loads(z.read("session.json"))
+            if not _is_session(meta):
+                raise ValueError("session.json is not a session's text, learning switch and curve")
             model = load_model(z.extract("model.onnx", tmp) if "model.onnx" in names else None)
             ac = make_autocompleter(model)
             if "mixture.npz" in names:
@@ -142,6 +144,14 @@ def open_store(where: str | Path, max_users: int = MAX_USERS):
     if str(where).startswith(("redis://", "rediss://", "unix://")):
         return RedisStore(str(where), max_users)
     return FolderStore(os.fspath(where), max_users)
+
+
+def _is_session(meta) -> bool:
+    """What user_state writes into session.json: {"learning": bool, "text": str, "curve": [[int, float], ...]}."""
+    return (isinstance(meta, dict) and isinstance(meta.get("learning"), bool) and isinstance(meta.get("text"), str)
+            and isinstance(meta.get("curve"), list)
+            and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in p)
+                    for p in meta["curve"]))
 
 
 def _checked(token: str) -> str:
