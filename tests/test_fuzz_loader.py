@@ -96,6 +96,52 @@ def test_mutated_state_file_loads_finitely_or_raises_state_error(data):
     assert np.isfinite(other.feed(" jumps")).all()
 
 
+@functools.cache
+def mixture_state() -> dict:
+    """A learned mixture state's arrays (small tables), for the edits below."""
+    from edge_rnn.runtime.online import MixtureConfig, OnlinePredictor, save_state
+
+    model = base_model("gru")
+    predictor = OnlinePredictor(model.vocab, MixtureConfig(user_rows_log2=10, history_log2=12))
+    ids = model.encode(TEXT * 3)
+    predictor.context_only(ids[:1])
+    for y in ids[1:]:
+        predictor.step(np.full(len(model.vocab), -np.log(len(model.vocab)), np.float32), int(y))
+    path, _ = save_state(predictor, FOLDER / "learned.mixture.npz", model.fingerprint)
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+@FAST
+@given(st.data())
+def test_a_state_with_edited_values_loads_and_predicts_finitely_or_raises_state_error(data):
+    """A mixture state's arrays with a few values set to anything their type holds (what an edited file
+    whose sha256 an edited model file names too can hold): it loads and goes on finitely, or is refused."""
+    from edge_rnn.runtime.online import load_state
+
+    model, arrays = base_model("gru"), dict(mixture_state())
+    name = data.draw(st.sampled_from(sorted(k for k, a in arrays.items() if a.dtype.kind in "iuf" and a.size)))
+    edited = arrays[name].copy()
+    flat = edited.reshape(-1)
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, flat.size - 1))
+        if edited.dtype.kind == "f":
+            flat[at] = data.draw(st.floats(width=32 if edited.dtype == np.float32 else 64))
+        else:
+            info = np.iinfo(edited.dtype)
+            flat[at] = data.draw(st.integers(int(info.min), int(info.max)))
+    np.savez(FOLDER / "edited.mixture.npz", **{**arrays, name: edited})
+    try:
+        predictor = load_state(FOLDER / "edited.mixture.npz", model.vocab, model.fingerprint)
+    except StateError:
+        return
+    V = len(model.vocab)
+    uniform = np.full(V, -np.log(V), np.float32)
+    ids = model.encode(TEXT)
+    assert all(np.isfinite(predictor.step(uniform, int(y))) for y in ids)
+    assert np.isfinite(predictor.predict_batch([bytes(ids[:20]), bytes(ids[:7])], np.stack([uniform, uniform]))).all()
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_as_a_text_file_read_or_corpus_error(data):
