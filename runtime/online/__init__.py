@@ -35,8 +35,9 @@ def saved_state_of(model) -> dict | None:
     # the model file is untrusted: its record may only name a file beside it, by a name save() could have written
     if (not isinstance(name, str) or not name.endswith(".npz") or Path(name).name != name or "\\" in name or "\0" in name
             or not (sha is None or isinstance(sha, str))):
-        raise StateError(f"the model file's adaptation record names its mixture state as {str(name)[:80]!r}, which is not a "
-                         "file name beside it; the model file was edited: use another copy, or run the RNN alone (--rnn-only, mixture=False)")
+        raise StateError(f"the model file's adaptation record names its mixture state as {str(name)[:80]!r}, which is not "
+                         "a file name beside it; the model file was edited: use another copy, or run the RNN alone "
+                         "(--rnn-only, mixture=False)")
     return saved
 
 

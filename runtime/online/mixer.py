@@ -62,9 +62,9 @@ class Mixer2:
                                  f"predictor ({shape}/{final_shape}); the state is corrupt or from other settings")
             # learned weights stay within a few units (measured: under 5 after 20,000 characters); one of 1e30
             # would overflow the mix, a count past 2^30 its int32 as it learns
-            if (self.weights.dtype != np.float32 or self.final.dtype != np.float32 or self.seen.min(initial=0) < 0
-                    or self.seen.max(initial=0) > 1 << 30 or not all(np.isfinite(a).all() and np.abs(a).max(initial=0) <= MAX_WEIGHT
-                                                                   for a in (self.weights, self.final))):
+            sane = all(a.dtype == np.float32 and np.isfinite(a).all() and np.abs(a).max(initial=0) <= MAX_WEIGHT
+                       for a in (self.weights, self.final))
+            if not sane or self.seen.min(initial=0) < 0 or self.seen.max(initial=0) > 1 << 30:
                 raise StateError(f"mixer weights are not float32 within +-{MAX_WEIGHT:g}, or its use counts are out of range; "
                                  "the state is corrupt")
 

@@ -60,7 +60,7 @@ def load_state(path: str | Path, vocab, fingerprint: str, prior=None, sha256: st
                                  f"{head.get('fingerprint', '')[:12]}..., this model is {fingerprint[:12]}...); "
                                  "load it with the model it was saved with")
             config = _config(path, head.get("config"))
-            expanded, most = sum(sizes.values()), most_bytes(config, len(vocab))
+            expanded, most = sum(sizes.values()), _most_bytes(config, len(vocab))
             if expanded > most:  # checked before anything is expanded: a few MB of zeros can expand to GBs
                 raise StateError(f"mixture state {path} expands to {expanded:,} bytes, more than its settings hold "
                                  f"({most:,}); the file is corrupt")
@@ -100,8 +100,9 @@ def _config(path: Path, text: str | None) -> MixtureConfig:
         raise StateError(f"mixture state {path} has unreadable settings ({exc}); the file is corrupt") from None
 
 
-def most_bytes(config: MixtureConfig, vocab_size: int) -> int:
+def _most_bytes(config: MixtureConfig, vocab_size: int) -> int:
     """The most bytes a state of these settings holds expanded: the user's table ((rows + 1) x (V counts,
-    a check and a total)), the history and its two indexes (each 2^(history_log2 - 3) int32: 2^history_log2
-    bytes together), and 16 MiB for the mixer, the map and the npz's headers (the mixer is ~0.3 MB)."""
+    a check and a total)), the history (2^history_log2 symbols) and its two indexes (2^(history_log2 - 3)
+    int32 each, as many bytes again), and 16 MiB for the mixer, the map and the npz's headers (the mixer
+    is ~0.3 MB)."""
     return ((1 << config.user_rows_log2) + 1) * (vocab_size + 4) + 2 * (1 << config.history_log2) + (16 << 20)
