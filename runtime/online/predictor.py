@@ -25,6 +25,7 @@ from edge_rnn.runtime.online.sparse import SparseTable
 from edge_rnn.runtime.online.tables import CountTable
 from edge_rnn.vocab import is_word_char
 
+INDEX_SHIFT = 3  # a user's two match indexes have a slot per 2^INDEX_SHIFT symbols of the history
 COUNT_BUCKETS = 9  # by a context's total count: 0, 1, 2, 3-4, 5-8, ..., 65+; doubled by "one symbol seen"
 BUCKETS = 2 * COUNT_BUCKETS
 _TOTAL_BUCKET = np.minimum(np.ceil(np.log2(np.maximum(np.arange(1 << 16), 1))).astype(np.int64) + (np.arange(1 << 16) > 0), COUNT_BUCKETS - 1)
@@ -89,7 +90,7 @@ class OnlinePredictor:
         self.user = CountTable(1 << config.user_rows_log2, V, config.count_limit,
                                {k[5:]: state[k] for k in ("user_counts", "user_check", "user_total")} if state else None)
         is_word = [is_word_char(s) for s in vocab.symbols]
-        self.history = History(1 << config.history_log2, config.history_log2 - 3, config.match_min,
+        self.history = History(1 << config.history_log2, config.history_log2 - INDEX_SHIFT, config.match_min,
                                bytes(state["history"]) if state else b"", state.get("history_index"),
                                is_word, state.get("history_word_index"), case_tables(vocab.symbols))
         self.prior_table = prior.table if prior is not None else SparseTable.empty(V)

@@ -20,7 +20,7 @@ import numpy as np
 from edge_rnn.atomic import atomic_write
 from edge_rnn.errors import StateError
 from edge_rnn.runtime.online.config import MixtureConfig
-from edge_rnn.runtime.online.predictor import OnlinePredictor
+from edge_rnn.runtime.online.predictor import INDEX_SHIFT, OnlinePredictor
 
 STATE_FORMAT = "edge-rnn-mixture-1"
 
@@ -102,7 +102,7 @@ def _config(path: Path, text: str | None) -> MixtureConfig:
 
 def _most_bytes(config: MixtureConfig, vocab_size: int) -> int:
     """The most bytes a state of these settings holds expanded: the user's table ((rows + 1) x (V counts,
-    a check and a total)), the history (2^history_log2 symbols) and its two indexes (2^(history_log2 - 3)
-    int32 each, as many bytes again), and 16 MiB for the mixer, the map and the npz's headers (the mixer
-    is ~0.3 MB)."""
-    return ((1 << config.user_rows_log2) + 1) * (vocab_size + 4) + 2 * (1 << config.history_log2) + (16 << 20)
+    a check and a total)), the history (2^history_log2 symbols) and its two indexes (int32, a slot per
+    2^INDEX_SHIFT symbols), and 16 MiB for the mixer, the map and the npz's headers (the mixer is ~0.3 MB)."""
+    history = 1 << config.history_log2
+    return ((1 << config.user_rows_log2) + 1) * (vocab_size + 4) + history + 2 * 4 * (history >> INDEX_SHIFT) + (16 << 20)
