@@ -172,6 +172,32 @@ def test_set_text_edits_from_the_common_prefix(tmp_path):
     assert ac.text == "" and ac.word == ""
 
 
+def test_a_completion_passed_over_is_not_offered_again_in_that_word():
+    """Typing a letter after suggestions were shown for `passed_after` seconds passes over them
+    (Presage's REPEAT_SUGGESTIONS=no): the next suggestions hold none of those words, the slot going
+    to the next best. A backspace or the word's end offers them again; so does typing before the wait
+    is over (a fast typist has not read them), or passed_after=None."""
+    text = "The configuration file is read at start, and the c"
+
+    def words(ac, suggestions):
+        return {ac.word + completion for completion, _ in suggestions}
+
+    for passed_after, passes in ((0.0, True), (None, False), (3600.0, False)):
+        ac = Autocompleter(edge_rnn.load(), learn=False, passed_after=passed_after)
+        shown = words(ac, ac.type(text))
+        top = ac.suggestions[0][0]
+        after = ac.type(top[0])  # the top word is still possible after its next letter
+        offered = words(ac, after)
+        assert len(after) == 3
+        assert (ac.word + top[1:] in offered) != passes, (passed_after, shown, offered)
+        if passes:
+            assert not shown & offered
+            assert words(ac, ac.backspace(1)) == shown  # an edit starts afresh
+            assert words(ac, ac.type(top + " and the c")) & shown  # a later word: offered again
+    with pytest.raises(SettingsError, match="passed_after"):
+        Autocompleter(edge_rnn.load(), passed_after=-1)
+
+
 def test_any_characters_are_safe(tmp_path):
     ac = Autocompleter(edge_rnn.load(small_model_file(tmp_path, "gru")), learn=True)
     ac.type("\x00\x07\u00e9\u20ac\U0001F600\r\n\t\ud800 zz")

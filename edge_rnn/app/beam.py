@@ -236,7 +236,7 @@ def _scores(predictor, tails: list, rnn: np.ndarray):
 
 
 def search(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, classes: WordClasses, config: BeamConfig,
-           predictor=None, tail: bytes = b"", memo: SearchMemo | None = None):
+           predictor=None, tail: bytes = b"", memo: SearchMemo | None = None, exclude: frozenset = frozenset()):
     """complete_word as a generator, for a driver that steps the RNN and scores with the predictor
     (complete_words): it yields (parents, tokens, rows), the Nodes to step by their tokens (at most
     config.width) and the batch shape, and takes back (batch, at, rnn): `expand`'s batch state with
@@ -268,7 +268,7 @@ def search(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, cl
         if ending.any():
             end = logp + _logsumexp(np.where(classes.boundary, lp, -np.inf))  # (B,)
             for b in np.flatnonzero(ending):
-                if len(texts[b]) >= config.min_chars and end[b] > finished.get(texts[b], -np.inf):
+                if len(texts[b]) >= config.min_chars and texts[b] not in exclude and end[b] > finished.get(texts[b], -np.inf):
                     finished[texts[b]] = float(end[b])
         if step == config.max_chars:
             break
@@ -311,7 +311,8 @@ def search(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, cl
 
 
 def complete_word(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, classes: WordClasses,
-                  config: BeamConfig, predictor=None, tail: bytes = b"", memo: SearchMemo | None = None) -> list[tuple[str, float]]:
+                  config: BeamConfig, predictor=None, tail: bytes = b"", memo: SearchMemo | None = None,
+                  exclude: frozenset = frozenset()) -> list[tuple[str, float]]:
     """The n most likely completions of the current word, best first, as (text, probability).
 
     state: the stream's state after the typed text, ([L, 1, H],...) on the model's backend;
@@ -324,9 +325,11 @@ def complete_word(model, state: tuple, log_probs: np.ndarray, *, word_started: b
     search inside a word uses and fills it: a search at a word start (the costliest, after the
     keystroke that learns) is not continued by the next one often enough to pay for the
     padded batches that exact reuse needs, so it runs on unpadded ones and leaves nothing.
+    exclude: completions not to offer (the ones the user passed over in this word: Autocompleter);
+    the n best of the rest are returned, the search's bound on beams counting only those.
     """
     return complete_words([dict(model=model, state=state, log_probs=log_probs, word_started=word_started, classes=classes,
-                                config=config, predictor=predictor, tail=tail, memo=memo)])[0]
+                                config=config, predictor=predictor, tail=tail, memo=memo, exclude=exclude)])[0]
 
 
 def _weights_key(model):

@@ -151,25 +151,30 @@ class EdgeRNNEngine(Engine):
     text, else (a trailing space) the source's text is typed. `defer_learning`: learning runs in
     `idle`, after the suggestions are shown, and the typist then sees the suggestions redrawn, as in
     the live demo: the same suggestions as learning at once, with no keystroke waiting for it; and like the
-    demo, the heap is frozen once the Autocompleter is built (autocomplete.freeze_heap)."""
+    demo, the heap is frozen once the Autocompleter is built (autocomplete.freeze_heap). The typist reads
+    the suggestions before every character, as the protocol says, so what it types on from is passed
+    over at once (passed_after=0; a person who reads them all takes longer than the default's wait, and
+    is served the same). The suggestions are made when `suggest` asks for them: a typist that does not
+    read (newwords, before its second letter) has passed over nothing."""
 
     def __init__(self, model, n: int = 3, learn: bool = False, adapt_settings: dict | None = None,
-                 defer_learning: bool = False, **options):
+                 defer_learning: bool = False, passed_after: float | None = 0.0, **options):
         self.ac = Autocompleter(model, n=n, learn=learn, adapt_settings=adapt_settings, accept_suffix="",
-                                defer_learning=defer_learning, **options)  # options: the Autocompleter's keywords
+                                defer_learning=defer_learning, passed_after=passed_after,
+                                **options)  # options: the Autocompleter's keywords
         freeze_heap()  # as the demo and the server do once loaded (a full collection is a 26 ms keystroke)
 
     def suggest(self, n: int) -> list[str]:
         return [completion for completion, _ in self.ac.suggestions[:n]]
 
     def type(self, chars: str) -> None:
-        self.ac.type(chars)
+        self.ac.type(chars, suggest=False)  # the search runs when `suggest` reads it: what the user saw
 
     def accept(self, index: int, chars: str) -> None:
         if self.ac.suggestions[index][0] == chars:
             self.ac.accept(index)
         else:
-            self.ac.type(chars)
+            self.ac.type(chars, suggest=False)
 
     def idle(self) -> bool:
         return bool(self.ac.defer_learning and self.ac.learn_pending())
