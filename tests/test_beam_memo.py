@@ -56,7 +56,8 @@ def test_the_memo_suggests_exactly_what_a_search_from_scratch_does(learn):
     one with the memo, one with the memo cleared before every action. Every suggestion list, every
     probability and the stream's state agree to the bit, and the memo stepped fewer beams."""
     text = GPL.read_text()[20000:20300]
-    settings = dict(learn=learn != "off", adapt_settings={"lr": 5e-4} if learn == "rnn too" else None)
+    settings = dict(learn=learn != "off", adapt_settings={"lr": 5e-4} if learn == "rnn too" else None,
+                    passed_after=0.0)  # every suggestion shown is passed over: no clock in what is offered
     reused, fresh = Autocompleter(edge_rnn.load(None), **settings), Autocompleter(edge_rnn.load(None), **settings)
     steps_reused, steps_fresh = forwards(reused.model), forwards(fresh.model)
     rng = np.random.default_rng(7)
@@ -93,8 +94,8 @@ def test_searches_in_lockstep_suggest_what_each_does_alone():
 
     text = GPL.read_text()
     starts = [21000, 23000, 25000, 27000]
-    alone = [Autocompleter(edge_rnn.load(None)) for _ in starts]
-    together = [Autocompleter(edge_rnn.load(None)) for _ in starts]
+    alone = [Autocompleter(edge_rnn.load(None), passed_after=0.0) for _ in starts]  # no clock in what is offered
+    together = [Autocompleter(edge_rnn.load(None), passed_after=0.0) for _ in starts]
     for ac, s in zip(alone + together, starts + starts):
         ac.type(text[s - 80 : s])
     calls_alone = [forwards(ac.model) for ac in alone]
