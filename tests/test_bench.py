@@ -107,7 +107,9 @@ def test_plan_skips_pytorch_tasks_without_torch(monkeypatch, tmp_path):
     assert steps[0][2]["torch"] is False
     learning = {task: args for _, task, args in steps if task.startswith("learning_")}
     assert learning["learning_bpc"]["prior"] == "shakespeare" and learning["learning_keystrokes"]["n"] == 3
+    growth = learning.pop("learning_growth")
     assert all(args["texts"] == list(suite.TEXTS) and args["chars"] == suite.QUICK.learning_chars for args in learning.values())
+    assert growth["texts"] == list(suite.TEXTS) and (growth["chars"], growth["window"]) == suite.QUICK.growth_chars
 
 
 def test_summary_ratio_and_numbers():
@@ -189,6 +191,20 @@ def test_a_word_is_offered_from_the_use_after_which_it_stays_on_top():
     assert offered_from([False, True, False, True, True]) == 4, "a miss after a hit: offered from after the miss"
     assert offered_from([True, True]) == 1
     assert offered_from([False, True, False]) is None, "not on top at the last use: not offered"
+
+
+@pytest.mark.slow
+def test_quick_report_shows_keystrokes_saved_window_by_window(quick):
+    from edge_rnn.app.bench import suite
+
+    result, _ = quick
+    chars, window = suite.QUICK.growth_chars
+    learning = result["sections"]["learning"]
+    rows = [r for r in learning["rows"] if "keystrokes saved in characters" in r["name"]]
+    texts = {r["name"].split(":")[0] for r in rows}
+    assert texts and len(rows) == len(texts) * -(-chars // window), "a row per window of each text"
+    assert all(0 <= r["value"]["median"] <= 100 and r["peers"][0]["peer"] == report.LEARNING_OFF for r in rows)
+    assert sum(n.startswith(tuple(texts)) and "the whole" in n for n in learning["notes"]) == len(texts)
 
 
 @pytest.mark.slow

@@ -45,6 +45,15 @@ def test_savings_are_exact_on_an_engine_that_knows_the_text(source, keystrokes):
     assert out["latency_ms"]["n"] == keystrokes + 1 and out["latency_ms"]["p95"] >= out["latency_ms"]["median"] >= 0
 
 
+def test_savings_by_window_count_each_keystroke_where_it_starts():
+    source = "the cat sat"  # keystrokes start at 0 (the), 3 ( ), 4 (cat), 7 ( ), 8 (sat)
+    out = type_text(Oracle(source), source, n=3, window=4)
+    assert out["window_savings"] == pytest.approx([1 - 2 / 4, 1 - 2 / 4, 1 - 1 / 3])
+    assert "window_savings" not in type_text(Oracle(source), source)
+    with pytest.raises(SettingsError, match="window"):
+        type_text(Oracle(source), source, window=0)
+
+
 def test_one_trailing_space_is_stripped_two_are_not():
     source = "the cat sat"
     assert type_text(Oracle(source, suffix=" "), source)["keystrokes"] == 5

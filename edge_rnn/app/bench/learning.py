@@ -160,10 +160,26 @@ def keystrokes(path: str, texts: list[str], chars: int, n: int = 3, new_words: i
     return {"texts": out, "notes": notes, "n": n, "new_words": offered}
 
 
-if __name__ == "__main__":  # python -m edge_rnn.app.bench.learning [CHARS [PRIOR [MODEL]]]: the learning section alone
+def growth(path: str, texts: list[str], chars: int, window: int, n: int = 3) -> dict:
+    """Per text: keystrokes saved in each `window` characters of a longer passage (`chars`, from the
+    text's middle as `keystrokes` takes its passage), edge-rnn learning on and off: whether the
+    suggestions get better as the user types, and how learning's gain grows with use."""
+    passages, notes = _texts(texts, chars)
+    out = {}
+    for name, text in passages.items():
+        row = {"characters": len(text), "window": window, "start": text[:40]}
+        for learn in (False, True):
+            r = edge_rnn_savings(edge_rnn.load(path), text, n=n, learn=learn, defer_learning=learn, window=window)
+            row[f"edge-rnn {'on' if learn else 'off'}"] = {"savings": r["savings"], "window_savings": r["window_savings"]}
+        out[name] = row
+    return {"texts": out, "notes": notes, "n": n}
+
+
+if __name__ == "__main__":  # python -m edge_rnn.app.bench.learning [CHARS [PRIOR [MODEL]]]: the learning section alone (growth: 4 x CHARS)
     args = sys.argv[1:]
     chars, prior = int(args[0]) if args else 5000, args[1] if len(args) > 1 else PRIOR
     model = args[2] if len(args) > 2 else str(default_model_path())
     b = call("learning_bpc", path=model, texts=list(TEXTS), chars=chars, prior=prior, prior_chars=None)
     k = call("learning_keystrokes", path=model, texts=list(TEXTS), chars=chars, n=3)
-    print("\n".join(section_text("learning", learning_section(b, k))))
+    g = call("learning_growth", path=model, texts=list(TEXTS), chars=4 * chars, window=chars, n=3)
+    print("\n".join(section_text("learning", learning_section(b, k, g))))

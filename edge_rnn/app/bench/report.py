@@ -202,9 +202,10 @@ def _uses(result: dict) -> dict | None:
     return {"median": float(statistics.median(found)), "p10": float(found[0]), "p90": float(found[-1]), "n": len(found)} if found else None
 
 
-def learning_section(b: dict, k: dict) -> dict:
+def learning_section(b: dict, k: dict, g: dict | None = None) -> dict:
     """Per text: online bpc vs the compressors (with the training text as prior, and without), keystrokes
-    saved and keystroke latency vs Presage (learning off and on), from learning.bpc and learning.keystrokes."""
+    saved and keystroke latency vs Presage (learning off and on), from learning.bpc and learning.keystrokes;
+    and keystrokes saved window by window over a longer passage, learning on and off (learning.growth)."""
     rows, pct = [], lambda r: single(100 * r["savings"])  # noqa: E731
     label = {"edge-rnn on": LEARNING_ON, "edge-rnn off": LEARNING_OFF, "presage off": "presage, learning off", "presage on": "presage, learning on"}
     for name in dict.fromkeys([*b["texts"], *k["texts"]]):
@@ -224,6 +225,13 @@ def learning_section(b: dict, k: dict) -> dict:
                             [named(label[key], pct(t[key]), accepts=t[key]["accepts"]) for key in peers], characters=t["characters"]))
             rows.append(row(f"{name}: keystroke -> suggestions latency", "ms", named(LEARNING_ON, t["edge-rnn on"]["latency_ms"]),
                             [named(label[key], t[key]["latency_ms"]) for key in peers]))
+        if g and name in g["texts"]:
+            t = g["texts"][name]
+            on, off, size = t["edge-rnn on"]["window_savings"], t["edge-rnn off"]["window_savings"], t["window"]
+            for w, (a, z) in enumerate(zip(on, off)):
+                rows.append(row(f"{name}: keystrokes saved in characters {w * size:,}-{min((w + 1) * size, t['characters']):,} "
+                                f"of a {t['characters']:,}-character passage", "%", named(LEARNING_ON, single(100 * a)),
+                                [named(LEARNING_OFF, single(100 * z))]))
     words = k.get("new_words") or {}  # none in a run from before the new-words row
     offered = {key: _uses(r) for key, r in words.items()}  # engines that offer some word: median and range of the uses
     if offered.get("edge-rnn on"):
@@ -256,7 +264,11 @@ def learning_section(b: dict, k: dict) -> dict:
                      + "; ".join(f"{key}: " + ", ".join(f"{w} {u or 'never'}" for w, u in r["uses"].items()) for key, r in words.items())
                      + "; the share of 2nd and later uses where it was the top completion: "
                      + ", ".join(f"{key} {100 * r['top_later']:.0f}%" for key, r in words.items()))
-    notes += sorted(set(b["notes"] + k["notes"]))
+    for name, t in (g or {}).get("texts", {}).items():
+        notes.append(f"{name}: keystrokes saved over the whole {t['characters']:,}-character passage (from the text's middle, "
+                     f"typed as above, counted by window of {t['window']:,}): learning on {100 * t['edge-rnn on']['savings']:.2f}%, "
+                     f"off {100 * t['edge-rnn off']['savings']:.2f}%")
+    notes += sorted(set(b["notes"] + k["notes"] + (g or {}).get("notes", [])))
     return {"title": "Learning: online bpc vs adaptive compressors, keystrokes saved vs Presage, on texts of other styles",
             "better": "lower bpc and ms, higher %", "rows": rows, "how": how, "notes": notes}
 
@@ -308,7 +320,7 @@ def assemble(raw: dict, meta: dict, machine: dict) -> dict:
     sections["adaptation_curve"] = _curve_section(raw["curve"], meta)
     sections["gpu"] = _gpu_section(raw.get("gpu"))
     sections["autocomplete"] = _autocomplete_section(raw["keystrokes"])
-    sections["learning"] = learning_section(raw["learning_bpc"], raw["learning_keystrokes"])
+    sections["learning"] = learning_section(raw["learning_bpc"], raw["learning_keystrokes"], raw.get("learning_growth"))  # none before it
     sections["capacity"] = _capacity_section(raw.get("capacity_memory"), raw.get("capacity_load"))
     threads = raw["latency"].get("threads")
     return {"bench": meta, "machine": dict(machine, threads=threads), "sections": sections,

@@ -50,6 +50,7 @@ class Settings:
     curve_chunk: int
     passage_chars: int  # autocomplete: held-out passage typed by the simulated user
     learning_chars: int  # learning section: characters of each text (learning.TEXTS)
+    growth_chars: tuple[int, int]  # ... and a longer passage of each, typed with keystrokes saved per window: (characters, window)
     prior_chars: int | None  # ... of the compressors' prior, its training text's last ones (None: all of it)
     new_words: int  # ... invented words whose uses until offered are counted (newwords.WORDS)
     capacity_connected: int  # capacity: websockets open to `edge-rnn serve`
@@ -61,12 +62,12 @@ class Settings:
 
 QUICK = Settings(rounds=3, block=30, prefill_len=256, prefill_repeats=5, hidden=256, adapt_tokens=1024, adapt_chunk=256,
                  adapt_models="lstm", memory_hidden=128, memory_lengths=(10**3, 10**4), full_bptt_lengths=(10**3,),
-                 curve_chars=2048, curve_chunk=256, passage_chars=120, learning_chars=1500, prior_chars=300_000, new_words=1,
+                 curve_chars=2048, curve_chunk=256, passage_chars=120, learning_chars=1500, growth_chars=(600, 300), prior_chars=300_000, new_words=1,
                  capacity_connected=8, capacity_typing=(2,), capacity_seconds=2.0, capacity_processes=1, capacity_chars=400)
 FULL = Settings(rounds=20, block=100, prefill_len=256, prefill_repeats=30, hidden=256, adapt_tokens=8192, adapt_chunk=1024,
                 adapt_models="all", memory_hidden=128, memory_lengths=(10**3, 10**4, 10**5, 10**6),
                 full_bptt_lengths=(10**3, 10**4), curve_chars=None, curve_chunk=1024, passage_chars=1500,
-                learning_chars=5000, prior_chars=None, new_words=5, capacity_connected=1000, capacity_typing=(10, 20, 30, 40, 50), capacity_seconds=10.0,
+                learning_chars=5000, growth_chars=(20_000, 5000), prior_chars=None, new_words=5, capacity_connected=1000, capacity_typing=(10, 20, 30, 40, 50), capacity_seconds=10.0,
                 capacity_processes=2, capacity_chars=2000)
 
 
@@ -133,6 +134,8 @@ def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_
                                                        prior_chars=s.prior_chars)))
     steps.append(("learning_keystrokes", "learning_keystrokes", dict(path=given, texts=texts, chars=s.learning_chars, n=3,
                                                                     new_words=s.new_words)))
+    chars, window = s.growth_chars
+    steps.append(("learning_growth", "learning_growth", dict(path=given, texts=texts, chars=chars, window=window, n=3)))
     steps.append(("capacity_memory", "capacity_memory", dict(model_path=given, chars=s.capacity_chars)))
     if importlib.util.find_spec("websockets") is not None:  # the serve extra: without it the report says the load is skipped
         steps.append(("capacity_load", "capacity_load", dict(model_path=given, connected=s.capacity_connected, typing=list(s.capacity_typing),

@@ -97,14 +97,18 @@ def matches(completion: str, target: str, word: str, folds_case: bool) -> bool:
     return folds_case and plain_case(word) and completion.lower() == target.lower()
 
 
-def type_text(engine: Engine, source: str, n: int = 3) -> dict:
+def type_text(engine: Engine, source: str, n: int = 3, window: int | None = None) -> dict:
     """Type `source` into `engine` under the protocol; raises EdgeRNNError if its text drifts from the source.
 
     Returns keystrokes, characters, savings, accepts, accepted_chars and the keystroke ->
-    suggestions latency in ms (median = p50, p10, p90, p95, n).
+    suggestions latency in ms (median = p50, p10, p90, p95, n). With `window`, also
+    window_savings: the savings in each run of `window` characters of the source (the last one
+    may be shorter), a keystroke counted where it starts, so a learning engine's gain over the text shows.
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise SettingsError(f"the typist needs n >= 1 suggestions, got {n!r}")
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+        raise SettingsError(f"window must be a positive number of characters, got {window!r}")
     if not source:
         raise SettingsError("the typist needs a non-empty text to type")
     clock, latency = time.perf_counter, []
@@ -112,11 +116,13 @@ def type_text(engine: Engine, source: str, n: int = 3) -> dict:
     options = engine.suggest(n)
     latency.append(clock() - t0)
     i = keystrokes = accepts = accepted_chars = 0
+    per_window = [0] * -(-len(source) // (window or len(source)))  # keystrokes starting in each window
     while i < len(source):
         if engine.idle():
             options = engine.suggest(n)
         end = target_end(source, i)
         target = source[i:end]
+        per_window[i // (window or len(source))] += 1
         t0 = clock()
         if len(target) >= MIN_TARGET:
             start = i
@@ -140,9 +146,13 @@ def type_text(engine: Engine, source: str, n: int = 3) -> dict:
         at = next((j for j, (a, b) in enumerate(zip(engine.text, source)) if a != b), min(len(engine.text), len(source)))
         raise EdgeRNNError(f"the engine's text differs from the source at character {at} "
                            f"({engine.text[at:at + 20]!r} vs {source[at:at + 20]!r}); the engine loses or changes typed text")
-    return {"keystrokes": keystrokes, "characters": len(source), "savings": 1 - keystrokes / len(source),
-            "accepts": accepts, "accepted_chars": accepted_chars,
-            "latency_ms": {**summarize(latency, 1e3), "p95": float(np.percentile(latency, 95) * 1e3)}}
+    out = {"keystrokes": keystrokes, "characters": len(source), "savings": 1 - keystrokes / len(source),
+           "accepts": accepts, "accepted_chars": accepted_chars,
+           "latency_ms": {**summarize(latency, 1e3), "p95": float(np.percentile(latency, 95) * 1e3)}}
+    if window:
+        sizes = [min(window, len(source) - k * window) for k in range(len(per_window))]
+        out["window_savings"] = [1 - keys / size for keys, size in zip(per_window, sizes)]
+    return out
 
 
 class EdgeRNNEngine(Engine):
@@ -184,7 +194,8 @@ class EdgeRNNEngine(Engine):
         return self.ac.text
 
 
-def edge_rnn_savings(model, source: str, n: int = 3, learn: bool = False, adapt_settings: dict | None = None, **options) -> dict:
+def edge_rnn_savings(model, source: str, n: int = 3, learn: bool = False, adapt_settings: dict | None = None,
+                     window: int | None = None, **options) -> dict:
     """type_text on a fresh Autocompleter over `model` (load a fresh Model per learning run: learning moves
     its weights); `options`: more Autocompleter keywords (width, mixture, ...)."""
-    return type_text(EdgeRNNEngine(model, n=n, learn=learn, adapt_settings=adapt_settings, **options), source, n)
+    return type_text(EdgeRNNEngine(model, n=n, learn=learn, adapt_settings=adapt_settings, **options), source, n, window)

@@ -34,6 +34,7 @@ TASKS = {
     "keystrokes": "keystrokes:run",
     "learning_bpc": "learning:bpc",
     "learning_keystrokes": "learning:keystrokes",
+    "learning_growth": "learning:growth",
     "capacity_memory": "capacity:memory_per_user",
     "capacity_load": "capacity:capacity",
     "gpu": "gpu:run",
