@@ -200,7 +200,7 @@ def test_quick_report_shows_keystrokes_saved_window_by_window(quick):
     result, _ = quick
     chars, window = suite.QUICK.growth_chars
     learning = result["sections"]["learning"]
-    rows = [r for r in learning["rows"] if "keystrokes saved in characters" in r["name"]]
+    rows = [r for r in learning["rows"] if "keystrokes saved, characters" in r["name"]]
     texts = {r["name"].split(":")[0] for r in rows}
     assert texts and len(rows) == len(texts) * -(-chars // window), "a row per window of each text"
     assert all(0 <= r["value"]["median"] <= 100 and r["peers"][0]["peer"] == report.LEARNING_OFF for r in rows)

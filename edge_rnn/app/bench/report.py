@@ -229,9 +229,8 @@ def learning_section(b: dict, k: dict, g: dict | None = None) -> dict:
             t = g["texts"][name]
             on, off, size = t["edge-rnn on"]["window_savings"], t["edge-rnn off"]["window_savings"], t["window"]
             for w, (a, z) in enumerate(zip(on, off)):
-                rows.append(row(f"{name}: keystrokes saved in characters {w * size:,}-{min((w + 1) * size, t['characters']):,} "
-                                f"of a {t['characters']:,}-character passage", "%", named(LEARNING_ON, single(100 * a)),
-                                [named(LEARNING_OFF, single(100 * z))]))
+                rows.append(row(f"{name}: keystrokes saved, characters {w * size:,}-{min((w + 1) * size, t['characters']):,} "
+                                f"of {t['characters']:,}", "%", named(LEARNING_ON, single(100 * a)), [named(LEARNING_OFF, single(100 * z))]))
     words = k.get("new_words") or {}  # none in a run from before the new-words row
     offered = {key: _uses(r) for key, r in words.items()}  # engines that offer some word: median and range of the uses
     if offered.get("edge-rnn on"):
