@@ -115,14 +115,15 @@ def type_text(engine: Engine, source: str, n: int = 3, window: int | None = None
     t0 = clock()
     options = engine.suggest(n)
     latency.append(clock() - t0)
-    i = keystrokes = accepts = accepted_chars = 0
-    per_window = [0] * -(-len(source) // (window or len(source)))  # keystrokes starting in each window
+    i = accepts = accepted_chars = 0
+    span = window or len(source)
+    per_window = [0] * -(-len(source) // span)  # keystrokes starting in each window
     while i < len(source):
         if engine.idle():
             options = engine.suggest(n)
         end = target_end(source, i)
         target = source[i:end]
-        per_window[i // (window or len(source))] += 1
+        per_window[i // span] += 1
         t0 = clock()
         if len(target) >= MIN_TARGET:
             start = i
@@ -140,17 +141,17 @@ def type_text(engine: Engine, source: str, n: int = 3, window: int | None = None
             i += 1
         options = engine.suggest(n)
         latency.append(clock() - t0)
-        keystrokes += 1
     engine.idle()
     if engine.text != source:
         at = next((j for j, (a, b) in enumerate(zip(engine.text, source)) if a != b), min(len(engine.text), len(source)))
         raise EdgeRNNError(f"the engine's text differs from the source at character {at} "
                            f"({engine.text[at:at + 20]!r} vs {source[at:at + 20]!r}); the engine loses or changes typed text")
+    keystrokes = sum(per_window)
     out = {"keystrokes": keystrokes, "characters": len(source), "savings": 1 - keystrokes / len(source),
            "accepts": accepts, "accepted_chars": accepted_chars,
            "latency_ms": {**summarize(latency, 1e3), "p95": float(np.percentile(latency, 95) * 1e3)}}
     if window:
-        sizes = [min(window, len(source) - k * window) for k in range(len(per_window))]
+        sizes = [min(span, len(source) - k * span) for k in range(len(per_window))]
         out["window_savings"] = [1 - keys / size for keys, size in zip(per_window, sizes)]
     return out
 
