@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -205,6 +206,18 @@ def test_quick_report_shows_keystrokes_saved_window_by_window(quick):
     assert texts and len(rows) == len(texts) * -(-chars // window), "a row per window of each text"
     assert all(0 <= r["value"]["median"] <= 100 and r["peers"][0]["peer"] == report.LEARNING_OFF for r in rows)
     assert sum(n.startswith(tuple(texts)) and "the whole" in n for n in learning["notes"]) == len(texts)
+
+
+@pytest.mark.slow
+def test_quick_report_says_how_sure_the_learning_ratios_are(quick):
+    result, _ = quick
+    learning = result["sections"]["learning"]
+    texts = {r["name"].split(":")[0] for r in learning["rows"] if r["name"].endswith("3 suggestions")}
+    notes = [n for n in learning["notes"] if "paired bootstrap" in n]
+    assert texts and {n.split(":")[0] for n in notes} == texts, "an interval note per text typed"
+    for note in notes:
+        low, high = map(float, re.search(r"learning on / off [-\d.]+x \(([-\d.]+) to ([-\d.]+)\)", note).groups())
+        assert low <= high
 
 
 @pytest.mark.slow

@@ -49,6 +49,7 @@ def test_savings_by_window_count_each_keystroke_where_it_starts():
     source = "the cat sat"  # keystrokes start at 0 (the), 3 ( ), 4 (cat), 7 ( ), 8 (sat)
     out = type_text(Oracle(source), source, n=3, window=4)
     assert out["window_savings"] == pytest.approx([1 - 2 / 4, 1 - 2 / 4, 1 - 1 / 3])
+    assert (out["window_keystrokes"], out["window_sizes"]) == ([2, 2, 1], [4, 4, 3])
     assert "window_savings" not in type_text(Oracle(source), source)
     with pytest.raises(SettingsError, match="window"):
         type_text(Oracle(source), source, window=0)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import edge_rnn
 from edge_rnn.app.bench import newwords, peers_compress, peers_presage
+from edge_rnn.app.bench.interval import BLOCK, DRAWS, LEVEL, ratio_interval
 from edge_rnn.app.bench.report import learning_section
 from edge_rnn.app.bench.table import section_text
 from edge_rnn.app.bench.typist import EdgeRNNEngine, edge_rnn_savings, type_text
@@ -131,7 +132,8 @@ def adapter_settings(path: str) -> dict:
 
 
 def keystrokes(path: str, texts: list[str], chars: int, n: int = 3, new_words: int = len(newwords.WORDS)) -> dict:
-    """Per text: keystroke savings under the typist protocol, edge-rnn and Presage, learning off and on;
+    """Per text: keystroke savings under the typist protocol, edge-rnn and Presage, learning off and on, with
+    the interval of learning on's ratio to learning off and to Presage on (interval.ratio_interval);
     and for the first `new_words` invented words, the uses until each is offered (edge_rnn.app.bench.newwords)."""
     passages, notes = _texts(texts, chars)
     try:
@@ -145,10 +147,14 @@ def keystrokes(path: str, texts: list[str], chars: int, n: int = 3, new_words: i
             # learning after the suggestions are shown, then shown anew, as the demo does (defer_learning): the
             # same suggestions and savings, and a keystroke's latency without the learning of the word it ends
             row[f"edge-rnn {'on' if learn else 'off'}"] = edge_rnn_savings(edge_rnn.load(path), text, n=n, learn=learn,
-                                                                          defer_learning=learn)
+                                                                          defer_learning=learn, window=BLOCK)
             if driver is not None:
                 with peers_presage.PresageEngine(n=n, learn=learn, driver=driver) as engine:
-                    row[f"presage {'on' if learn else 'off'}"] = type_text(engine, text, n)
+                    row[f"presage {'on' if learn else 'off'}"] = type_text(engine, text, n, BLOCK)
+        on = row["edge-rnn on"]
+        row["interval"] = {"level": LEVEL, "block": BLOCK, "draws": DRAWS, **{
+            peer: ratio_interval(on["window_keystrokes"], row[peer]["window_keystrokes"], on["window_sizes"])
+            for peer in ("edge-rnn off", "presage on") if peer in row}}  # how sure learning on / peer is (interval.py)
         out[name] = row
     words, offered = newwords.WORDS[:new_words], {}
     for learn in (False, True):

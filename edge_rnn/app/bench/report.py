@@ -256,6 +256,7 @@ def learning_section(b: dict, k: dict, g: dict | None = None) -> dict:
     engines = ("edge-rnn off", "edge-rnn on", "presage off", "presage on")
     notes += [f"{name}: keystroke latency p95 " + ", ".join(f"{key} {t[key]['latency_ms']['p95']:.3g} ms" for key in engines if key in t)
               for name, t in k["texts"].items()]
+    notes += [_interval_note(name, t) for name, t in k["texts"].items() if t.get("interval")]  # none in a run from before it
     if words:
         notes.append(f"new words: invented words, each in {words['edge-rnn on']['sentences']} varied sentences, typed with the engine "
                      "learning as the typist lets it (edge_rnn.app.bench.newwords; the target: every word from its 2nd use on); "
@@ -270,6 +271,15 @@ def learning_section(b: dict, k: dict, g: dict | None = None) -> dict:
     notes += sorted(set(b["notes"] + k["notes"] + (g or {}).get("notes", [])))
     return {"title": "Learning: online bpc vs adaptive compressors, keystrokes saved vs Presage, on texts of other styles",
             "better": "lower bpc and ms, higher %", "rows": rows, "how": how, "notes": notes}
+
+
+def _interval_note(name: str, t: dict) -> str:
+    """How sure learning on's ratio of keystrokes saved to each peer is (learning.keystrokes, interval.py)."""
+    i, on = t["interval"], t["edge-rnn on"]["savings"]
+    ratios = [f"edge-rnn learning on / {label} {on / t[peer]['savings']:.3f}x ({i[peer][0]:.3f} to {i[peer][1]:.3f})"
+              for peer, label in (("edge-rnn off", "off"), ("presage on", "Presage learning on")) if peer in i and t[peer]["savings"] > 0]
+    return (f"{name}: keystrokes saved, " + ", ".join(ratios) + f"; in brackets the {100 * i['level']:.0f}% "
+            f"interval of a paired bootstrap over {i['block']}-character blocks of the passage ({i['draws']:,} draws)")
 
 
 def _gpu_section(g: dict | None) -> dict:

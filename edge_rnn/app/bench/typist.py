@@ -103,7 +103,8 @@ def type_text(engine: Engine, source: str, n: int = 3, window: int | None = None
     Returns keystrokes, characters, savings, accepts, accepted_chars and the keystroke ->
     suggestions latency in ms (median = p50, p10, p90, p95, n). With `window`, also
     window_savings: the savings in each run of `window` characters of the source (the last one
-    may be shorter), a keystroke counted where it starts, so a learning engine's gain over the text shows.
+    may be shorter), a keystroke counted where it starts, so a learning engine's gain over the text shows;
+    and what they come from, window_keystrokes and window_sizes (characters).
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise SettingsError(f"the typist needs n >= 1 suggestions, got {n!r}")
@@ -152,6 +153,7 @@ def type_text(engine: Engine, source: str, n: int = 3, window: int | None = None
            "latency_ms": {**summarize(latency, 1e3), "p95": float(np.percentile(latency, 95) * 1e3)}}
     if window:
         sizes = [min(span, len(source) - k * span) for k in range(len(per_window))]
+        out["window_keystrokes"], out["window_sizes"] = per_window, sizes
         out["window_savings"] = [1 - keys / size for keys, size in zip(per_window, sizes)]
     return out
 
