@@ -36,7 +36,8 @@ def ratio_interval(keys_a, keys_b, sizes, draws: int = DRAWS, level: float = LEV
     pick = np.random.default_rng(seed).integers(0, len(n), (draws, len(n)))
     chars = n[pick].sum(axis=1)
     saved_a, saved_b = 1 - a[pick].sum(axis=1) / chars, 1 - b[pick].sum(axis=1) / chars
-    ratio = saved_a[saved_b > 0] / saved_b[saved_b > 0]
+    has_ratio = saved_b > 0
+    ratio = saved_a[has_ratio] / saved_b[has_ratio]
     if not len(ratio):
         return math.nan, math.nan
     low, high = np.quantile(ratio, [(1 - level) / 2, (1 + level) / 2])
