@@ -178,6 +178,19 @@ def test_learning_passages_run_from_a_word_start_to_a_word_end():
         passage("no-such-text", 100)
 
 
+def test_in_domain_passage_is_the_middle_of_the_validation_split():
+    from edge_rnn.app.bench.learning import in_domain_passage
+    from edge_rnn.corpus import load_split
+    from edge_rnn.runtime.online.prior import sample_text
+
+    val = load_split("shakespeare")[1]
+    name, p = in_domain_passage("shakespeare", 1000)
+    assert name == "shakespeare validation (in domain)"
+    start = val.index(p)
+    assert 900 < len(p) <= 1000 and val[start - 1].isspace() and val[start + len(p)].isspace()
+    assert p not in sample_text(val, 150_000), "a prior's mixer never learned from it"
+
+
 def test_held_out_passage_starts_at_a_word():
     from edge_rnn.app.bench.keystrokes import held_out
 
@@ -218,6 +231,15 @@ def test_quick_report_says_how_sure_the_learning_ratios_are(quick):
     for note in notes:
         low, high = map(float, re.search(r"learning on / off [-\d.]+x \(([-\d.]+) to ([-\d.]+)\)", note).groups())
         assert low <= high
+
+
+@pytest.mark.slow
+def test_quick_report_checks_learning_in_domain(quick):
+    result, _ = quick
+    learning = result["sections"]["learning"]
+    row = next(r for r in learning["rows"] if "validation (in domain): keystrokes saved" in r["name"])
+    assert [p["peer"] for p in row["peers"]] == [report.LEARNING_OFF], "learning on against off, no Presage"
+    assert 0 <= row["value"]["median"] <= 100
 
 
 @pytest.mark.slow

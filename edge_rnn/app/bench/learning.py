@@ -76,7 +76,20 @@ def passage(name: str, chars: int) -> str:
     """About `chars` characters from the middle of text `name`, from a word start to a word end."""
     if name not in TEXTS:
         raise CorpusError(f"unknown bench text {name!r}; use one of {', '.join(TEXTS)}")
-    text = TEXTS[name]()
+    return middle(TEXTS[name](), chars)
+
+
+def in_domain_passage(source: str | None, chars: int) -> tuple[str, str]:
+    """(name, passage): about `chars` characters from the middle of corpus `source`'s validation split,
+    text of the kind the model learned from, where learning must not lower the keystrokes saved
+    (issue 15). The middle: a prior's mixer is pretrained on the split's first and last blocks
+    (prior.sample_text), never on this."""
+    label = "shakespeare" if source in (None, "shakespeare") else Path(source).name
+    return f"{label} validation (in domain)", middle(load_split(source)[1], chars)
+
+
+def middle(text: str, chars: int) -> str:
+    """About `chars` characters from the middle of `text`, from a word start to a word end."""
     start = max(0, (len(text) - chars) // 2)
     while 0 < start < len(text) and not text[start - 1].isspace():
         start += 1
@@ -131,31 +144,25 @@ def adapter_settings(path: str) -> dict:
     return edge_rnn.load(path).adapter().record()["settings"]
 
 
-def keystrokes(path: str, texts: list[str], chars: int, n: int = 3, new_words: int = len(newwords.WORDS)) -> dict:
+def keystrokes(path: str, texts: list[str], chars: int, n: int = 3, new_words: int = len(newwords.WORDS),
+               in_domain: str | None = None) -> dict:
     """Per text: keystroke savings under the typist protocol, edge-rnn and Presage, learning off and on, with
     the interval of learning on's ratio to learning off and to Presage on (interval.ratio_interval);
-    and for the first `new_words` invented words, the uses until each is offered (edge_rnn.app.bench.newwords)."""
+    and for the first `new_words` invented words, the uses until each is offered (edge_rnn.app.bench.newwords).
+    in_domain: the model's corpus (suite.model_corpus): edge-rnn learning off and on also type a passage of
+    its validation split (in_domain_passage), the check that learning does not cost where the model is at home."""
     passages, notes = _texts(texts, chars)
     try:
         driver = peers_presage.build_driver()
     except peers_compress.PeerMissing as exc:
         driver, notes = None, notes + [str(exc)]
-    out = {}
-    for name, text in passages.items():
-        row = {"characters": len(text), "start": text[:40]}
-        for learn in (False, True):
-            # learning after the suggestions are shown, then shown anew, as the demo does (defer_learning): the
-            # same suggestions and savings, and a keystroke's latency without the learning of the word it ends
-            row[f"edge-rnn {'on' if learn else 'off'}"] = edge_rnn_savings(edge_rnn.load(path), text, n=n, learn=learn,
-                                                                          defer_learning=learn, window=BLOCK)
-            if driver is not None:
-                with peers_presage.PresageEngine(n=n, learn=learn, driver=driver) as engine:
-                    row[f"presage {'on' if learn else 'off'}"] = type_text(engine, text, n, BLOCK)
-        on = row["edge-rnn on"]
-        row["interval"] = {"level": LEVEL, "block": BLOCK, "draws": DRAWS, **{
-            peer: ratio_interval(on["window_keystrokes"], row[peer]["window_keystrokes"], on["window_sizes"])
-            for peer in ("edge-rnn off", "presage on") if peer in row}}  # how sure learning on / peer is (interval.py)
-        out[name] = row
+    out = {name: _typed(path, text, n, driver) for name, text in passages.items()}
+    if in_domain is not None:
+        try:
+            name, text = in_domain_passage(in_domain, chars)
+            out[name] = _typed(path, text, n, None)  # Presage's model is not at home here: edge-rnn against itself
+        except CorpusError as exc:
+            notes.append(f"in-domain text skipped: {exc}")
     words, offered = newwords.WORDS[:new_words], {}
     for learn in (False, True):
         key = "on" if learn else "off"
@@ -164,6 +171,25 @@ def keystrokes(path: str, texts: list[str], chars: int, n: int = 3, new_words: i
         if driver is not None:
             offered[f"presage {key}"] = newwords.measure(lambda: peers_presage.PresageEngine(n=n, learn=learn, driver=driver), words)
     return {"texts": out, "notes": notes, "n": n, "new_words": offered}
+
+
+def _typed(path: str, text: str, n: int, driver) -> dict:
+    """One passage under the typist: edge-rnn (a fresh model each) and, with a Presage driver, Presage,
+    learning off and on, per BLOCK characters; and the intervals of learning on's ratios (interval.py)."""
+    row = {"characters": len(text), "start": text[:40]}
+    for learn in (False, True):
+        # learning after the suggestions are shown, then shown anew, as the demo does (defer_learning): the
+        # same suggestions and savings, and a keystroke's latency without the learning of the word it ends
+        row[f"edge-rnn {'on' if learn else 'off'}"] = edge_rnn_savings(edge_rnn.load(path), text, n=n, learn=learn,
+                                                                      defer_learning=learn, window=BLOCK)
+        if driver is not None:
+            with peers_presage.PresageEngine(n=n, learn=learn, driver=driver) as engine:
+                row[f"presage {'on' if learn else 'off'}"] = type_text(engine, text, n, BLOCK)
+    on = row["edge-rnn on"]
+    row["interval"] = {"level": LEVEL, "block": BLOCK, "draws": DRAWS, **{
+        peer: ratio_interval(on["window_keystrokes"], row[peer]["window_keystrokes"], on["window_sizes"])
+        for peer in ("edge-rnn off", "presage on") if peer in row}}  # how sure learning on / peer is (interval.py)
+    return row
 
 
 def growth(path: str, texts: list[str], chars: int, window: int, n: int = 3) -> dict:
@@ -186,6 +212,6 @@ if __name__ == "__main__":  # python -m edge_rnn.app.bench.learning [CHARS [PRIO
     chars, prior = int(args[0]) if args else 5000, args[1] if len(args) > 1 else PRIOR
     model = args[2] if len(args) > 2 else str(default_model_path())
     b = call("learning_bpc", path=model, texts=list(TEXTS), chars=chars, prior=prior, prior_chars=None)
-    k = call("learning_keystrokes", path=model, texts=list(TEXTS), chars=chars, n=3)
+    k = call("learning_keystrokes", path=model, texts=list(TEXTS), chars=chars, n=3, in_domain=prior)
     g = call("learning_growth", path=model, texts=list(TEXTS), chars=4 * chars, window=chars, n=3)
     print("\n".join(section_text("learning", learning_section(b, k, g))))

@@ -133,7 +133,7 @@ def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_
     steps.append(("learning_bpc", "learning_bpc", dict(path=given, texts=texts, chars=s.learning_chars, prior=prior or PRIOR,
                                                        prior_chars=s.prior_chars)))
     steps.append(("learning_keystrokes", "learning_keystrokes", dict(path=given, texts=texts, chars=s.learning_chars, n=3,
-                                                                    new_words=s.new_words)))
+                                                                    new_words=s.new_words, in_domain=prior or PRIOR)))
     chars, window = s.growth_chars
     steps.append(("learning_growth", "learning_growth", dict(path=given, texts=texts, chars=chars, window=window, n=3)))
     steps.append(("capacity_memory", "capacity_memory", dict(model_path=given, chars=s.capacity_chars)))
