@@ -82,8 +82,9 @@ def passage(name: str, chars: int) -> str:
 def in_domain_passage(source: str | None, chars: int) -> tuple[str, str]:
     """(name, passage): about `chars` characters from the middle of corpus `source`'s validation split,
     text of the kind the model learned from, where learning must not lower the keystrokes saved
-    (issue 15). The middle: a prior's mixer is pretrained on the split's first and last blocks
-    (prior.sample_text), never on this."""
+    (issue 15). The middle: `edge-rnn prior --held-out` pretrains a mixer on evenly spaced blocks of
+    held-out text (prior.sample_text: at its default 150,000 characters, the first and the last
+    64 Ki), which leave the middle out."""
     label = "shakespeare" if source in (None, "shakespeare") else Path(source).name
     return f"{label} validation (in domain)", middle(load_split(source)[1], chars)
 

@@ -96,9 +96,10 @@ def model_corpus(path: str) -> str:
 
 
 def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_chars: int,
-         prior: str | None = None) -> list[tuple[str, str, dict]]:
+         prior: str | None = None, corpus: str | None = None) -> list[tuple[str, str, dict]]:
     """(key, task, arguments) in the order they run; `models` maps row labels to files, the given model first;
-    `prior`: corpus whose training text the compressors get first (default learning.PRIOR; run() passes the model's own)."""
+    `prior`: corpus whose training text the compressors get first (default learning.PRIOR; run() passes the model's own);
+    `corpus`: the given model's (model_corpus), whose validation split is the in-domain text (default learning.PRIOR)."""
     given = next(iter(models.values()))
     tbptt = tbptt_settings()
     torch = importlib.util.find_spec("torch") is not None
@@ -133,7 +134,7 @@ def plan(s: Settings, models: dict[str, str], memory_model: str, tmp: Path, gpl_
     steps.append(("learning_bpc", "learning_bpc", dict(path=given, texts=texts, chars=s.learning_chars, prior=prior or PRIOR,
                                                        prior_chars=s.prior_chars)))
     steps.append(("learning_keystrokes", "learning_keystrokes", dict(path=given, texts=texts, chars=s.learning_chars, n=3,
-                                                                    new_words=s.new_words, in_domain=prior or PRIOR)))
+                                                                    new_words=s.new_words, in_domain=corpus or PRIOR)))
     chars, window = s.growth_chars
     steps.append(("learning_growth", "learning_growth", dict(path=given, texts=texts, chars=chars, window=window, n=3)))
     steps.append(("capacity_memory", "capacity_memory", dict(model_path=given, chars=s.capacity_chars)))
@@ -160,7 +161,8 @@ def run(quick: bool = False, model: str | None = None, prior: str | None = None,
                        for p in (random_model(tmp, given.vocab, cell, s.hidden) for cell in CELLS)})
         memory_model = random_model(tmp, given.vocab, "lstm", s.memory_hidden)
         memory_label = report.label(edge_rnn.load(memory_model).spec, "random")
-        steps = plan(s, models, memory_model, tmp, len(other_style_text("gpl-3")), prior or model_corpus(given_path))
+        corpus = model_corpus(given_path)
+        steps = plan(s, models, memory_model, tmp, len(other_style_text("gpl-3")), prior or corpus, corpus)
         raw, notes = {}, []
         for key, task, args in tqdm(steps, desc="bench", unit="task", file=sys.stderr, disable=not progress, leave=False):
             log.info("bench task %s", key)
