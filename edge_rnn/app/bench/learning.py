@@ -213,6 +213,8 @@ if __name__ == "__main__":  # python -m edge_rnn.app.bench.learning [CHARS [PRIO
     chars, prior = int(args[0]) if args else 5000, args[1] if len(args) > 1 else PRIOR
     model = args[2] if len(args) > 2 else str(default_model_path())
     b = call("learning_bpc", path=model, texts=list(TEXTS), chars=chars, prior=prior, prior_chars=None)
-    k = call("learning_keystrokes", path=model, texts=list(TEXTS), chars=chars, n=3, in_domain=prior)
+    from edge_rnn.app.bench.suite import model_corpus  # not at the top: suite imports this module
+
+    k = call("learning_keystrokes", path=model, texts=list(TEXTS), chars=chars, n=3, in_domain=model_corpus(model))
     g = call("learning_growth", path=model, texts=list(TEXTS), chars=4 * chars, window=chars, n=3)
     print("\n".join(section_text("learning", learning_section(b, k, g))))
