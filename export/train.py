@@ -22,6 +22,9 @@ from edge_rnn.atomic import atomic_write
 from edge_rnn.corpus import load_split
 from edge_rnn.errors import CheckpointError
 from edge_rnn.export.model import CharRNN, detach_state
+from edge_rnn.export.weights import torch_weights
+from edge_rnn.modelfile import read_model
+from edge_rnn.runtime.loader import read_weights
 from edge_rnn.spec import ModelSpec
 from edge_rnn.vocab import Vocabulary
 
@@ -50,6 +53,8 @@ class TrainConfig:
     val_chars: int = 100_000  # validation characters used for the periodic estimate
     threads: int = 0  # 0 = torch's default
     stop_after: int = 0  # stop at this step (0 = at `steps`) without changing the schedule
+    init: str = ""  # a model file whose weights training starts from (continue or fine-tune it)
+    offset: int = 0  # characters into each stream where reading starts (text an earlier run already read)
 
 
 def batch_rows(ids: np.ndarray, rows: int) -> torch.Tensor:
@@ -98,8 +103,16 @@ class Trainer:
         self.data = batch_rows(self.train_ids, config.batch_size)
         self.step, self.position, self.history = 0, 0, []
         self.state = self.model.initial_state(config.batch_size)
+        if not 0 <= config.offset <= self.data.shape[1] - config.window - 1:
+            raise CheckpointError(
+                f"offset {config.offset} is outside the {self.data.shape[1]} characters of each of the "
+                f"{config.batch_size} streams; give an offset below {self.data.shape[1] - config.window}"
+            )
+        self.position = config.offset
         if resume and self.checkpoint.exists():
             self._load()
+        elif config.init:
+            self._start_from(config.init)
 
     def lr_at(self, step: int) -> float:
         c = self.config
@@ -186,6 +199,19 @@ class Trainer:
             "summary": getattr(self, "summary", None),
         }
         atomic_write(self.checkpoint, lambda f: torch.save(payload, f))
+
+    def _start_from(self, path: str) -> None:
+        """The weights of a model file, which must be this configuration's model on this corpus's vocabulary."""
+        found = read_model(path)
+        if found.spec != self.spec or found.vocab.symbols != self.vocab.symbols:
+            raise CheckpointError(
+                f"{path} is another model ({found.spec.cell} {found.spec.hidden_size} units, {found.spec.vocab_size} symbols) "
+                f"than this configuration ({self.spec.cell} {self.spec.hidden_size} units, {self.spec.vocab_size} symbols "
+                "from the corpus); pass its --cell, --hidden-size, --embed-size, --layers and its corpus"
+            )
+        state = torch_weights(read_weights(found.proto).weights, self.spec)
+        self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        log.info("starting from the weights of %s", path)
 
     def _load(self) -> None:
         payload = load_checkpoint(self.checkpoint)

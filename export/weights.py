@@ -38,3 +38,28 @@ def onnx_weights(model) -> dict[str, np.ndarray]:
         b_hh = reorder_gates(sd[f"rnn.bias_hh_l{layer}"], spec.cell, H)
         out[Bn] = np.concatenate([b_ih, b_hh])[None]  # (1, 2*G*H)
     return out
+
+
+def torch_weights(weights: dict[str, np.ndarray], spec) -> dict[str, np.ndarray]:
+    """The inverse of onnx_weights: a CharRNN state dict (as arrays) from runtime-layout weights
+    (edge_rnn.runtime.loader: W [G*H, I], R [G*H, H], B [2*G*H]), so training can continue from
+    a model file whose checkpoint is gone."""
+    H, G = spec.hidden_size, len(GATE_ORDER[spec.cell])
+    inverse = [GATE_ORDER[spec.cell].index(k) for k in range(G)]  # PyTorch block k is ONNX block inverse[k]
+
+    def unorder(matrix: np.ndarray) -> np.ndarray:
+        return np.concatenate([matrix[j * H : (j + 1) * H] for j in inverse], axis=0)
+
+    out = {
+        "embedding.weight": weights[S.EMBEDDING],
+        "head.weight": weights[S.HEAD_WEIGHT].T,
+        "head.bias": weights[S.HEAD_BIAS],
+    }
+    for layer in range(spec.layers):
+        Wn, Rn, Bn = S.layer_weight_names(layer)
+        B = np.asarray(weights[Bn]).reshape(-1)
+        out[f"rnn.weight_ih_l{layer}"] = unorder(np.asarray(weights[Wn]).reshape(G * H, -1))
+        out[f"rnn.weight_hh_l{layer}"] = unorder(np.asarray(weights[Rn]).reshape(G * H, H))
+        out[f"rnn.bias_ih_l{layer}"] = unorder(B[: G * H])
+        out[f"rnn.bias_hh_l{layer}"] = unorder(B[G * H :])
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}

@@ -74,3 +74,28 @@ def test_built_corpus_trains_on_the_builders_split(tmp_path):
     summary = trainer.run(progress=False)
     assert summary["train_chars"] == len(train_text) and summary["val_chars"] == len(val_text)
     assert all("seconds" in h for h in trainer.history)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_training_continues_from_an_exported_model(tmp_path, cell):
+    """`--init` reads a model file back into PyTorch's layout exactly: the checkpoint can be gone."""
+    from edge_rnn.export import export_checkpoint
+
+    first = Trainer(config(tmp_path, cell=cell, steps=5), tmp_path / "m.pt")
+    first.run(progress=False)
+    path = export_checkpoint(tmp_path / "m.pt", tmp_path / "m.onnx")
+    second = Trainer(config(tmp_path, cell=cell, init=str(path), offset=5 * 16), tmp_path / "next.pt")
+    for name, value in first.model.state_dict().items():
+        assert torch.equal(second.model.state_dict()[name], value), name
+    assert second.position == 5 * 16 and second.validate() == pytest.approx(first.validate(), abs=1e-6)
+
+
+def test_init_of_another_model_or_an_offset_past_the_text_is_refused(tmp_path):
+    from edge_rnn.export import export_checkpoint
+
+    Trainer(config(tmp_path, steps=2), tmp_path / "m.pt").run(progress=False)
+    path = export_checkpoint(tmp_path / "m.pt", tmp_path / "m.onnx")
+    with pytest.raises(CheckpointError, match="another model"):
+        Trainer(config(tmp_path, hidden_size=32, init=str(path)), tmp_path / "a.pt")
+    with pytest.raises(CheckpointError, match="offset"):
+        Trainer(config(tmp_path, offset=10**7), tmp_path / "b.pt")

@@ -318,9 +318,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         ("hidden_size", int, "units per recurrent layer"), ("layers", int, "recurrent layers"),
         ("batch_size", int, "windows per step"), ("window", int, "TBPTT window, in characters"),
         ("steps", int, "optimiser steps (the learning-rate schedule's length)"), ("lr", float, "Adam's peak learning rate"),
+        ("warmup", int, "steps of linear learning-rate warm-up"),
         ("clip", float, "gradient-norm clip"), ("seed", int, "random seed"), ("threads", int, "torch threads (0: torch's default)"),
         ("eval_every", int, "steps between validation estimates"), ("val_fraction", float, "share of the corpus held out"),
         ("stop_after", int, "stop at this step (0: at --steps) without changing the schedule"),
+        ("init", str, "start from this model file's weights (same cell, sizes and corpus vocabulary)"),
+        ("offset", int, "characters into each stream where reading starts (skip what an earlier run read)"),
     ):
         t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, help=text)
     t.add_argument("--no-resume", action="store_true", help="start over even if the checkpoint exists")
