@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from edge_rnn.atomic import atomic_write
 from edge_rnn.corpus import load_split
-from edge_rnn.errors import CheckpointError
+from edge_rnn.errors import CheckpointError, SettingsError
 from edge_rnn.export.model import CharRNN, detach_state
 from edge_rnn.export.weights import torch_weights
 from edge_rnn.modelfile import read_model
@@ -104,7 +104,7 @@ class Trainer:
         self.step, self.position, self.history = 0, 0, []
         self.state = self.model.initial_state(config.batch_size)
         if not 0 <= config.offset <= self.data.shape[1] - config.window - 1:
-            raise CheckpointError(
+            raise SettingsError(
                 f"offset {config.offset} is outside the {self.data.shape[1]} characters of each of the "
                 f"{config.batch_size} streams; give an offset below {self.data.shape[1] - config.window}"
             )
@@ -204,9 +204,10 @@ class Trainer:
         """The weights of a model file, which must be this configuration's model on this corpus's vocabulary."""
         found = read_model(path)
         if found.spec != self.spec or found.vocab.symbols != self.vocab.symbols:
-            raise CheckpointError(
-                f"{path} is another model ({found.spec.cell} {found.spec.hidden_size} units, {found.spec.vocab_size} symbols) "
-                f"than this configuration ({self.spec.cell} {self.spec.hidden_size} units, {self.spec.vocab_size} symbols "
+            raise SettingsError(
+                f"--init {path} is another model ({found.spec.cell} {found.spec.layers}x{found.spec.hidden_size}, embedding "
+                f"{found.spec.embed_size}, {found.spec.vocab_size} symbols) than this configuration ({self.spec.cell} "
+                f"{self.spec.layers}x{self.spec.hidden_size}, embedding {self.spec.embed_size}, {self.spec.vocab_size} symbols "
                 "from the corpus); pass its --cell, --hidden-size, --embed-size, --layers and its corpus"
             )
         state = torch_weights(read_weights(found.proto).weights, self.spec)

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge_rnn.errors import CheckpointError, CorpusError  # noqa: E402
+from edge_rnn.errors import CheckpointError, CorpusError, SettingsError  # noqa: E402
 from edge_rnn.export.train import TrainConfig, Trainer  # noqa: E402
 from tests.conftest import TEXT  # noqa: E402
 
@@ -95,7 +95,7 @@ def test_init_of_another_model_or_an_offset_past_the_text_is_refused(tmp_path):
 
     Trainer(config(tmp_path, steps=2), tmp_path / "m.pt").run(progress=False)
     path = export_checkpoint(tmp_path / "m.pt", tmp_path / "m.onnx")
-    with pytest.raises(CheckpointError, match="another model"):
+    with pytest.raises(SettingsError, match="another model"):
         Trainer(config(tmp_path, hidden_size=32, init=str(path)), tmp_path / "a.pt")
-    with pytest.raises(CheckpointError, match="offset"):
+    with pytest.raises(SettingsError, match="offset"):
         Trainer(config(tmp_path, offset=10**7), tmp_path / "b.pt")
