@@ -101,14 +101,13 @@ class Trainer:
         self.model = CharRNN(self.spec)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.data = batch_rows(self.train_ids, config.batch_size)
-        self.step, self.position, self.history = 0, 0, []
-        self.state = self.model.initial_state(config.batch_size)
         if not 0 <= config.offset <= self.data.shape[1] - config.window - 1:
             raise SettingsError(
                 f"offset {config.offset} is outside the {self.data.shape[1]} characters of each of the "
                 f"{config.batch_size} streams; give an offset below {self.data.shape[1] - config.window}"
             )
-        self.position = config.offset
+        self.step, self.position, self.history = 0, config.offset, []
+        self.state = self.model.initial_state(config.batch_size)
         if resume and self.checkpoint.exists():
             self._load()
         elif config.init:

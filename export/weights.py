@@ -16,8 +16,12 @@ from edge_rnn import spec as S
 GATE_ORDER = {"rnn": [0], "gru": [1, 0, 2], "lstm": [0, 3, 1, 2]}
 
 
-def reorder_gates(matrix: np.ndarray, cell: str, hidden: int) -> np.ndarray:
-    blocks = [matrix[k * hidden : (k + 1) * hidden] for k in GATE_ORDER[cell]]
+def reorder_gates(matrix: np.ndarray, cell: str, hidden: int, inverse: bool = False) -> np.ndarray:
+    """PyTorch's gate blocks in ONNX's order, or with `inverse` ONNX's back in PyTorch's."""
+    order = GATE_ORDER[cell]
+    if inverse:
+        order = [order.index(k) for k in range(len(order))]  # PyTorch block k is ONNX block order.index(k)
+    blocks = [matrix[k * hidden : (k + 1) * hidden] for k in order]
     return np.concatenate(blocks, axis=0)
 
 
@@ -45,10 +49,7 @@ def torch_weights(weights: dict[str, np.ndarray], spec) -> dict[str, np.ndarray]
     (edge_rnn.runtime.loader: W [G*H, I], R [G*H, H], B [2*G*H]), so training can continue from
     a model file whose checkpoint is gone."""
     H, G = spec.hidden_size, len(GATE_ORDER[spec.cell])
-    inverse = [GATE_ORDER[spec.cell].index(k) for k in range(G)]  # PyTorch block k is ONNX block inverse[k]
-
-    def unorder(matrix: np.ndarray) -> np.ndarray:
-        return np.concatenate([matrix[j * H : (j + 1) * H] for j in inverse], axis=0)
+    unorder = lambda matrix: reorder_gates(matrix, spec.cell, H, inverse=True)  # noqa: E731
 
     out = {
         "embedding.weight": weights[S.EMBEDDING],
