@@ -59,7 +59,8 @@ def register(subparsers) -> None:
     add_model_argument(b, "model file or shipped model name to measure")
     b.add_argument("--quick", action="store_true", help="small sizes, few repeats (under a minute; what the tests run)")
     b.add_argument("--prior", help="corpus (as for edge-rnn train: 'shakespeare', a file, a folder) whose training text "
-                                   "the compressors get as prior in the learning section (default: shakespeare)")
+                                   "the compressors get as prior in the learning section (default: the model's own corpus when "
+                                   "it is built here, e.g. by edge-rnn corpus build, else shakespeare, with a warning)")
     b.add_argument("--out", help="folder for bench.json and the plots (PNG, needs matplotlib)")
     b.add_argument("--format", choices=["auto", "text", "markdown"], default="auto",
                    help="the printed report: plain tables for a terminal (text) or Markdown for docs; auto: text at a terminal")
