@@ -48,8 +48,10 @@ def torch_weights(weights: dict[str, np.ndarray], spec) -> dict[str, np.ndarray]
     """The inverse of onnx_weights: a CharRNN state dict (as arrays) from runtime-layout weights
     (edge_rnn.runtime.loader: W [G*H, I], R [G*H, H], B [2*G*H]), so training can continue from
     a model file whose checkpoint is gone."""
-    H, G = spec.hidden_size, len(GATE_ORDER[spec.cell])
-    unorder = lambda matrix: reorder_gates(matrix, spec.cell, H, inverse=True)  # noqa: E731
+    H, G = spec.hidden_size, spec.gates
+
+    def unorder(matrix: np.ndarray) -> np.ndarray:
+        return reorder_gates(matrix, spec.cell, H, inverse=True)
 
     out = {
         "embedding.weight": weights[S.EMBEDDING],
