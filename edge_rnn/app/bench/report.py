@@ -192,6 +192,12 @@ def _autocomplete_section(k: dict) -> dict:
             "notes": [f"latency p95 {k['latency_ms']['p95']:.3g} ms (onnxruntime {k['ort_latency_ms']['p95']:.3g} ms)"]}
 
 
+def _p95(typed: dict) -> str:
+    """A typist run's latency p95, and in brackets its CPU time's where it has one (typist.type_text)."""
+    cpu = typed.get("cpu_ms")  # none for an engine in another process, or in a run from before it
+    return f"{typed['latency_ms']['p95']:.3g} ms" + (f" (CPU {cpu['p95']:.3g})" if cpu else "")
+
+
 LEARNING_ON, LEARNING_OFF, RNN_ALONE = "edge-rnn, learning", "edge-rnn, learning off", "edge-rnn RNN alone, learning"
 
 
@@ -250,11 +256,12 @@ def learning_section(b: dict, k: dict, g: dict | None = None) -> dict:
              "keystrokes: the typist protocol of edge_rnn.app.bench.typist (accept a suggestion when it is exactly the rest of the word, "
              "2+ letters or apostrophes; 1 keystroke per accept or typed character; Presage's lowercase suggestions match lower, "
              "Capitalised and ALL CAPS words); savings = 1 - keystrokes / characters; latency: keystroke until the suggestions "
-             "are there (p95 in the JSON); edge-rnn learns a committed word after its suggestions are shown and then shows them anew, "
+             "are there (p95 in the JSON; for edge-rnn also in its thread's CPU time, which leaves out waiting for a core "
+             "on a busy host); edge-rnn learns a committed word after its suggestions are shown and then shows them anew, "
              "as the demo does (Autocompleter(defer_learning=True); the server also learns after its reply): the same suggestions as "
              "learning at once, and no keystroke waits for learning"]
     engines = ("edge-rnn off", "edge-rnn on", "presage off", "presage on")
-    notes += [f"{name}: keystroke latency p95 " + ", ".join(f"{key} {t[key]['latency_ms']['p95']:.3g} ms" for key in engines if key in t)
+    notes += [f"{name}: keystroke latency p95 " + ", ".join(f"{key} {_p95(t[key])}" for key in engines if key in t)
               for name, t in k["texts"].items()]
     notes += [_interval_note(name, t) for name, t in k["texts"].items() if t.get("interval")]  # none in a run from before it
     if words:
