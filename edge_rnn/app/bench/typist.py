@@ -16,9 +16,10 @@ Latency is what a user waits for: from a keystroke (typed character or accept) u
 suggestions are there, i.e. `type`/`accept` plus the following `suggest`, since an engine
 may compute its suggestions in either. Work a front end does after showing them (`idle`)
 is not counted. For an engine that computes in the typist's own thread (edge-rnn), the same
-span is also timed in that thread's CPU time: on a shared host the wall clock's tail holds
-the time the thread waited for a core, which the CPU time does not, so the two p95s together
-tell the engine's cost from the host's noise.
+span is also timed in that thread's CPU time: on a shared host the wall clock's tail may hold
+time the thread waited for a core, which the CPU time leaves out. A core slowed by its
+neighbours (shared caches, memory) slows both alike: in the bench run of 10:39 UTC, 6 Dec
+(docs/benchmarks.md) the two p95s were equal and the slowest of the day.
 """
 
 from __future__ import annotations
@@ -168,6 +169,7 @@ def type_text(engine: Engine, source: str, n: int = 3, window: int | None = None
 
 
 def _latency(seconds: list) -> dict:
+    """Per-keystroke seconds as the bench reports a spread (ms), with the p95 the latency target is on."""
     return {**summarize(seconds, 1e3), "p95": float(np.percentile(seconds, 95) * 1e3)}
 
 
