@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_rnn.app.bench import measure, report, table
+from edge_rnn.app.bench import learning, measure, report, table
 from edge_rnn.app.bench.floor import StepFloor
 
 SECTIONS = ("step_latency", "prefill", "adaptation", "memory", "adaptation_curve", "gpu", "autocomplete", "learning", "capacity")
@@ -162,20 +162,27 @@ def test_gpu_rows_code_runs_on_the_cpu(tmp_path):
     assert HAS_TORCH == ("torch" in out)
 
 
-def test_learning_passages_run_from_a_word_start_to_a_word_end():
-    from edge_rnn.app.bench.learning import TEXTS, passage
+@pytest.mark.parametrize("name", list(learning.TEXTS))
+def test_learning_passages_run_from_a_word_start_to_a_word_end(name):
     from edge_rnn.errors import CorpusError
 
-    for name, load in TEXTS.items():
-        try:
-            text = load()
-        except CorpusError as exc:
-            pytest.skip(str(exc))
-        p = passage(name, 1000)
-        start = text.index(p)
-        assert 900 < len(p) <= 1000 and (start == 0 or text[start - 1].isspace()) and text[start + len(p)].isspace(), name
+    try:
+        text = learning.TEXTS[name]()
+    except CorpusError as exc:
+        pytest.skip(str(exc))
+    p = learning.passage(name, 1000)
+    start = text.index(p)
+    assert 900 < len(p) <= 1000 and (start == 0 or text[start - 1].isspace()) and text[start + len(p)].isspace()
+    assert "\ufffd" not in p  # read as the text it is (UTF-8), not replaced
+
+
+def test_an_unknown_or_missing_bench_text_is_a_clear_error(tmp_path):
+    from edge_rnn.errors import CorpusError
+
     with pytest.raises(CorpusError, match="unknown bench text"):
-        passage("no-such-text", 100)
+        learning.passage("no-such-text", 100)
+    with pytest.raises(CorpusError, match="apt-get install dict-devil"):
+        learning._packaged(tmp_path / "devil.dict.dz", "dict-devil")
 
 
 def test_in_domain_passage_is_the_middle_of_the_validation_split():
