@@ -75,6 +75,8 @@ def _act(xp, a, fn, clip, mask):
 
 # Up to this batch, B gemvs beat one gemm: OpenBLAS's small-M sgemm costs 3.5-5.5 gemvs at B = 2
 # and about 4 at B = 4 (R of 256x256 to 1792x448, one thread), so small batches go row by row.
+# (In column spans, Product's `block`, 2 rows of 1792x448 cost about 1.5 gemvs with R in cache; not
+# taken here, since those rows would change their bits, and a typist run has few such batches.)
 GEMV_BATCH = 3
 
 
