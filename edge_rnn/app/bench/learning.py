@@ -182,7 +182,7 @@ def keystrokes(path: str, texts: list[str], chars: int, n: int = 3, new_words: i
         except CorpusError as exc:
             notes.append(f"in-domain text skipped: {exc}")
     words, offered = newwords.WORDS[:new_words], {}
-    for learn in (False, True):
+    for learn in (False, True) if words else ():  # new_words=0: the texts alone
         key = "on" if learn else "off"
         offered[f"edge-rnn {key}"] = newwords.measure(
             lambda: EdgeRNNEngine(edge_rnn.load(path), n=n, learn=learn, defer_learning=learn), words)
