@@ -225,13 +225,28 @@ def growth(path: str, texts: list[str], chars: int, window: int, n: int = 3) -> 
     return {"texts": out, "notes": notes, "n": n}
 
 
-if __name__ == "__main__":  # python -m edge_rnn.app.bench.learning [CHARS [PRIOR [MODEL]]]: the learning section alone (growth: 4 x CHARS)
-    args = sys.argv[1:]
-    chars, prior = int(args[0]) if args else 5000, args[1] if len(args) > 1 else PRIOR
-    model = args[2] if len(args) > 2 else str(default_model_path())
-    b = call("learning_bpc", path=model, texts=list(TEXTS), chars=chars, prior=prior, prior_chars=None)
+def main(argv=None) -> None:
+    """The learning section alone: `python -m edge_rnn.app.bench.learning [--chars N] [--prior SOURCE]
+    [--model FILE] [--texts NAME,...]` (growth: 4 x N). With --texts, those texts only, without the
+    in-domain passage and the invented words."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m edge_rnn.app.bench.learning")
+    p.add_argument("--chars", type=int, default=5000)
+    p.add_argument("--prior", default=PRIOR, help="corpus whose training text the compressors get first")
+    p.add_argument("--model", default=str(default_model_path()))
+    p.add_argument("--texts", help=f"comma-separated, of: {', '.join(TEXTS)}")
+    args = p.parse_args(argv)
+    texts = args.texts.split(",") if args.texts else list(TEXTS)
+    chars, model = args.chars, args.model
+    b = call("learning_bpc", path=model, texts=texts, chars=chars, prior=args.prior, prior_chars=None)
     from edge_rnn.app.bench.suite import model_corpus  # not at the top: suite imports this module
 
-    k = call("learning_keystrokes", path=model, texts=list(TEXTS), chars=chars, n=3, in_domain=model_corpus(model))
-    g = call("learning_growth", path=model, texts=list(TEXTS), chars=4 * chars, window=chars, n=3)
+    extras = dict(new_words=0, in_domain=None) if args.texts else dict(in_domain=model_corpus(model))
+    k = call("learning_keystrokes", path=model, texts=texts, chars=chars, n=3, **extras)
+    g = call("learning_growth", path=model, texts=texts, chars=4 * chars, window=chars, n=3)
     print("\n".join(section_text("learning", learning_section(b, k, g))))
+
+
+if __name__ == "__main__":
+    main()
