@@ -17,7 +17,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,7 +74,7 @@ def _novel() -> str:
 # Held out of the broad corpus as well (corpus_build.HOLDOUT), so they stay other text when the
 # default model changes. GPL-3 is one of the texts the online predictor was tuned on (with the
 # fortunes and Shakespeare): the others are the report. The last two are from Debian's held-out
-# packages, which the corpus excludes (corpus_build) and no setting was tuned on: evaluation only,
+# packages, which the corpus excludes (corpora.HELD_OUT) and no setting was tuned on: evaluation only,
 # added on 6 Dec with their figures unseen, because the wget page and Persuasion are styles the
 # broad model's corpus holds plenty of (man pages 18.5% of it, Austen's other five novels 14.3%).
 # Text normalised the way people type (corpora.normalise: hard-wrapped lines joined, typographic
