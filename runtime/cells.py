@@ -75,7 +75,7 @@ def _act(xp, a, fn, clip, mask):
 
 # Up to this batch, B gemvs beat one gemm: OpenBLAS's small-M sgemm costs 3.5-5.5 gemvs at B = 2
 # and about 4 at B = 4 (R of 256x256 to 1792x448, one thread), so small batches go row by row.
-# (In column spans, Product's `block`, 2 rows of 1792x448 cost about 1.5 gemvs with R in cache; not
+# (In column spans, Product's `span_limit`, 2 rows of 1792x448 cost about 1.5 gemvs with R in cache; not
 # taken here, since those rows would change their bits, and a typist run has few such batches.)
 GEMV_BATCH = 3
 
@@ -90,21 +90,21 @@ class Product:
     OpenBLAS's two gemv orientations differ by 10-25% either way with the shape, so
     runtime/fastpath measures which one to use. by_column: a batch as M @ x.T, transposed into
     `out`, instead of x @ MT: OpenBLAS's small-M sgemm is the slower of the two at some shapes
-    (measured by runtime/fastpath too). block: a batch as x @ MT in column spans of at most
-    `block` multiply-adds each, read in place from MT (runtime/fastpath measures whether this BLAS
-    has a faster path for such calls: OpenBLAS's SkylakeX small-matrix kernels, 1.3-2x at 4-16 rows
-    of 1792x448). A block of M's rows (GRU's z, r | h without linear_before_reset) is a Product of
-    its own, made once."""
+    (measured by runtime/fastpath too). span_limit: a batch as x @ MT in column spans of at
+    most `span_limit` multiply-adds each, read in place from MT (runtime/fastpath measures whether
+    this BLAS has a faster path for such calls: OpenBLAS's SkylakeX small-matrix kernels, 1.3-2x at
+    4-16 rows of 1792x448). A block of M's rows (GRU's z, r | h without linear_before_reset) is a
+    Product of its own, made once."""
 
     def __init__(self, xp, M, MT=None, *, transposed: bool = False, by_row: int | None = None, by_column: bool = False,
-                 block: int | None = None):
+                 span_limit: int | None = None):
         self.xp, self.M, self.MT = xp, M, MT
         self.transposed = transposed and MT is not None
         self.by_column = by_column
-        self.block = block if MT is not None and not by_column else None
+        self.span_limit = span_limit if MT is not None and not by_column else None
         self.by_row = (GEMV_BATCH if xp.__name__ == "numpy" else 0) if by_row is None else by_row
         self._rows: dict = {}
-        self._spans: dict = {}  # batch size -> its column spans (block)
+        self._spans: dict = {}  # batch size -> its column spans (span_limit)
 
     def __call__(self, x, out=None):
         if x.ndim == 1:  # the common case first
@@ -118,7 +118,7 @@ class Product:
         if self.by_column:
             out[...] = self.xp.matmul(self.M, x.T).T  # (N, B) -> (B, N)
             return out
-        if self.block is not None and out.strides[-1] == out.itemsize:
+        if self.span_limit is not None and out.strides[-1] == out.itemsize:
             for start, stop in self._columns(x.shape[0]):  # in place: a span of MT and of out is still a BLAS operand
                 self.xp.matmul(x, self.MT[:, start:stop], out=out[:, start:stop])
             return out
@@ -131,11 +131,11 @@ class Product:
 
     def _columns(self, rows: int) -> list:
         """The fewest equal column spans (multiples of 16 wide) whose products of `rows` rows each take
-        at most `block` multiply-adds."""
+        at most `span_limit` multiply-adds."""
         spans = self._spans.get(rows)
         if spans is None:
             K, N = self.MT.shape
-            widest = max(16, self.block // (rows * K) // 16 * 16)
+            widest = max(16, self.span_limit // (rows * K) // 16 * 16)
             width = math.ceil(N / math.ceil(N / widest) / 16) * 16  # as even as multiples of 16 allow: <= widest
             spans = self._spans.setdefault(rows, [(a, min(a + width, N)) for a in range(0, N, width)])
         return spans
@@ -146,7 +146,7 @@ class Product:
         if block is None:
             MT = None if self.MT is None else self.xp.ascontiguousarray(self.MT[:, start:stop])
             block = Product(self.xp, self.M[start:stop], MT, transposed=self.transposed, by_row=self.by_row,
-                            by_column=self.by_column, block=self.block)
+                            by_column=self.by_column, span_limit=self.span_limit)
             block = self._rows.setdefault((start, stop), block)
         return block
 

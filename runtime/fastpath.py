@@ -32,7 +32,7 @@ from edge_rnn.runtime import cells
 
 _ORIENTATIONS: dict[tuple[int, int], tuple[bool, str]] = {}  # per matrix shape, measured once per process
 GEMM_PROBE = 8  # the batch the gemm orientations are timed at: the beam search's width
-# The most multiply-adds one BLAS call of a batch takes when the batch runs in column spans ("blocks"):
+# The most multiply-adds one BLAS call of a batch takes when the batch runs in column spans (gemm "spans"):
 # OpenBLAS's SkylakeX sgemm takes its small-matrix path up to M*N*K = 100^3 (measured on the AMD EPYC that
 # runs the bench: 4 rows x 544 x 448 columns, 0.975M, 47 ns a column; x 576, 1.03M, 109 ns)
 SMALL_GEMM = 1_000_000
@@ -40,11 +40,11 @@ SMALL_GEMM = 1_000_000
 
 def orientations(xp, M) -> tuple[bool, str]:
     """(gemv: whether x @ M.T on a contiguous copy of M.T beats M @ x; gemm: how a batch of
-    GEMM_PROBE rows runs fastest: "rows" x @ M.T, "columns" M @ x.T, or "blocks" x @ M.T in column
+    GEMM_PROBE rows runs fastest: "rows" x @ M.T, "columns" M @ x.T, or "spans" x @ M.T in column
     spans of at most SMALL_GEMM multiply-adds) on this BLAS for this shape. They differ by 10-30%
     either way with the shape and the CPU (gemv: M.T wins at 1792x448 and loses at 1024x256 on the
     machine that built this; gemm at 1792x448, on an Intel Xeon with OpenBLAS's SkylakeX kernels: 8
-    rows 498 -> 401 us as M @ x.T, while at 1792x48 and 98x448 x @ M.T wins), and blocks by 1.3-2x
+    rows 498 -> 401 us as M @ x.T, while at 1792x48 and 98x448 x @ M.T wins), and spans by 1.3-2x
     where the BLAS has a path for small products (the same kernels on an AMD EPYC, 1792x448: 4 / 8 / 16
     rows 205 / 259 / 403 -> 103 / 163 / 304 us, R in cache), so measure. Each gives a row the same bits at any
     position of any batch of 4 or more (beam.agreeing_rows probes the one chosen)."""
@@ -54,10 +54,10 @@ def orientations(xp, M) -> tuple[bool, str]:
     if key not in _ORIENTATIONS:
         MT, x, out = np.ascontiguousarray(M.T), np.ones(M.shape[1], M.dtype), np.empty(M.shape[0], M.dtype)
         X, OUT = np.ones((GEMM_PROBE, M.shape[1]), M.dtype), np.empty((GEMM_PROBE, M.shape[0]), M.dtype)
-        blocks = cells.Product(np, M, MT, by_row=0, block=SMALL_GEMM)
+        spans = cells.Product(np, M, MT, by_row=0, span_limit=SMALL_GEMM)
         runs = {"gemv": lambda: np.matmul(M, x, out=out), "gemv.T": lambda: np.matmul(x, MT, out=out),
                 "rows": lambda: np.matmul(X, MT, out=OUT), "columns": lambda: OUT.__setitem__(..., np.matmul(M, X.T).T),
-                "blocks": lambda: blocks(X, OUT)}
+                "spans": lambda: spans(X, OUT)}
         times: dict = {name: [] for name in runs}
         for _ in range(40):  # interleaved, medians: robust to a busy machine and a cold cache
             for name, run in runs.items():
@@ -65,7 +65,7 @@ def orientations(xp, M) -> tuple[bool, str]:
                 run()
                 times[name].append(time.perf_counter() - start)
         median = {name: float(np.median(t)) for name, t in times.items()}
-        gemm = min(("columns", "blocks"), key=median.get)
+        gemm = min(("columns", "spans"), key=median.get)
         gemm = gemm if median[gemm] < 0.95 * median["rows"] else "rows"  # a clear win only: "rows" is the plain call
         # setdefault: of threads measuring at once, the first answer is every thread's (kernels agree bit for bit)
         return _ORIENTATIONS.setdefault(key, (median["gemv.T"] < 0.95 * median["gemv"], gemm))
@@ -79,7 +79,7 @@ def measured_product(xp, M, by_row: int | None = None) -> cells.Product:
         return cells.Product(xp, M, by_row=by_row)
     gemv_t, gemm = orientations(xp, M)
     return cells.Product(xp, M, np.ascontiguousarray(M.T), transposed=gemv_t, by_row=by_row, by_column=gemm == "columns",
-                         block=SMALL_GEMM if gemm == "blocks" else None)
+                         span_limit=SMALL_GEMM if gemm == "spans" else None)
 
 
 def _view_product(xp, M, by_row: int | None = None) -> cells.Product:

@@ -268,11 +268,11 @@ def test_matches_torch_autograd(cell):
 
 @pytest.mark.parametrize("batch", [4, 6, 9])
 def test_a_batch_in_column_spans_is_the_same_product(batch):
-    """Product(block=...) runs a batch as several BLAS calls over column spans of M.T, written in place
+    """Product(span_limit=...) runs a batch as several BLAS calls over column spans of M.T, written in place
     into `out` (contiguous, or a block of a wider work space): the same product."""
     rng = np.random.default_rng(0)
     M, x = rng.normal(size=(112, 24)).astype(np.float32), rng.normal(size=(batch, 24)).astype(np.float32)
-    product = cells.Product(np, M, np.ascontiguousarray(M.T), by_row=0, block=batch * 24 * 32)  # spans of 32 columns
+    product = cells.Product(np, M, np.ascontiguousarray(M.T), by_row=0, span_limit=batch * 24 * 32)  # spans of 32 columns
     assert len(product._columns(batch)) == 4
     work = np.full((batch, 150), np.nan, np.float32)
     for out in (None, work[:, 3:115]):

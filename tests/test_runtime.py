@@ -160,11 +160,11 @@ def test_gru_variant_comes_from_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("gemv_t", [False, True])
-@pytest.mark.parametrize("gemm", ["rows", "columns", "blocks"])
+@pytest.mark.parametrize("gemm", ["rows", "columns", "spans"])
 def test_step_kernel_gives_the_same_steps_in_either_orientation(tmp_path, cell, gemv_t, gemm, monkeypatch):
     """The gemv and gemm orientations are measured per machine, so every branch must be right wherever
     tests run: a stream's keystrokes (gemv) and a batch of beams (gemm) against the sequence path.
-    "blocks" runs with spans small enough that a batch of six takes several (SMALL_GEMM lowered)."""
+    "spans" runs with spans small enough that a batch of six takes several (SMALL_GEMM lowered)."""
     from edge_rnn.runtime import fastpath
 
     path = small_model_file(tmp_path, cell, layers=2)
