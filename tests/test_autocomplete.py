@@ -316,6 +316,20 @@ def test_deferred_learning_waits_for_learn_pending(tmp_path):
     assert not ac.pending and edge_rnn.load(out).adaptation[-1]["tokens"] == len("the fox lazy cat. ")
 
 
+def test_learning_keeps_the_suggestions_on_screen(tmp_path):
+    """learn_pending leaves the suggestions shown as they are (no second search for the same text); the
+    next edit searches with what was learned."""
+    path = small_model_file(tmp_path, "lstm")
+    ac = Autocompleter(edge_rnn.load(path), defer_learning=True)
+    ac.type("the fox and the fox ")
+    before = ac.suggestions
+    assert ac.learn_pending() > 0 and ac.suggestions == before
+    fresh = Autocompleter(edge_rnn.load(path), defer_learning=True)
+    fresh.type("the fox and the fox ")
+    assert fresh.suggestions == before, "what was shown is what the text gave before learning"
+    assert ac.type("t") != fresh.type("t"), "the next keystroke's search has learned"
+
+
 def test_onnxruntime_backend_suggests_the_same_without_learning(tmp_path):
     path = small_model_file(tmp_path, "lstm", layers=2)
     numpy_ac = Autocompleter(edge_rnn.load(path), learn=False)

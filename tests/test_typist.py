@@ -123,10 +123,11 @@ def test_a_real_autocompleter_types_a_passage_back_exactly(learn):
 
 
 @pytest.mark.slow
-def test_learning_after_the_suggestions_saves_what_learning_at_once_saves():
-    """The bench types with defer_learning (the demo's way: learn after showing the suggestions, then
-    show them anew): each keystroke is decided on the suggestions (with their probabilities) that
-    learning at once gives."""
+def test_learning_after_the_suggestions_learns_what_learning_at_once_learns():
+    """The bench types with defer_learning (the demo's and the server's way: learn after showing the
+    suggestions, which stay on screen until the next edit). It learns the same characters with the same
+    scores as learning at once, and a word start decided on the suggestions made before learning costs
+    at most a keystroke or two (README, "Live typing": 0 or 1 a text on seven tuning texts)."""
     import edge_rnn
     from edge_rnn.corpus import other_style_text
     from edge_rnn.modelfile import default_model_path
@@ -135,13 +136,8 @@ def test_learning_after_the_suggestions_saves_what_learning_at_once_saves():
     runs = {}
     for defer in (False, True):
         engine = EdgeRNNEngine(edge_rnn.load(default_model_path()), n=3, learn=True, defer_learning=defer)
-        shown, last = [], []  # the suggestions each keystroke was decided on; the typist's last read of them
-        suggest = engine.suggest
-        engine.suggest = lambda n, suggest=suggest, engine=engine, last=last: last.append(engine.ac.suggestions) or suggest(n)
-        for name in ("type", "accept"):
-            act = getattr(engine, name)
-            setattr(engine, name, lambda *a, act=act, shown=shown, last=last: (shown.append(last[-1]), act(*a)))
-        runs[defer] = (type_text(engine, source, n=3), shown)
-    (at_once, shown_at_once), (deferred, shown_deferred) = runs[False], runs[True]
-    assert deferred["keystrokes"] == at_once["keystrokes"] and deferred["accepts"] > 0
-    assert shown_deferred == shown_at_once
+        runs[defer] = (type_text(engine, source, n=3), engine.ac.stats())
+    (at_once, learned_at_once), (deferred, learned_deferred) = runs[False], runs[True]
+    assert learned_deferred["tokens"] == learned_at_once["tokens"] > 0.9 * len(source)
+    assert learned_deferred["bpc"] == learned_at_once["bpc"]
+    assert deferred["accepts"] > 0 and abs(deferred["keystrokes"] - at_once["keystrokes"]) <= 2

@@ -195,8 +195,8 @@ def _typed(path: str, text: str, n: int, driver) -> dict:
     learning off and on, per BLOCK characters; and the intervals of learning on's ratios (interval.py)."""
     row = {"characters": len(text), "start": text[:40]}
     for learn in (False, True):
-        # learning after the suggestions are shown, then shown anew, as the demo does (defer_learning): the
-        # same suggestions and savings, and a keystroke's latency without the learning of the word it ends
+        # learning after the suggestions are shown, as the demo and the server do (defer_learning): a keystroke's
+        # latency without the learning of the word it ends
         row[f"edge-rnn {'on' if learn else 'off'}"] = edge_rnn_savings(edge_rnn.load(path), text, n=n, learn=learn,
                                                                       defer_learning=learn, window=BLOCK)
         if driver is not None:

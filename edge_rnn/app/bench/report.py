@@ -257,9 +257,8 @@ def learning_section(b: dict, k: dict, g: dict | None = None) -> dict:
              "2+ letters or apostrophes; 1 keystroke per accept or typed character; Presage's lowercase suggestions match lower, "
              "Capitalised and ALL CAPS words); savings = 1 - keystrokes / characters; latency: keystroke until the suggestions "
              "are there (p95 in the JSON; for edge-rnn also in its thread's CPU time, which leaves out waiting for a core "
-             "on a busy host); edge-rnn learns a committed word after its suggestions are shown and then shows them anew, "
-             "as the demo does (Autocompleter(defer_learning=True); the server also learns after its reply): the same suggestions as "
-             "learning at once, and no keystroke waits for learning"]
+             "on a busy host); edge-rnn learns a committed word after its suggestions are shown, which stay until the next "
+             "keystroke, as the demo and the server do (Autocompleter(defer_learning=True)): no keystroke waits for learning"]
     engines = ("edge-rnn off", "edge-rnn on", "presage off", "presage on")
     notes += [f"{name}: keystroke latency p95 " + ", ".join(f"{key} {_p95(t[key])}" for key in engines if key in t)
               for name, t in k["texts"].items()]

@@ -177,9 +177,10 @@ class EdgeRNNEngine(Engine):
     """edge-rnn's Autocompleter under the typist: exact case; an accept is `Autocompleter.accept` (what
     a user's tap does, committing the word for learning) when the suggestion is exactly the source's
     text, else (a trailing space) the source's text is typed. `defer_learning`: learning runs in
-    `idle`, after the suggestions are shown, and the typist then sees the suggestions redrawn, as in
-    the live demo: the same suggestions as learning at once, with no keystroke waiting for it; and like the
-    demo, the heap is frozen once the Autocompleter is built (autocomplete.freeze_heap). The typist reads
+    `idle`, after the suggestions are shown, which stay until the next keystroke, as in the live demo and
+    the server: no keystroke waits for learning, and only a word start's suggestions are those made before
+    its word was learned (Autocompleter.learn_pending: the same keystrokes as learning at once, within one
+    a text on the tuning texts); and like the demo, the heap is frozen once the Autocompleter is built (autocomplete.freeze_heap). The typist reads
     the suggestions before every character, as the protocol says, so what it types on from is passed
     over at once (passed_after=0; a person who reads them all takes longer than the default's wait, and
     is served the same). The suggestions are made when `suggest` asks for them: a typist that does not
@@ -207,7 +208,9 @@ class EdgeRNNEngine(Engine):
             self.ac.type(chars, suggest=False)
 
     def idle(self) -> bool:
-        return bool(self.ac.defer_learning and self.ac.learn_pending())
+        if self.ac.defer_learning:
+            self.ac.learn_pending()  # the suggestions shown stay as they are
+        return False
 
     @property
     def text(self) -> str:
