@@ -178,13 +178,13 @@ class EdgeRNNEngine(Engine):
     a user's tap does, committing the word for learning) when the suggestion is exactly the source's
     text, else (a trailing space) the source's text is typed. `defer_learning`: learning runs in
     `idle`, after the suggestions are shown, which stay until the next keystroke, as in the live demo and
-    the server: no keystroke waits for learning, and only a word start's suggestions are those made before
-    its word was learned (Autocompleter.learn_pending: the same keystrokes as learning at once, within one
-    a text on the tuning texts); and like the demo, the heap is frozen once the Autocompleter is built (autocomplete.freeze_heap). The typist reads
-    the suggestions before every character, as the protocol says, so what it types on from is passed
-    over at once (passed_after=0; a person who reads them all takes longer than the default's wait, and
-    is served the same). The suggestions are made when `suggest` asks for them: a typist that does not
-    read (newwords, before its second letter) has passed over nothing."""
+    the server: no keystroke waits for learning, and only a word start's suggestions are made before the
+    word that ended was learned (Autocompleter.learn_pending: on the tuning texts, the keystrokes of
+    learning at once but for one). Like the demo, the heap is frozen once the Autocompleter is built
+    (autocomplete.freeze_heap). The typist reads the suggestions before every character, as the protocol
+    says, so what it types on from is passed over at once (passed_after=0; a person who reads them all
+    takes longer than the default's wait, and is served the same). The suggestions are made when `suggest`
+    asks for them: a typist that does not read (newwords, before its second letter) has passed over nothing."""
 
     computes_here = True
 
