@@ -55,10 +55,9 @@ class Engine(ABC):
         """The user accepted suggestion `index`; `chars` is the exact source text it stands for."""
         self.type(chars)
 
-    def idle(self) -> bool:
-        """Work after the suggestions are shown (e.g. deferred learning); not timed. True when it
-        changed the suggestions: the typist then reads them again, as a page or a terminal redraws."""
-        return False
+    def idle(self) -> None:
+        """Work after the suggestions are shown (e.g. deferred learning); not timed. The suggestions
+        shown stay as they are until the next keystroke."""
 
     @property
     @abstractmethod
@@ -127,8 +126,7 @@ def type_text(engine: Engine, source: str, n: int = 3, window: int | None = None
     span = window or len(source)
     per_window = [0] * -(-len(source) // span)  # keystrokes starting in each window
     while i < len(source):
-        if engine.idle():
-            options = engine.suggest(n)
+        engine.idle()
         end = target_end(source, i)
         target = source[i:end]
         per_window[i // span] += 1
@@ -207,10 +205,9 @@ class EdgeRNNEngine(Engine):
         else:
             self.ac.type(chars, suggest=False)
 
-    def idle(self) -> bool:
+    def idle(self) -> None:
         if self.ac.defer_learning:
-            self.ac.learn_pending()  # the suggestions shown stay as they are
-        return False
+            self.ac.learn_pending()
 
     @property
     def text(self) -> str:
