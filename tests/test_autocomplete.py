@@ -99,6 +99,23 @@ def test_trained_model_completes_its_words(trained):
     assert run_on.type("the qu")[0][0] == "ick brown"
 
 
+def test_a_deadline_bounds_the_search_and_a_generous_one_changes_nothing(trained):
+    """deadline_ms: a search past its deadline takes no further step and offers what it has finished."""
+    model = edge_rnn.load(trained)
+    exact = Autocompleter(model, n=3, learn=False).type("the quick brown fox jumps over the la")
+    assert Autocompleter(model, n=3, learn=False, deadline_ms=60_000).type("the quick brown fox jumps over the la") == exact
+    steps = []
+    forward = model.forward
+    model.forward = lambda tokens, state: steps.append(tokens.shape) or forward(tokens, state)
+    late = Autocompleter(model, n=3, learn=False, deadline_ms=1e-9)
+    late.type("the quick brown fox jumps over the la", suggest=False)
+    steps.clear()
+    assert late.suggestions == [] and steps == []  # out of time before its first step: no step, nothing finished
+    for bad in (0, -1.0, math.nan, math.inf, "5", True):
+        with pytest.raises(SettingsError, match="deadline_ms"):
+            Autocompleter(model, deadline_ms=bad)
+
+
 def test_accept_types_the_completion_and_a_space(trained):
     ac = Autocompleter(edge_rnn.load(trained), learn=False)
     ac.type("over the l")

@@ -107,8 +107,11 @@ def test_demo_refuses_a_pipe(model):
     done = subprocess.run([sys.executable, "-m", "edge_rnn.app.cli", "demo", model], input="", capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "interactive terminal" in done.stderr
-    args = build_parser().parse_args(["demo", model, "-n", "2", "--no-learn"])
-    assert args.model == model and args.n == 2 and args.no_learn
+    args = build_parser().parse_args(["demo", model, "-n", "2", "--no-learn", "--deadline-ms", "8"])
+    assert args.model == model and args.n == 2 and args.no_learn and args.deadline_ms == 8
+    done = subprocess.run([sys.executable, "-m", "edge_rnn.app.cli", "demo", model, "--deadline-ms", "0"], input="",
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "deadline_ms must be" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_tab_then_punctuation_replaces_the_automatic_space_and_a_space_is_absorbed(demo):

@@ -63,7 +63,7 @@ class Autocompleter:
     """Suggestions for the word being typed, from a Model that adapts to the user.
 
     n: suggestions; learn: adapt online to committed text; adapt_settings: AdaptConfig
-    fields for the adapter, over ADAPT_DEFAULTS; width, max_chars, run_on: see
+    fields for the adapter, over ADAPT_DEFAULTS; width, max_chars, run_on, deadline_ms: see
     BeamConfig; accept_suffix: typed after an accepted completion (a space ends the
     word, like a phone keyboard); history: per-character snapshots kept for backspace;
     defer_learning: committed text waits for `learn_pending()`, which an interactive
@@ -76,7 +76,8 @@ class Autocompleter:
     """
 
     def __init__(self, model, n: int = 3, learn: bool = True, adapt_settings: dict | None = None, *,
-                 width: int = 8, max_chars: int = 20, run_on: bool = False, accept_suffix: str = " ",
+                 width: int = 8, max_chars: int = 20, run_on: bool = False, deadline_ms: float | None = None,
+                 accept_suffix: str = " ",
                  history: int = 64, defer_learning: bool = False, mixture=True,
                  passed_after: float | None = PASSED_AFTER):
         if not isinstance(history, int) or isinstance(history, bool) or history < 1:
@@ -85,7 +86,8 @@ class Autocompleter:
             raise SettingsError(f"accept_suffix must be text, e.g. ' ' or '', got {accept_suffix!r}")
         self.model = model
         # without an automatic space a one-character completion saves nothing: offer two or more
-        self.config = BeamConfig(n=n, width=width, max_chars=max_chars, run_on=run_on, min_chars=1 if accept_suffix else 2)
+        self.config = BeamConfig(n=n, width=width, max_chars=max_chars, run_on=run_on, min_chars=1 if accept_suffix else 2,
+                                 deadline_ms=deadline_ms)
         self.classes = WordClasses.of(model.vocab)
         self.accept_suffix = accept_suffix
         self.history = history

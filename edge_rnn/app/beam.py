@@ -25,6 +25,8 @@ take over a node's state.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -42,19 +44,26 @@ class BeamConfig:
     """n: suggestions wanted; width: beams kept per step (bounds the batch); max_chars:
     longest completion (bounds the steps, so the latency); run_on: finish the next word too;
     min_chars: shortest completion offered (a one-character completion saves a keystroke only
-    when accepting it also types a space)."""
+    when accepting it also types a space); deadline_ms: a search that has run this long takes
+    no further step and offers the best completions it has finished (None: it runs to its end,
+    the exact n most likely). Why: on a device slower than the one the defaults were measured on,
+    the costliest keystrokes (a word's first letter, after learning) then still answer in time."""
 
     n: int = 3
     width: int = 8
     max_chars: int = 20
     run_on: bool = False
     min_chars: int = 1
+    deadline_ms: float | None = None
 
     def __post_init__(self):
         for name in ("n", "width", "max_chars", "min_chars"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SettingsError(f"{name} must be a positive integer, got {value!r}")
+        d = self.deadline_ms
+        if d is not None and (not isinstance(d, (int, float)) or isinstance(d, bool) or not 0 < d < math.inf):
+            raise SettingsError(f"deadline_ms must be a number of milliseconds > 0, or None for no deadline; got {d!r}")
         if self.width < self.n:
             raise SettingsError(f"beam width ({self.width}) must be >= n ({self.n}) to find n completions; raise width")
 
@@ -243,6 +252,7 @@ def search(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, cl
     their rows from `at` on, and their RNN log-probabilities; or it yields a Scoring and takes back
     the predictor's scores; and returns the suggestions."""
     symbols = model.vocab.symbols
+    deadline = time.perf_counter() + config.deadline_ms / 1e3 if config.deadline_ms is not None else None
     if memo is not None and not word_started:
         memo.clear()  # a word start's search is not reused (see complete_word)
     agreeing = agreeing_rows(model)
@@ -270,7 +280,7 @@ def search(model, state: tuple, log_probs: np.ndarray, *, word_started: bool, cl
             for b in np.flatnonzero(ending):
                 if len(texts[b]) >= config.min_chars and texts[b] not in exclude and end[b] > finished.get(texts[b], -np.inf):
                     finished[texts[b]] = float(end[b])
-        if step == config.max_chars:
+        if step == config.max_chars or (deadline is not None and time.perf_counter() >= deadline):
             break
         scores = logp[:, None] + lp  # (B, V)
         may_cross = ~started | (crossed < words_left - 1)  # leading boundaries, or run_on's one crossing

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 import edge_rnn
 from edge_rnn.app.autocomplete import Autocompleter, freeze_heap
+from edge_rnn.app.beam import BeamConfig
 from edge_rnn.corpus import read_text_file
 from edge_rnn.errors import EdgeRNNError
 
@@ -256,13 +257,15 @@ def learn_from(ac, text: str, progress=None) -> dict:
 
 
 def cmd_demo(args) -> None:
-    text = read_text_file(args.learn_from) if args.learn_from else ""  # a bad file fails first, before the model loads
+    BeamConfig(n=args.n, deadline_ms=args.deadline_ms)  # impossible settings fail first, like a bad file, before the model loads
+    text = read_text_file(args.learn_from) if args.learn_from else ""
     if curses is None:
         raise EdgeRNNError("the terminal demo needs curses, which this Python lacks; use `edge-rnn serve` for the web page")
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise EdgeRNNError("the demo needs an interactive terminal; run it in a terminal or tmux, not through a pipe")
     model = edge_rnn.load(args.model, backend=args.backend)
-    ac = Autocompleter(model, n=args.n, learn=not args.no_learn, run_on=args.run_on, defer_learning=True)
+    ac = Autocompleter(model, n=args.n, learn=not args.no_learn, run_on=args.run_on, defer_learning=True,
+                       deadline_ms=args.deadline_ms)
     if text:
         with tqdm(total=len(text), desc=f"learning from {os.path.basename(args.learn_from)}", unit="char",
                   unit_scale=True, file=sys.stderr, leave=False) as bar:
@@ -287,6 +290,8 @@ def register(subparsers) -> None:
     d.add_argument("-n", type=int, default=3, help="suggestions shown")
     d.add_argument("--no-learn", action="store_true", help="do not adapt to what you type")
     d.add_argument("--run-on", action="store_true", help="suggestions also finish the next word")
+    d.add_argument("--deadline-ms", type=float, help="a search that has run this long shows the best completions it has "
+                                                     "finished (for a slow device; default: every search runs to its end)")
     d.add_argument("--learn-from", metavar="TEXT", help="a text file of yours to learn from first (with a progress bar), "
                                                          "so the suggestions start in your words")
     d.add_argument("--save", metavar="PATH", help="write the adapted model here on exit")
