@@ -271,6 +271,19 @@ def test_server_session_cap_must_be_positive(tmp_path):
         AutocompleteServer(small_model_file(tmp_path, "gru"), port=0, max_sessions=0)
 
 
+def test_server_deadline_must_be_positive_and_reaches_every_session(tmp_path):
+    from edge_rnn.app.server import AutocompleteServer
+
+    path = small_model_file(tmp_path, "gru")
+    with pytest.raises(SettingsError, match="deadline_ms"):
+        AutocompleteServer(path, port=0, deadline_ms=0)
+    server = AutocompleteServer(path, port=0, deadline_ms=7.5)
+    try:
+        assert server._fresh().config.deadline_ms == 7.5  # a new tab's, and a restored one's (the same factory)
+    finally:
+        server.server_close()
+
+
 # --- writes: temp file, fsync, rename ------------------------------------------------------------
 def test_atomic_write_keeps_permissions_and_the_old_file_on_failure(tmp_path):
     path = tmp_path / "out.bin"

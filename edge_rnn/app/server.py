@@ -189,13 +189,15 @@ class AutocompleteServer:
                  max_sessions: int | None = None, adapt_settings: dict | None = None, *, allow_hosts=(),
                  max_connections: int = MAX_CONNECTIONS, handshake_timeout: float = HANDSHAKE_TIMEOUT,
                  idle_timeout: float = IDLE_TIMEOUT, evict_after: float = EVICT_AFTER, store=None, workers: int = 2,
-                 batch: bool = True):
+                 batch: bool = True, deadline_ms: float | None = None):
         """max_sessions: sessions in memory at once (None: MAX_SESSIONS); adapt_settings: each tab's adapter
         settings over autocomplete.ADAPT_DEFAULTS; allow_hosts: names besides 127.0.0.1 and localhost this
         server answers to (Host header); store: where evicted and closed sessions go (edge_rnn.app.store;
         None: a folder in a fresh temp folder); workers: the pool's threads (KEYSTROKE_BATCHES of them answer
         keystrokes, the rest learn, save and read the store); batch: keystrokes of several tabs waiting together
-        search in lockstep (autocomplete.suggest_together) instead of one after another."""
+        search in lockstep (autocomplete.suggest_together) instead of one after another; deadline_ms: each
+        keystroke's search offers what it has finished once it has run this long (beam.BeamConfig; None: every
+        search runs to its end)."""
         max_sessions = MAX_SESSIONS if max_sessions is None else max_sessions
         for name, value in (("max_sessions", max_sessions), ("max_connections", max_connections), ("workers", workers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -205,6 +207,7 @@ class AutocompleteServer:
                 raise SettingsError(f"{name} must be a number of seconds > 0, got {value!r}")
         model = edge_rnn.load(model_path, backend=backend)  # fail now, not in the first tab
         self.model_path, self.backend, self.n, self.adapt_settings = model_path, backend, n, adapt_settings
+        self.deadline_ms = deadline_ms
         self.max_sessions, self.max_connections = max_sessions, max_connections
         self.handshake_timeout, self.idle_timeout, self.evict_after = handshake_timeout, idle_timeout, evict_after
         self.allowed = {h.lower().strip("[]") for h in (*ALLOWED_HOSTS, *allow_hosts)}
@@ -447,7 +450,8 @@ class AutocompleteServer:
             return self._fresh()
 
     def _autocompleter(self, model) -> Autocompleter:
-        return Autocompleter(model, n=self.n, adapt_settings=self.adapt_settings, defer_learning=True)
+        return Autocompleter(model, n=self.n, adapt_settings=self.adapt_settings, defer_learning=True,
+                             deadline_ms=self.deadline_ms)
 
     async def _put_away(self, token: str, close: bool = False) -> None:
         """Store a session and drop it from memory (its socket, if open, stays)."""
@@ -625,7 +629,7 @@ def cmd_serve(args) -> None:
         store = open_store(args.store) if args.store else None
         server = AutocompleteServer(args.model, args.host, args.port, n=args.n, backend=args.backend,
                                     max_sessions=args.max_sessions, allow_hosts=args.allow_host, store=store,
-                                    batch=args.batch)
+                                    batch=args.batch, deadline_ms=args.deadline_ms)
     except OSError as exc:
         raise EdgeRNNError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); pick another --port") from None
     if args.processes > 1 or isinstance(store, RedisStore):
@@ -660,6 +664,8 @@ def register(subparsers) -> None:
                         "--max-sessions and the connection cap apply to each")
     s.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True,
                    help="keystrokes of several tabs that wait together search in lockstep (default on)")
+    s.add_argument("--deadline-ms", type=float, help="a keystroke's search that has run this long answers with the best "
+                                                     "completions it has finished (default: every search runs to its end)")
     s.add_argument("--store", metavar="FOLDER|redis://HOST:PORT",
                    help="where users' learning is kept between visits (default: a temp folder for this run)")
     s.set_defaults(func=cmd_serve)
