@@ -258,6 +258,14 @@ def test_quick_report_counts_uses_until_a_new_word_is_offered(quick):
     assert any(n.startswith("new words:") and "edge-rnn off:" in n for n in learning["notes"]), "every engine's uses are listed"
 
 
+@pytest.mark.slow
+def test_quick_report_says_how_good_the_suggestions_under_load_were(quick):
+    result, _ = quick
+    notes = " ".join(result["sections"]["capacity"]["notes"])
+    if "load skipped" not in notes:
+        assert re.search(r"the word's rest offered at \d+\.\d% of keystrokes", notes), notes
+
+
 def test_capacity_names_where_the_server_stops_holding_50_ms():
     from edge_rnn.app.bench.capacity import crossing
 

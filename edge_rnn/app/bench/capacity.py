@@ -29,6 +29,7 @@ import numpy as np
 
 import edge_rnn
 from edge_rnn.app.autocomplete import Autocompleter, suggest_together
+from edge_rnn.app.bench.typist import target_end
 
 TEXT = ("the quick brown fox jumps over the lazy dog while my friend writes to me about the weather and "
         "her plans for the weekend, which sound better than mine. ")
@@ -99,9 +100,11 @@ def lockstep_cpu(model_path=None, users: int = 25, chars: int = 120) -> dict:
     return result
 
 
-async def _typist(ws, k: int, cps: float, until: float, latencies: list, first: list, compute: list) -> None:
+async def _typist(ws, k: int, cps: float, until: float, latencies: list, first: list, compute: list, offered: list) -> None:
     """Type at `cps`, each keystroke waiting for its reply; the first (it makes the session) goes to `first`;
-    `compute` gets the server's own time for each later one (its reply's "ms": the handler, not the queue)."""
+    `compute` gets the server's own time for each later one (its reply's "ms": the handler, not the queue);
+    `offered`, for each later one where 2 or more letters of the word are left, whether the suggestions held
+    the rest of it (what the typist protocol would accept): the suggestions' quality under this load."""
     text, seq, source = "", 0, TEXT * 20
     start = (k * 13) % len(TEXT)
     next_at = time.monotonic() + random.Random(k).random() / cps  # people do not type in step: each its own phase
@@ -118,6 +121,9 @@ async def _typist(ws, k: int, cps: float, until: float, latencies: list, first: 
         (first if seq == 1 else latencies).append(1000 * (time.perf_counter() - t0))
         if seq > 1:
             compute.append(m["ms"])
+            target = source[start + seq : target_end(source, start + seq)]
+            if len(target) >= 2:
+                offered.append(any(s[0] == target for s in m.get("suggestions", [])))
         next_at = (time.monotonic() if seq == 1 else next_at) + 1 / cps  # after the slow first one: no burst to catch up
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
@@ -139,10 +145,11 @@ async def _load(port: int, server_pid: int, connected: int, typing: list[int], c
         latencies: list[float] = []
         first: list[float] = []
         compute: list[float] = []
+        offered: list[bool] = []
         until = time.monotonic() + seconds
         pids = tree(server_pid)
         cpu0, own0, wall0 = sum(map(cpu_seconds, pids)), cpu_seconds(), time.monotonic()
-        await asyncio.gather(*(_typist(sockets[i], i, cps, until, latencies, first, compute) for i in range(n)))
+        await asyncio.gather(*(_typist(sockets[i], i, cps, until, latencies, first, compute, offered) for i in range(n)))
         wall = time.monotonic() - wall0
         server_cpu, own_cpu = (sum(map(cpu_seconds, pids)) - cpu0) / wall, (cpu_seconds() - own0) / wall
         lat = np.array(latencies)
@@ -150,6 +157,7 @@ async def _load(port: int, server_pid: int, connected: int, typing: list[int], c
                                  "first_keystroke_ms_median": round(float(np.median(first)), 1),
                                  **{f"p{q}_ms": round(float(np.percentile(lat, q)), 1) for q in (10, 50, 90, 95, 99)},
                                  **{f"compute_p{q}_ms": round(float(np.percentile(compute, q)), 1) for q in (50, 95)},
+                                 "word_offered": round(float(np.mean(offered)), 3) if offered else None,
                                  **server_memory(server_pid),
                                  "server_cpu_cores": round(server_cpu, 2), "load_generator_cpu_cores": round(own_cpu, 2),
                                  "load_average_1min": os.getloadavg()[0]})
@@ -170,16 +178,16 @@ def crossing(rounds: list[dict], limit_ms: float = 50.0) -> tuple[int | None, in
 
 
 def capacity(model_path, connected: int, typing: list[int], cps: float, seconds: float, max_sessions: int,
-             processes: int = 1, batch: bool = True) -> dict:
+             processes: int = 1, batch: bool = True, deadline_ms: float | None = None) -> dict:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a thousand sockets on each side
     cmd = [sys.executable, "-m", "edge_rnn.app.cli", "serve", *([str(model_path)] if model_path else []), "--port", "0",
            "--max-sessions", str(max_sessions), "--processes", str(processes),
-           "--batch" if batch else "--no-batch"]
+           "--batch" if batch else "--no-batch", *(["--deadline-ms", str(deadline_ms)] if deadline_ms is not None else [])]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", server.stdout.readline()).group(1))
-        return {"command": " ".join(cmd[1:]), "processes": processes, "batch": batch, "cps": cps, "seconds_per_round": seconds, "max_sessions": max_sessions,
+        return {"command": " ".join(cmd[1:]), "processes": processes, "batch": batch, "deadline_ms": deadline_ms, "cps": cps, "seconds_per_round": seconds, "max_sessions": max_sessions,
                 **asyncio.run(_load(port, server.pid, connected, typing, cps, seconds))}
     finally:
         server.terminate()
@@ -197,6 +205,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-sessions", type=int, default=64, help="per server process")
     p.add_argument("--processes", type=int, default=1, help="edge-rnn serve --processes")
     p.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True, help="edge-rnn serve --batch")
+    p.add_argument("--deadline-ms", type=float, help="edge-rnn serve --deadline-ms")
     p.add_argument("--users", default="1,25", help="lockstep: users typing together, each count in turn")
     args = p.parse_args(argv)
     if args.what == "memory":
@@ -205,7 +214,7 @@ def main(argv=None) -> int:
         result = {"lockstep": [lockstep_cpu(args.model, int(n)) for n in args.users.split(",")]}
     else:
         result = capacity(args.model, args.connected, [int(n) for n in args.typing.split(",")], args.cps, args.seconds,
-                          args.max_sessions, args.processes, args.batch)
+                          args.max_sessions, args.processes, args.batch, args.deadline_ms)
     print(json.dumps(result))
     return 0
 

@@ -315,7 +315,9 @@ def _capacity_section(memory: dict | None, load: dict | None) -> dict:
                             named("edge-rnn serve", {"median": r["p50_ms"], "p10": r["p10_ms"], "p90": r["p90_ms"],
                                                               "p95": r["p95_ms"], "n": r["keystrokes"]}), []))
             notes.append(f"{r['typing']} typing: p50/p95/p99 {r['p50_ms']}/{r['p95_ms']}/{r['p99_ms']} ms, {r['keystrokes_per_s']} keystrokes/s "
-                         f"served at {r['server_cpu_cores']} cores, server RSS {r['server_rss_mb']} MiB (PSS {r['server_pss_mb']})")
+                         f"served at {r['server_cpu_cores']} cores, server RSS {r['server_rss_mb']} MiB (PSS {r['server_pss_mb']})"
+                         + (f"; the word's rest offered at {r['word_offered']:.1%} of keystrokes with 2+ letters left"
+                            if r.get("word_offered") is not None else ""))
         crossed = load["typing_at_p95_over_50ms"]
         held = load.get("most_typing_at_p95_under_50ms")
         if crossed is None:
