@@ -6,7 +6,9 @@ starts `edge-rnn serve` in a subprocess, opens `--connected` websockets to it, t
 count in `--typing` has that many of them type at `--cps` characters per second for `--seconds`
 (each keystroke waits for its suggestions) and reports p50/p95/p99 latency of the keystrokes after
 each typist's first (that one makes its session: reported apart), the server's own time per reply,
-its RSS and PSS summed over its worker processes, and the CPU of the server and of this process;
+how often the suggestions held the rest of the word being typed (`word_offered`: a fast answer must not
+be a worse one, see `--deadline-ms`), its RSS and PSS summed over its worker processes, and the CPU of
+the server and of this process;
 `memory` reports the RSS of 1 vs 9 learning Autocompleters in one process; `lockstep` the search's CPU
 per keystroke of N users typing together in one process (`--users 1,25`).
 """
