@@ -31,7 +31,7 @@ import numpy as np
 
 import edge_rnn
 from edge_rnn.app.autocomplete import Autocompleter, suggest_together
-from edge_rnn.app.bench.typist import target_end
+from edge_rnn.app.bench.typist import MIN_TARGET, matches, target_end
 
 TEXT = ("the quick brown fox jumps over the lazy dog while my friend writes to me about the weather and "
         "her plans for the weekend, which sound better than mine. ")
@@ -124,8 +124,8 @@ async def _typist(ws, k: int, cps: float, until: float, latencies: list, first: 
         if seq > 1:
             compute.append(m["ms"])
             target = source[start + seq : target_end(source, start + seq)]
-            if len(target) >= 2:
-                offered.append(any(s[0] == target for s in m.get("suggestions", [])))
+            if len(target) >= MIN_TARGET:  # the typist protocol's test, exact case (its word matters only when folding)
+                offered.append(any(matches(s[0], target, target, folds_case=False) for s in m.get("suggestions", [])))
         next_at = (time.monotonic() if seq == 1 else next_at) + 1 / cps  # after the slow first one: no burst to catch up
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
