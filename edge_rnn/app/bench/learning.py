@@ -192,7 +192,8 @@ def keystrokes(path: str, texts: list[str], chars: int, n: int = 3, new_words: i
 
 def _typed(path: str, text: str, n: int, driver) -> dict:
     """One passage under the typist: edge-rnn (a fresh model each) and, with a Presage driver, Presage,
-    learning off and on, per BLOCK characters; and the intervals of learning on's ratios (interval.py)."""
+    learning off and on, per BLOCK characters; the intervals of learning on's ratios (interval.py); and
+    edge-rnn learning on with headroom's recall oracles, the most that recalling repeated words could add."""
     row = {"characters": len(text), "start": text[:40]}
     for learn in (False, True):
         # learning after the suggestions are shown, as the demo and the server do (defer_learning): a keystroke's
@@ -202,6 +203,10 @@ def _typed(path: str, text: str, n: int, driver) -> dict:
         if driver is not None:
             with peers_presage.PresageEngine(n=n, learn=learn, driver=driver) as engine:
                 row[f"presage {'on' if learn else 'off'}"] = type_text(engine, text, n, BLOCK)
+    from edge_rnn.app.bench.headroom import RECALL_LETTERS, recall_savings  # here: `python -m ...headroom` runs without a warning
+
+    for letters in RECALL_LETTERS:  # what whole-word recall could still add to learning on (headroom.py)
+        row[f"recall from letter {letters}"] = recall_savings(path, text, letters, n)
     on = row["edge-rnn on"]
     row["interval"] = {"level": LEVEL, "block": BLOCK, "draws": DRAWS, **{
         peer: ratio_interval(on["window_keystrokes"], row[peer]["window_keystrokes"], on["window_sizes"])

@@ -227,8 +227,11 @@ def learning_section(b: dict, k: dict, g: dict | None = None) -> dict:
         if name in k["texts"]:
             t = k["texts"][name]
             peers = [key for key in ("edge-rnn off", "presage off", "presage on") if key in t]
+            recall = [key for key in t if key.startswith("recall from letter")]  # none in a run from before them
             rows.append(row(f"{name}: keystrokes saved, {k['n']} suggestions", "%", named(LEARNING_ON, pct(t["edge-rnn on"]), accepts=t["edge-rnn on"]["accepts"]),
-                            [named(label[key], pct(t[key]), accepts=t[key]["accepts"]) for key in peers], characters=t["characters"]))
+                            [named(label[key], pct(t[key]), accepts=t[key]["accepts"]) for key in peers]
+                            + [named(f"{LEARNING_ON} + oracle: {key}", pct(t[key]), accepts=t[key]["accepts"]) for key in recall],
+                            characters=t["characters"]))
             rows.append(row(f"{name}: keystroke -> suggestions latency", "ms", named(LEARNING_ON, t["edge-rnn on"]["latency_ms"]),
                             [named(label[key], t[key]["latency_ms"]) for key in peers]))
         if g and name in g["texts"]:
@@ -263,6 +266,7 @@ def learning_section(b: dict, k: dict, g: dict | None = None) -> dict:
     notes += [f"{name}: keystroke latency p95 " + ", ".join(f"{key} {_p95(t[key])}" for key in engines if key in t)
               for name, t in k["texts"].items()]
     notes += [_interval_note(name, t) for name, t in k["texts"].items() if t.get("interval")]  # none in a run from before it
+    notes += [_recall_note(name, t) for name, t in k["texts"].items() if any(key.startswith("recall from") for key in t)]
     if words:
         notes.append(f"new words: invented words, each in {words['edge-rnn on']['sentences']} varied sentences, typed with the engine "
                      "learning as the typist lets it (edge_rnn.app.bench.newwords; the target: every word from its 2nd use on); "
@@ -286,6 +290,16 @@ def _interval_note(name: str, t: dict) -> str:
               for peer, label in (("edge-rnn off", "off"), ("presage on", "Presage learning on")) if peer in i and t[peer]["savings"] > 0]
     return (f"{name}: keystrokes saved, " + ", ".join(ratios) + f"; in brackets the {100 * i['level']:.0f}% "
             f"interval of a paired bootstrap over {i['block']}-character blocks of the passage ({i['draws']:,} draws)")
+
+
+def _recall_note(name: str, t: dict) -> str:
+    """What learning on's ratio to learning off would be if it also recalled every repeated word (headroom.py)."""
+    off = t["edge-rnn off"]["savings"]
+    oracles = [(key, t[key]) for key in t if key.startswith("recall from letter")]
+    return (f"{name}: headroom of whole-word recall (edge_rnn.app.bench.headroom): learning on / off "
+            f"{t['edge-rnn on']['savings'] / off:.3f}x; with an oracle that puts a word the user wrote earlier in the "
+            "passage in the last slot where the suggestions miss it, " + ", ".join(
+                f"{key} on {r['savings'] / off:.3f}x ({r['recalled']} words)" for key, r in oracles))
 
 
 def _gpu_section(g: dict | None) -> dict:
