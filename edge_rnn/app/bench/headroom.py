@@ -39,10 +39,10 @@ class RecallOracle(Engine):
     """`engine`'s suggestions, with the rest of a repeated word in the last slot where they miss it and
     `letters` or more of it are typed. The engine's text must stay the source's prefix (the typist checks)."""
 
-    def __init__(self, engine: Engine, source: str, letters: int, n: int = 3):
+    def __init__(self, engine: Engine, source: str, letters: int):
         if not isinstance(letters, int) or isinstance(letters, bool) or letters < 0:
             raise SettingsError(f"letters must be a whole number >= 0, got {letters!r}")
-        self.engine, self.source, self.letters, self.n = engine, source, letters, n
+        self.engine, self.source, self.letters = engine, source, letters
         self.repeated = repeated_word_starts(source)
         self.folds_case, self.computes_here = engine.folds_case, engine.computes_here
         self.added: int | None = None  # the slot the oracle filled in the suggestions last shown
@@ -88,22 +88,18 @@ RECALL_LETTERS = (1, 0)  # the bench's oracles: recall from a word's first lette
 def recall_savings(path: str | None, source: str, letters: int, n: int = 3) -> dict:
     """type_text's result for edge-rnn learning on (a fresh model) with the oracle after `letters`
     letters, and the words its slot gave (recalled)."""
-    import edge_rnn
-
-    oracle = RecallOracle(EdgeRNNEngine(edge_rnn.load(path), n=n, learn=True, defer_learning=True), source, letters, n)
+    oracle = RecallOracle(EdgeRNNEngine(edge_rnn.load(path), n=n, learn=True, defer_learning=True), source, letters)
     return {**type_text(oracle, source, n), "recalled": oracle.recalled}
 
 
 def headroom(path: str | None, source: str, letters: tuple[int, ...] = (0, 1, 2), n: int = 3) -> dict:
     """Keystrokes of edge-rnn learning off and on, and on with the oracle after each of `letters`, on
-    `source` (a fresh model each); the ratios of their savings to learning off's."""
-    import edge_rnn
-
+    `source` (a fresh model each); the ratios of their savings to learning off's (None where off saves nothing)."""
     runs = {"off": edge_rnn_savings(edge_rnn.load(path), source, n=n),
             "on": edge_rnn_savings(edge_rnn.load(path), source, n=n, learn=True, defer_learning=True),
             **{f"on, recall from letter {k}": recall_savings(path, source, k, n) for k in letters}}
     off = runs["off"]["savings"]
-    rows = {key: {"keystrokes": r["keystrokes"], "savings": r["savings"], "ratio": r["savings"] / off,
+    rows = {key: {"keystrokes": r["keystrokes"], "savings": r["savings"], "ratio": r["savings"] / off if off > 0 else None,
                   **({"recalled": r["recalled"]} if "recalled" in r else {})} for key, r in runs.items()}
     return {"characters": len(source), "repeated_words": len(repeated_word_starts(source)), "rows": rows}
 

@@ -266,7 +266,8 @@ def learning_section(b: dict, k: dict, g: dict | None = None) -> dict:
     notes += [f"{name}: keystroke latency p95 " + ", ".join(f"{key} {_p95(t[key])}" for key in engines if key in t)
               for name, t in k["texts"].items()]
     notes += [_interval_note(name, t) for name, t in k["texts"].items() if t.get("interval")]  # none in a run from before it
-    notes += [_recall_note(name, t) for name, t in k["texts"].items() if any(key.startswith("recall from") for key in t)]
+    notes += [_recall_note(name, t) for name, t in k["texts"].items()
+              if t["edge-rnn off"]["savings"] > 0 and any(key.startswith("recall from") for key in t)]
     if words:
         notes.append(f"new words: invented words, each in {words['edge-rnn on']['sentences']} varied sentences, typed with the engine "
                      "learning as the typist lets it (edge_rnn.app.bench.newwords; the target: every word from its 2nd use on); "
