@@ -15,8 +15,8 @@ learning off, on, and on with the oracle after 0, 1, 2 letters, and prints each 
 from __future__ import annotations
 
 import edge_rnn
-from edge_rnn.app.bench.typist import (MIN_TARGET, EdgeRNNEngine, Engine, edge_rnn_savings, is_target_char, matches, target_end,
-                                      type_text)
+from edge_rnn.app.bench.typist import (MIN_TARGET, EdgeRNNEngine, Engine, edge_rnn_savings, matches, target_end, type_text,
+                                      word_start)
 from edge_rnn.errors import EdgeRNNError, SettingsError
 
 
@@ -51,9 +51,7 @@ class RecallOracle(Engine):
     def suggest(self, n: int) -> list[str]:
         options, self.added = self.engine.suggest(n)[:n], None
         i = len(self.engine.text)
-        start, end = i, target_end(self.source, i)
-        while start and is_target_char(self.source[start - 1]):
-            start -= 1
+        start, end = word_start(self.source, i), target_end(self.source, i)
         target = self.source[i:end]
         if (len(target) >= MIN_TARGET and i - start >= self.letters and start in self.repeated
                 and not any(matches(c, target, self.source[start:end], self.folds_case) for c in options)):

@@ -86,6 +86,13 @@ def target_end(source: str, i: int) -> int:
     return end
 
 
+def word_start(source: str, i: int) -> int:
+    """Start of the word that position i is in or ends (i when the character before it is not a letter or apostrophe)."""
+    while i and is_target_char(source[i - 1]):
+        i -= 1
+    return i
+
+
 def plain_case(word: str) -> bool:
     """lower, Capitalised or ALL CAPS: the shapes a lowercasing engine's suggestion can be recased to."""
     rest = word[1:]
@@ -132,10 +139,7 @@ def type_text(engine: Engine, source: str, n: int = 3, window: int | None = None
         per_window[i // span] += 1
         t0, c0 = clock(), cpu()
         if len(target) >= MIN_TARGET:
-            start = i
-            while start and is_target_char(source[start - 1]):
-                start -= 1
-            word = source[start:end]
+            word = source[word_start(source, i):end]
             hit = next((k for k, c in enumerate(options[:n]) if matches(c, target, word, engine.folds_case)), None)
         else:
             hit = None
